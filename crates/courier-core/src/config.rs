@@ -1,0 +1,673 @@
+//! The config model: one TOML file, a few environment overrides, validated
+//! into runtime types.
+//!
+//! Owns the raw serde structs (what a user writes), the env overrides, and the
+//! exhaustive conversion into [`Config`] (what the worker runs on). Every
+//! error names the key and the file. It must never read files or the
+//! environment itself (callers pass the text and an env lookup) and must never
+//! accept a secret as a literal: secrets are references (`token_env`,
+//! `token_file`) resolved at the edge.
+
+use crate::classify::StatusOverrides;
+use crate::envelope::{InvalidJob, Job};
+use crate::retry::{MAX_DELAY_SECS, RetryPolicy};
+use crate::template::PathTemplate;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Our machines' broker: RabbitMQ's well-known default account on loopback.
+pub const DEFAULT_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+/// Our machines' database: trust auth on loopback.
+pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+pub const DEFAULT_NAMESPACE: &str = "courier";
+
+/// Environment variables that override the file.
+pub const ENV_NAMESPACE: &str = "COURIER_NAMESPACE";
+pub const ENV_AMQP_URL: &str = "COURIER_AMQP_URL";
+pub const ENV_DATABASE_URL: &str = "COURIER_DATABASE_URL";
+
+/// A config error: which file, which key, what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{file}: `{key}`: {problem}")]
+pub struct ConfigError {
+    pub file: String,
+    pub key: String,
+    pub problem: String,
+}
+
+// ---- raw: what users write ------------------------------------------------
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawConfig {
+    namespace: Option<String>,
+    broker: RawBroker,
+    database: RawDatabase,
+    worker: RawWorker,
+    providers: BTreeMap<String, RawProvider>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawBroker {
+    url: Option<String>,
+    prefetch: Option<u16>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawDatabase {
+    url: Option<String>,
+    max_connections: Option<u32>,
+    migrate_on_start: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawWorker {
+    shutdown_grace_secs: Option<u64>,
+    outcome_batch_max: Option<usize>,
+    max_body_bytes: Option<usize>,
+    delivery_limit: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProvider {
+    base_url: String,
+    timeout_ms: Option<u64>,
+    concurrency: Option<usize>,
+    #[serde(default)]
+    headers: BTreeMap<String, String>,
+    auth: Option<RawAuth>,
+    #[serde(default)]
+    retry: RawRetry,
+    #[serde(default)]
+    retryable_statuses: Vec<u16>,
+    #[serde(default)]
+    permanent_statuses: Vec<u16>,
+    #[serde(default)]
+    operations: BTreeMap<String, RawOperation>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAuth {
+    scheme: String,
+    header: Option<String>,
+    token_env: Option<String>,
+    token_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawRetry {
+    max_attempts: Option<u32>,
+    base_delay_ms: Option<u64>,
+    max_delay_secs: Option<u64>,
+    jitter: Option<f64>,
+    max_retry_after_secs: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOperation {
+    method: String,
+    path: String,
+}
+
+// ---- validated: what the worker runs on -----------------------------------
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where this config came from, for messages.
+    pub source: String,
+    /// Prefix of every exchange and queue, and the PostgreSQL schema.
+    pub namespace: String,
+    pub broker: BrokerConfig,
+    pub database: DatabaseConfig,
+    pub worker: WorkerConfig,
+    pub providers: BTreeMap<String, ProviderConfig>,
+}
+
+#[derive(Clone)]
+pub struct BrokerConfig {
+    /// May hold a password (from the environment): never print it.
+    pub url: String,
+    /// Deliveries a provider's consumer may hold unacknowledged.
+    pub prefetch: u16,
+}
+
+#[derive(Clone)]
+pub struct DatabaseConfig {
+    /// May hold a password (from the environment): never print it.
+    pub url: String,
+    pub max_connections: u32,
+    pub migrate_on_start: bool,
+}
+
+impl fmt::Debug for BrokerConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BrokerConfig")
+            .field("url", &redact_url(&self.url))
+            .field("prefetch", &self.prefetch)
+            .finish()
+    }
+}
+
+impl fmt::Debug for DatabaseConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DatabaseConfig")
+            .field("url", &redact_url(&self.url))
+            .field("max_connections", &self.max_connections)
+            .field("migrate_on_start", &self.migrate_on_start)
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// How long shutdown waits for in-flight jobs before requeuing them.
+    pub shutdown_grace: Duration,
+    /// Most outcomes committed in one transaction.
+    pub outcome_batch_max: usize,
+    /// Largest accepted message body.
+    pub max_body_bytes: usize,
+    /// Deliveries of one message without an outcome before it is treated as
+    /// poison and dead-lettered.
+    pub delivery_limit: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct ProviderConfig {
+    pub name: String,
+    /// Without a trailing slash.
+    pub base_url: String,
+    pub timeout: Duration,
+    /// Most calls in flight to this provider from one worker.
+    pub concurrency: usize,
+    pub headers: Vec<(String, String)>,
+    pub auth: Option<AuthConfig>,
+    pub retry: RetryPolicy,
+    pub statuses: StatusOverrides,
+    pub operations: BTreeMap<String, Operation>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthConfig {
+    pub scheme: AuthScheme,
+    pub secret: SecretRef,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthScheme {
+    /// `Authorization: Bearer <secret>`
+    Bearer,
+    /// `<name>: <secret>`
+    Header(String),
+}
+
+/// Where a secret lives. Resolved at the edge, never stored in config.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretRef {
+    Env(String),
+    File(PathBuf),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HttpMethod {
+    Get,
+    Post,
+    Put,
+    Patch,
+    Delete,
+}
+
+impl HttpMethod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Get => "GET",
+            Self::Post => "POST",
+            Self::Put => "PUT",
+            Self::Patch => "PATCH",
+            Self::Delete => "DELETE",
+        }
+    }
+
+    /// Whether the payload travels as a JSON body.
+    pub fn sends_body(self) -> bool {
+        match self {
+            Self::Post | Self::Put | Self::Patch => true,
+            Self::Get | Self::Delete => false,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Operation {
+    pub method: HttpMethod,
+    pub path: PathTemplate,
+}
+
+impl Config {
+    /// Parses and validates `text` (from `source`, named in errors), after
+    /// applying the environment overrides found through `env`.
+    pub fn from_toml(
+        text: &str,
+        source: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| {
+            let line = e
+                .span()
+                .map(|s| text[..s.start.min(text.len())].lines().count().max(1));
+            ConfigError {
+                file: match line {
+                    Some(l) => format!("{source}:{l}"),
+                    None => source.to_owned(),
+                },
+                key: e.message().split('`').nth(1).unwrap_or("").to_owned(),
+                problem: e.message().to_owned(),
+            }
+        })?;
+        Validator { source }.config(raw, env)
+    }
+
+    /// The provider and operation a job names, or why it cannot run.
+    pub fn operation(&self, job: &Job) -> Result<(&ProviderConfig, &Operation), InvalidJob> {
+        let provider = self.providers.get(&job.provider).ok_or_else(|| {
+            InvalidJob::new("provider", format!("no provider named {:?} is configured", job.provider))
+        })?;
+        let op = provider.operations.get(&job.operation).ok_or_else(|| {
+            InvalidJob::new(
+                "operation",
+                format!("provider {:?} has no operation {:?}", job.provider, job.operation),
+            )
+        })?;
+        Ok((provider, op))
+    }
+}
+
+struct Validator<'a> {
+    source: &'a str,
+}
+
+impl Validator<'_> {
+    fn err(&self, key: impl Into<String>, problem: impl fmt::Display) -> ConfigError {
+        ConfigError {
+            file: self.source.to_owned(),
+            key: key.into(),
+            problem: problem.to_string(),
+        }
+    }
+
+    fn config(&self, raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let namespace = match env(ENV_NAMESPACE) {
+            Some(ns) => ns,
+            None => raw.namespace.unwrap_or_else(|| DEFAULT_NAMESPACE.to_owned()),
+        };
+        check_namespace(&namespace).map_err(|p| self.err("namespace", p))?;
+
+        let broker_url = self.url_setting(raw.broker.url, "broker.url", ENV_AMQP_URL, DEFAULT_AMQP_URL, env, &["amqp", "amqps"])?;
+        let database_url = self.url_setting(
+            raw.database.url,
+            "database.url",
+            ENV_DATABASE_URL,
+            DEFAULT_DATABASE_URL,
+            env,
+            &["postgres", "postgresql"],
+        )?;
+        let prefetch = raw.broker.prefetch.unwrap_or(256);
+        if prefetch == 0 {
+            return Err(self.err("broker.prefetch", "must be at least 1"));
+        }
+        let max_connections = raw.database.max_connections.unwrap_or(8);
+        if max_connections == 0 {
+            return Err(self.err("database.max_connections", "must be at least 1"));
+        }
+        let worker = WorkerConfig {
+            shutdown_grace: Duration::from_secs(raw.worker.shutdown_grace_secs.unwrap_or(30)),
+            outcome_batch_max: self.positive(raw.worker.outcome_batch_max, 512, "worker.outcome_batch_max")?,
+            max_body_bytes: self.positive(raw.worker.max_body_bytes, 256 * 1024, "worker.max_body_bytes")?,
+            delivery_limit: raw.worker.delivery_limit.unwrap_or(5),
+        };
+        if worker.delivery_limit < 2 {
+            return Err(self.err("worker.delivery_limit", "must be at least 2 (one delivery plus one redelivery)"));
+        }
+        let mut providers = BTreeMap::new();
+        for (name, p) in raw.providers {
+            let validated = self.provider(&name, p)?;
+            providers.insert(name, validated);
+        }
+        Ok(Config {
+            source: self.source.to_owned(),
+            namespace,
+            broker: BrokerConfig {
+                url: broker_url,
+                prefetch,
+            },
+            database: DatabaseConfig {
+                url: database_url,
+                max_connections,
+                migrate_on_start: raw.database.migrate_on_start.unwrap_or(true),
+            },
+            worker,
+            providers,
+        })
+    }
+
+    fn positive(&self, v: Option<usize>, default: usize, key: &str) -> Result<usize, ConfigError> {
+        match v.unwrap_or(default) {
+            0 => Err(self.err(key, "must be at least 1")),
+            n => Ok(n),
+        }
+    }
+
+    /// A connection URL: env wins, then the file, then our machines' default.
+    /// A password written into the file is refused: it belongs in the env.
+    fn url_setting(
+        &self,
+        file_value: Option<String>,
+        key: &str,
+        env_name: &str,
+        default: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+        schemes: &[&str],
+    ) -> Result<String, ConfigError> {
+        if let Some(v) = env(env_name) {
+            let parsed = url::Url::parse(&v).map_err(|e| self.err(key, format!("{env_name} is not a URL: {e}")))?;
+            if !schemes.contains(&parsed.scheme()) {
+                return Err(self.err(key, format!("{env_name} must use one of {schemes:?}")));
+            }
+            return Ok(v);
+        }
+        let Some(v) = file_value else {
+            return Ok(default.to_owned());
+        };
+        let parsed = url::Url::parse(&v).map_err(|e| self.err(key, format!("not a URL: {e}")))?;
+        if !schemes.contains(&parsed.scheme()) {
+            return Err(self.err(key, format!("must use one of {schemes:?}")));
+        }
+        if parsed.password().is_some() {
+            return Err(self.err(key, format!("contains a password; set the whole URL in {env_name} instead")));
+        }
+        Ok(v)
+    }
+
+    fn provider(&self, name: &str, p: RawProvider) -> Result<ProviderConfig, ConfigError> {
+        let key = |k: &str| format!("providers.{name}.{k}");
+        check_name(name).map_err(|problem| self.err(format!("providers.{name}"), problem))?;
+        let base = url::Url::parse(&p.base_url).map_err(|e| self.err(key("base_url"), format!("not a URL: {e}")))?;
+        if !matches!(base.scheme(), "http" | "https") {
+            return Err(self.err(key("base_url"), "must be an http:// or https:// URL"));
+        }
+        if base.password().is_some() || !base.username().is_empty() {
+            return Err(self.err(key("base_url"), "must not contain credentials; use [auth] with token_env or token_file"));
+        }
+        if base.query().is_some() {
+            return Err(self.err(key("base_url"), "must not contain a query string"));
+        }
+        let timeout_ms = p.timeout_ms.unwrap_or(10_000);
+        if timeout_ms == 0 {
+            return Err(self.err(key("timeout_ms"), "must be at least 1"));
+        }
+        let concurrency = self.positive(p.concurrency, 64, &key("concurrency"))?;
+        let mut headers = Vec::new();
+        for (h, v) in p.headers {
+            if looks_secret(&h) {
+                return Err(self.err(
+                    key(&format!("headers.{h}")),
+                    "looks like a credential; secrets never go in config literals: use [auth] with token_env or token_file",
+                ));
+            }
+            if !h.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') || h.is_empty() {
+                return Err(self.err(key(&format!("headers.{h}")), "not a valid header name"));
+            }
+            headers.push((h, v));
+        }
+        let auth = p.auth.map(|a| self.auth(name, a)).transpose()?;
+        let retry = self.retry(name, p.retry)?;
+        for s in p.retryable_statuses.iter().chain(&p.permanent_statuses) {
+            if !(100..=599).contains(s) {
+                return Err(self.err(key("retryable_statuses"), format!("{s} is not an HTTP status")));
+            }
+        }
+        if let Some(both) = p.retryable_statuses.iter().find(|s| p.permanent_statuses.contains(s)) {
+            return Err(self.err(key("permanent_statuses"), format!("{both} is also listed in retryable_statuses")));
+        }
+        if p.operations.is_empty() {
+            return Err(self.err(key("operations"), "a provider needs at least one operation"));
+        }
+        let mut operations = BTreeMap::new();
+        for (op_name, op) in p.operations {
+            let op_key = |k: &str| key(&format!("operations.{op_name}.{k}"));
+            check_name(&op_name).map_err(|problem| self.err(key(&format!("operations.{op_name}")), problem))?;
+            let method = match op.method.to_ascii_uppercase().as_str() {
+                "GET" => HttpMethod::Get,
+                "POST" => HttpMethod::Post,
+                "PUT" => HttpMethod::Put,
+                "PATCH" => HttpMethod::Patch,
+                "DELETE" => HttpMethod::Delete,
+                other => return Err(self.err(op_key("method"), format!("{other:?} is not one of GET, POST, PUT, PATCH, DELETE"))),
+            };
+            let path = PathTemplate::parse(&op.path).map_err(|p| self.err(op_key("path"), p))?;
+            operations.insert(op_name, Operation { method, path });
+        }
+        Ok(ProviderConfig {
+            name: name.to_owned(),
+            base_url: p.base_url.trim_end_matches('/').to_owned(),
+            timeout: Duration::from_millis(timeout_ms),
+            concurrency,
+            headers,
+            auth,
+            retry,
+            statuses: StatusOverrides {
+                retryable: p.retryable_statuses.into_iter().collect(),
+                permanent: p.permanent_statuses.into_iter().collect(),
+            },
+            operations,
+        })
+    }
+
+    fn auth(&self, provider: &str, a: RawAuth) -> Result<AuthConfig, ConfigError> {
+        let key = |k: &str| format!("providers.{provider}.auth.{k}");
+        let secret = match (a.token_env, a.token_file) {
+            (Some(e), None) if !e.is_empty() => SecretRef::Env(e),
+            (None, Some(f)) => SecretRef::File(f),
+            (Some(_), Some(_)) => return Err(self.err(key("token_env"), "give token_env or token_file, not both")),
+            _ => return Err(self.err(key("token_env"), "missing: auth needs token_env or token_file")),
+        };
+        let scheme = match (a.scheme.as_str(), a.header) {
+            ("bearer", None) => AuthScheme::Bearer,
+            ("bearer", Some(_)) => return Err(self.err(key("header"), "only for scheme = \"header\"")),
+            ("header", Some(h)) if !h.is_empty() => AuthScheme::Header(h),
+            ("header", _) => return Err(self.err(key("header"), "scheme = \"header\" needs the header name")),
+            (other, _) => return Err(self.err(key("scheme"), format!("{other:?} is not \"bearer\" or \"header\""))),
+        };
+        Ok(AuthConfig { scheme, secret })
+    }
+
+    fn retry(&self, provider: &str, r: RawRetry) -> Result<RetryPolicy, ConfigError> {
+        let key = |k: &str| format!("providers.{provider}.retry.{k}");
+        let d = RetryPolicy::default();
+        let policy = RetryPolicy {
+            max_attempts: r.max_attempts.unwrap_or(d.max_attempts),
+            base_delay: r.base_delay_ms.map(Duration::from_millis).unwrap_or(d.base_delay),
+            max_delay: r.max_delay_secs.map(Duration::from_secs).unwrap_or(d.max_delay),
+            jitter: r.jitter.unwrap_or(d.jitter),
+            max_retry_after: r.max_retry_after_secs.map(Duration::from_secs).unwrap_or(d.max_retry_after),
+        };
+        if policy.max_attempts == 0 {
+            return Err(self.err(key("max_attempts"), "must be at least 1"));
+        }
+        if policy.base_delay.is_zero() {
+            return Err(self.err(key("base_delay_ms"), "must be at least 1"));
+        }
+        if policy.max_delay < policy.base_delay {
+            return Err(self.err(key("max_delay_secs"), "must not be below base_delay_ms"));
+        }
+        if policy.max_delay.as_secs() > MAX_DELAY_SECS {
+            return Err(self.err(key("max_delay_secs"), format!("must be at most {MAX_DELAY_SECS}")));
+        }
+        if policy.max_retry_after.as_secs() > MAX_DELAY_SECS {
+            return Err(self.err(key("max_retry_after_secs"), format!("must be at most {MAX_DELAY_SECS}")));
+        }
+        if !(0.0..=1.0).contains(&policy.jitter) {
+            return Err(self.err(key("jitter"), "must be between 0.0 and 1.0"));
+        }
+        Ok(policy)
+    }
+}
+
+/// A namespace becomes a queue prefix and a PostgreSQL schema name.
+pub fn check_namespace(ns: &str) -> Result<(), String> {
+    let ok = ns.len() <= 40
+        && ns.starts_with(|c: char| c.is_ascii_lowercase())
+        && ns.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("{ns:?} must be 1-40 characters of a-z, 0-9 and _, starting with a letter"))
+    }
+}
+
+/// Provider and operation names appear in queue names and routing keys.
+fn check_name(name: &str) -> Result<(), String> {
+    let ok = (1..=64).contains(&name.len())
+        && name.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("{name:?} must be 1-64 characters of a-z, 0-9, _ and -, starting with a letter or digit"))
+    }
+}
+
+fn looks_secret(header: &str) -> bool {
+    let h = header.to_ascii_lowercase();
+    ["authorization", "cookie", "token", "secret", "password", "key", "signature"]
+        .iter()
+        .any(|s| h.contains(s))
+}
+
+/// A URL with its password replaced, fit for logs and messages.
+pub fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        Ok(u) => u.to_string(),
+        Err(_) => "<unparseable url>".to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+namespace = "prod"
+[broker]
+prefetch = 100
+[providers.stripe]
+base_url = "https://api.stripe.test/"
+timeout_ms = 5000
+headers = { "Stripe-Version" = "2024-01-01" }
+auth = { scheme = "bearer", token_env = "STRIPE_TOKEN" }
+retryable_statuses = [409]
+[providers.stripe.retry]
+max_attempts = 4
+base_delay_ms = 250
+[providers.stripe.operations.create_charge]
+method = "post"
+path = "/v1/customers/{customer}/charges"
+"#;
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    fn load(text: &str) -> Result<Config, ConfigError> {
+        Config::from_toml(text, "courier.toml", &no_env)
+    }
+
+    fn err_key(text: &str) -> String {
+        let e = load(text).expect_err("must be refused");
+        assert!(e.to_string().starts_with("courier.toml"), "{e}");
+        e.key
+    }
+
+    #[test]
+    fn loads_a_good_file() {
+        let c = load(GOOD).expect("valid");
+        assert_eq!(c.namespace, "prod");
+        assert_eq!(c.broker.url, DEFAULT_AMQP_URL);
+        let p = &c.providers["stripe"];
+        assert_eq!(p.base_url, "https://api.stripe.test");
+        assert_eq!(p.retry.max_attempts, 4);
+        assert_eq!(p.operations["create_charge"].method, HttpMethod::Post);
+        assert_eq!(p.auth.as_ref().map(|a| &a.secret), Some(&SecretRef::Env("STRIPE_TOKEN".into())));
+        assert!(p.statuses.retryable.contains(&409));
+    }
+
+    #[test]
+    fn env_overrides_the_file() {
+        let env = |k: &str| match k {
+            ENV_NAMESPACE => Some("staging".to_owned()),
+            ENV_DATABASE_URL => Some("postgres://u:pw@db:5432/x".to_owned()),
+            _ => None,
+        };
+        let c = Config::from_toml(GOOD, "f.toml", &env).expect("valid");
+        assert_eq!(c.namespace, "staging");
+        assert_eq!(c.database.url, "postgres://u:pw@db:5432/x");
+        assert!(!format!("{:?}", c.database).contains("pw"), "Debug must redact the password");
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        assert_eq!(err_key("namespace = \"Bad-NS\""), "namespace");
+        assert_eq!(err_key(&GOOD.replace("max_attempts = 4", "max_attempts = 0")), "providers.stripe.retry.max_attempts");
+        assert_eq!(err_key(&GOOD.replace("method = \"post\"", "method = \"FETCH\"")), "providers.stripe.operations.create_charge.method");
+        assert_eq!(err_key(&GOOD.replace("{customer}", "{customer")), "providers.stripe.operations.create_charge.path");
+        assert_eq!(err_key(&GOOD.replace("https://api.stripe.test/", "ftp://x")), "providers.stripe.base_url");
+        assert_eq!(err_key(&GOOD.replace("token_env = \"STRIPE_TOKEN\"", "")), "providers.stripe.auth.token_env");
+        assert_eq!(err_key(&GOOD.replace("timeout_ms = 5000", "timeout_secs = 5")), "timeout_secs");
+    }
+
+    #[test]
+    fn secrets_are_refused_as_literals() {
+        let with_header = GOOD.replace("\"Stripe-Version\"", "\"X-Api-Key\"");
+        assert_eq!(err_key(&with_header), "providers.stripe.headers.X-Api-Key");
+        let with_pw = format!("[broker]\nurl = \"amqp://u:secret@h:5672/%2f\"\n{}", "");
+        let e = load(&with_pw).expect_err("password refused");
+        assert_eq!(e.key, "broker.url");
+        assert!(!e.to_string().contains("secret"), "the error must not echo the password: {e}");
+        assert_eq!(err_key(&GOOD.replace("https://api.stripe.test/", "https://u:p@api.stripe.test/")), "providers.stripe.base_url");
+    }
+
+    #[test]
+    fn parse_errors_carry_the_line() {
+        let e = load("namespace = \"a\"\n[broker]\nprefetch = \"many\"\n").expect_err("type error");
+        assert!(e.file.starts_with("courier.toml:"), "{e}");
+    }
+
+    #[test]
+    fn operation_lookup_names_the_field() {
+        let c = load(GOOD).expect("valid");
+        let mut job = Job {
+            id: uuid::Uuid::now_v7(),
+            provider: "stripe".into(),
+            operation: "refund".into(),
+            idempotency_key: "k".into(),
+            payload: serde_json::Map::new(),
+            created_at: chrono::Utc::now(),
+        };
+        assert_eq!(c.operation(&job).expect_err("unknown op").field, "operation");
+        job.provider = "nope".into();
+        assert_eq!(c.operation(&job).expect_err("unknown provider").field, "provider");
+    }
+}

@@ -1,0 +1,20 @@
+//! Courier's pure policy: the job contract, the config model, outcome
+//! classification, the retry schedule and job state transitions.
+//!
+//! This crate owns every decision the pipeline makes and performs no I/O: no
+//! sockets, no files, no environment, no clock reads (callers pass `now` and
+//! randomness in). That keeps each rule unit- and property-testable without
+//! services. It must never depend on lapin, sqlx or reqwest.
+
+pub mod classify;
+pub mod config;
+pub mod envelope;
+pub mod retry;
+pub mod state;
+pub mod template;
+
+pub use classify::{AttemptClass, CallResult, Classification, classify};
+pub use config::{Config, ConfigError};
+pub use envelope::{InvalidJob, Job, JobEnvelope};
+pub use retry::{Decision, DeadReason, RetryPolicy};
+pub use state::{DeliveryVerdict, JobState, StoredProgress};
