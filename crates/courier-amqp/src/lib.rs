@@ -1,1 +1,102 @@
-//! stub
+//! Courier's RabbitMQ edge: connecting, the topology under a namespace,
+//! publishing with confirms, consuming, and the binary delay cascade that
+//! carries waiting retries.
+//!
+//! Only this crate knows lapin. It decides nothing about jobs: what to retry,
+//! when and why comes from courier-core; this crate only moves bytes where it
+//! is told, and reports every failure as an [`AmqpError`].
+
+pub mod delay;
+pub mod headers;
+pub mod publish;
+pub mod topology;
+
+pub use headers::DeliveryMeta;
+pub use lapin::message::Delivery;
+pub use lapin::{Acker, BasicProperties, Channel, Connection, Consumer};
+pub use publish::Publisher;
+pub use topology::Topology;
+
+use lapin::options::{BasicConsumeOptions, BasicQosOptions};
+use lapin::types::FieldTable;
+use lapin::ConnectionProperties;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AmqpError {
+    #[error("cannot reach RabbitMQ at {addr}: {source}")]
+    Connect {
+        addr: String,
+        #[source]
+        source: lapin::Error,
+    },
+    #[error("{op} failed: {source}")]
+    Broker {
+        op: String,
+        #[source]
+        source: lapin::Error,
+    },
+    #[error("RabbitMQ refused (nacked) a publish to exchange {exchange:?} with key {key:?}")]
+    Nacked { exchange: String, key: String },
+    #[error("no queue is bound for exchange {exchange:?} and key {key:?}: the message came back")]
+    Returned { exchange: String, key: String },
+}
+
+impl AmqpError {
+    pub(crate) fn broker(op: impl Into<String>) -> impl FnOnce(lapin::Error) -> AmqpError {
+        let op = op.into();
+        move |source| AmqpError::Broker { op, source }
+    }
+}
+
+/// Connects with lapin's automatic recovery on: connections, channels,
+/// topology and consumers come back by themselves after a broker restart.
+pub async fn connect(url: &str, connection_name: &str) -> Result<Connection, AmqpError> {
+    let props = ConnectionProperties::default()
+        .with_connection_name(connection_name.into())
+        .enable_auto_recover();
+    Connection::connect(url, props).await.map_err(|source| AmqpError::Connect {
+        addr: broker_address(url),
+        source,
+    })
+}
+
+/// `host:port` of a broker URL, without credentials, for messages.
+pub fn broker_address(url: &str) -> String {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let rest = rest.rsplit_once('@').map_or(rest, |(_, r)| r);
+    rest.split('/').next().unwrap_or(rest).to_owned()
+}
+
+/// Opens a channel consuming `queue` with at most `prefetch` deliveries
+/// unacknowledged, manual acks.
+pub async fn consume(
+    conn: &Connection,
+    queue: &str,
+    prefetch: u16,
+    consumer_tag: &str,
+) -> Result<(Channel, Consumer), AmqpError> {
+    let channel = conn.create_channel().await.map_err(AmqpError::broker("open channel"))?;
+    channel
+        .basic_qos(prefetch, BasicQosOptions::default())
+        .await
+        .map_err(AmqpError::broker("basic.qos"))?;
+    let consumer = channel
+        .basic_consume(
+            queue.into(),
+            consumer_tag.into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .map_err(AmqpError::broker(format!("consume {queue}")))?;
+    Ok((channel, consumer))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn broker_address_drops_credentials_and_vhost() {
+        assert_eq!(super::broker_address("amqp://u:p@host:5672/%2f"), "host:5672");
+        assert_eq!(super::broker_address("amqp://127.0.0.1:5672"), "127.0.0.1:5672");
+    }
+}
