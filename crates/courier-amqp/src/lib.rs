@@ -100,3 +100,29 @@ mod tests {
         assert_eq!(super::broker_address("amqp://127.0.0.1:5672"), "127.0.0.1:5672");
     }
 }
+
+/// Acknowledges a delivery: the broker forgets it.
+pub async fn ack(acker: &Acker) -> Result<(), AmqpError> {
+    acker
+        .ack(lapin::options::BasicAckOptions::default())
+        .await
+        .map(drop)
+        .map_err(AmqpError::broker("basic.ack"))
+}
+
+/// Returns a delivery to its queue for another consumer.
+pub async fn requeue(acker: &Acker) -> Result<(), AmqpError> {
+    let options = lapin::options::BasicNackOptions {
+        requeue: true,
+        ..lapin::options::BasicNackOptions::default()
+    };
+    acker.nack(options).await.map(drop).map_err(AmqpError::broker("basic.nack"))
+}
+
+/// Tells the broker to stop sending `consumer` deliveries.
+pub async fn cancel(channel: &Channel, consumer: &Consumer) -> Result<(), AmqpError> {
+    channel
+        .basic_cancel(consumer.tag(), lapin::options::BasicCancelOptions::default())
+        .await
+        .map_err(AmqpError::broker("basic.cancel"))
+}

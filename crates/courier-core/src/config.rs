@@ -23,6 +23,9 @@ pub const DEFAULT_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 /// Our machines' database: trust auth on loopback.
 pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 pub const DEFAULT_NAMESPACE: &str = "courier";
+/// Highest `worker.delivery_limit`; the broker dead-letters on its own above
+/// this (courier-amqp's `BROKER_DELIVERY_LIMIT`).
+pub const MAX_DELIVERY_LIMIT: u32 = 15;
 
 /// Environment variables that override the file.
 pub const ENV_NAMESPACE: &str = "COURIER_NAMESPACE";
@@ -332,10 +335,13 @@ impl Validator<'_> {
             shutdown_grace: Duration::from_secs(raw.worker.shutdown_grace_secs.unwrap_or(30)),
             outcome_batch_max: self.positive(raw.worker.outcome_batch_max, 512, "worker.outcome_batch_max")?,
             max_body_bytes: self.positive(raw.worker.max_body_bytes, 256 * 1024, "worker.max_body_bytes")?,
-            delivery_limit: raw.worker.delivery_limit.unwrap_or(5),
+            delivery_limit: raw.worker.delivery_limit.unwrap_or(10),
         };
-        if worker.delivery_limit < 2 {
-            return Err(self.err("worker.delivery_limit", "must be at least 2 (one delivery plus one redelivery)"));
+        if !(2..=MAX_DELIVERY_LIMIT).contains(&worker.delivery_limit) {
+            return Err(self.err(
+                "worker.delivery_limit",
+                format!("must be between 2 and {MAX_DELIVERY_LIMIT} (the broker's own backstop is higher)"),
+            ));
         }
         let mut providers = BTreeMap::new();
         for (name, p) in raw.providers {

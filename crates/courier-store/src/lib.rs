@@ -1,1 +1,161 @@
-//! stub
+//! Courier's PostgreSQL edge: jobs, attempts and dead letters in the
+//! namespace's schema; embedded migrations; group-committed outcomes.
+//!
+//! Only this crate knows sqlx. Writes go through [`Store::commit`], which
+//! records a whole batch of outcomes in one transaction and is idempotent
+//! (a redelivered outcome changes nothing), so callers may ack every delivery
+//! in the batch once it returns. It must never decide what an outcome is;
+//! it records what courier-core decided.
+
+mod outcome;
+mod queries;
+
+pub use outcome::{AttemptRow, DeadLetterRow, JobRow, Outcome};
+pub use queries::{AttemptRecord, DeadLetterRecord, JobRecord};
+
+use courier_core::state::{JobState, StoredProgress};
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
+use sqlx::{ConnectOptions, Connection, PgPool};
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::time::Duration;
+use uuid::Uuid;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations");
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot reach PostgreSQL at {addr}: {source}")]
+    Connect {
+        addr: String,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error("database.url is not a PostgreSQL URL: {0}")]
+    Url(#[source] sqlx::Error),
+    #[error("applying migrations failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("{op} failed: {source}")]
+    Query {
+        op: &'static str,
+        #[source]
+        source: sqlx::Error,
+    },
+}
+
+impl StoreError {
+    fn query(op: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
+        move |source| StoreError::Query { op, source }
+    }
+}
+
+/// A handle on one namespace's schema. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Store {
+    pool: PgPool,
+    schema: String,
+}
+
+impl Store {
+    /// Connects to `url`, creating `schema` if needed; every connection of
+    /// the pool works inside it. `schema` must be a validated namespace.
+    pub async fn connect(url: &str, schema: &str, max_connections: u32) -> Result<Store, StoreError> {
+        courier_core::config::check_namespace(schema)
+            .map_err(|p| StoreError::Url(sqlx::Error::Configuration(p.into())))?;
+        let base = PgConnectOptions::from_str(url).map_err(StoreError::Url)?;
+        let addr = format!("{}:{}", base.get_host(), base.get_port());
+        let connect_err = |source| StoreError::Connect { addr: addr.clone(), source };
+
+        let mut conn = base.connect().await.map_err(connect_err)?;
+        // Two workers starting at once may race to create the schema.
+        // The name passed check_namespace: lowercase letters, digits, `_`.
+        if let Err(e) = sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\"")))
+            .execute(&mut conn)
+            .await
+            && !is_duplicate(&e)
+        {
+            return Err(StoreError::Query { op: "create schema", source: e });
+        }
+        let _ = conn.close().await;
+
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(base.options([("search_path", schema)]))
+            .await
+            .map_err(connect_err)?;
+        Ok(Store {
+            pool,
+            schema: schema.to_owned(),
+        })
+    }
+
+    pub fn schema(&self) -> &str {
+        &self.schema
+    }
+
+    /// Applies the embedded migrations to this schema.
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        MIGRATOR.run(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Whether the database answers.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await.map_err(StoreError::query("ping"))?;
+        Ok(())
+    }
+
+    /// What is recorded of each of `ids` (absent = never attempted).
+    pub async fn progress(&self, ids: &[Uuid]) -> Result<HashMap<Uuid, StoredProgress>, StoreError> {
+        let rows: Vec<(Uuid, String, i32)> = sqlx::query_as("SELECT id, state, attempts FROM jobs WHERE id = ANY($1)")
+            .bind(ids)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(StoreError::query("read job progress"))?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(id, state, attempts)| {
+                let state = JobState::parse(&state)?;
+                Some((id, StoredProgress { state, attempts: u32::try_from(attempts).unwrap_or(0) }))
+            })
+            .collect())
+    }
+
+    /// The LISTEN/NOTIFY channel on which each commit announces itself.
+    pub fn notify_channel(&self) -> String {
+        format!("courier_{}", self.schema)
+    }
+
+    /// A listener woken after every outcome commit in this namespace: lets a
+    /// waiter (a test, the demo's progress) re-check instead of polling.
+    pub async fn listen(&self) -> Result<PgListener, StoreError> {
+        let mut listener = PgListener::connect_with(&self.pool)
+            .await
+            .map_err(StoreError::query("open listener"))?;
+        listener
+            .listen(&self.notify_channel())
+            .await
+            .map_err(StoreError::query("listen"))?;
+        Ok(listener)
+    }
+
+    /// Drops the whole schema: its jobs, attempts and dead letters.
+    pub async fn drop_schema(&self) -> Result<(), StoreError> {
+        sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA IF EXISTS \"{}\" CASCADE", self.schema)))
+            .execute(&self.pool)
+            .await
+            .map_err(StoreError::query("drop schema"))?;
+        Ok(())
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+fn is_duplicate(e: &sqlx::Error) -> bool {
+    e.as_database_error()
+        .and_then(|d| d.code())
+        .is_some_and(|c| c == "23505" || c == "42P06")
+}

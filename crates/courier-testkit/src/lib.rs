@@ -1,1 +1,237 @@
-//! stub
+//! The test harness: a private namespace per test against the real RabbitMQ
+//! and PostgreSQL on loopback, with the built-in mock provider as the only
+//! fake.
+//!
+//! Owns creating a unique namespace (exchanges, queues and a PostgreSQL
+//! schema), the config that points a worker at it, publishing jobs, waiting
+//! for outcomes (woken by the store's commit notifications, not by sleeping)
+//! and tearing it all down when the [`TestEnv`] is dropped, even after a
+//! failed assertion. It must never touch another namespace.
+
+use courier_amqp::{Connection, Publisher, Topology};
+use courier_core::config::{Config, ENV_AMQP_URL, ENV_DATABASE_URL};
+use courier_core::envelope::JobEnvelope;
+use courier_provider::{FailureMix, MockProvider};
+use courier_store::Store;
+pub use courier_worker::Worker;
+use serde_json::Value;
+use std::future::Future;
+use std::time::{Duration, Instant};
+use uuid::Uuid;
+
+/// The provider every test config defines.
+pub const PROVIDER: &str = "mockpay";
+/// Its operation: `POST /v1/customers/{customer}/charges`.
+pub const OPERATION: &str = "charge";
+
+/// Broker URL for tests: `COURIER_AMQP_URL`, else our machines' default.
+pub fn amqp_url() -> String {
+    std::env::var(ENV_AMQP_URL).unwrap_or_else(|_| courier_core::config::DEFAULT_AMQP_URL.to_owned())
+}
+
+/// Database URL for tests: `COURIER_DATABASE_URL`, else our machines' default.
+pub fn database_url() -> String {
+    std::env::var(ENV_DATABASE_URL).unwrap_or_else(|_| courier_core::config::DEFAULT_DATABASE_URL.to_owned())
+}
+
+/// A namespace no other test uses.
+pub fn unique_namespace() -> String {
+    format!("t{}", Uuid::now_v7().simple())
+}
+
+/// One test's world.
+#[derive(Debug)]
+pub struct TestEnv {
+    pub namespace: String,
+    pub mock: MockProvider,
+    pub store: Store,
+    pub topology: Topology,
+    conn: Connection,
+    publisher: Publisher,
+    toml: String,
+}
+
+impl TestEnv {
+    /// A namespace whose provider answers 200 unless a job's payload scripts
+    /// otherwise (see courier_provider::mock).
+    pub async fn new() -> TestEnv {
+        Self::with_mix(FailureMix::default(), "").await
+    }
+
+    /// A namespace whose provider fails per `mix`; `extra_toml` is appended
+    /// to the config (e.g. a `[worker]` section).
+    pub async fn with_mix(mix: FailureMix, extra_toml: &str) -> TestEnv {
+        let namespace = unique_namespace();
+        let mock = MockProvider::start(mix).await.expect("start the mock provider");
+        let toml = format!(
+            r#"namespace = "{namespace}"
+{extra_toml}
+
+[providers.{PROVIDER}]
+base_url = "{base}"
+timeout_ms = 1000
+concurrency = 16
+
+[providers.{PROVIDER}.retry]
+max_attempts = 3
+base_delay_ms = 1000
+max_delay_secs = 4
+jitter = 0.0
+
+[providers.{PROVIDER}.operations.{OPERATION}]
+method = "POST"
+path = "/v1/customers/{{customer}}/charges"
+"#,
+            base = mock.base_url()
+        );
+        let store = Store::connect(&database_url(), &namespace, 4)
+            .await
+            .expect("connect to PostgreSQL (is it running? see README)");
+        store.migrate().await.expect("migrate the test schema");
+        let conn = courier_amqp::connect(&amqp_url(), "courier-testkit")
+            .await
+            .expect("connect to RabbitMQ (is it running? see README)");
+        let topology = Topology::new(&namespace, [PROVIDER]);
+        let ch = conn.create_channel().await.expect("open a channel");
+        topology.declare(&ch).await.expect("declare the test topology");
+        let publisher = Publisher::open(&conn).await.expect("open a publisher");
+        TestEnv {
+            namespace,
+            mock,
+            store,
+            topology,
+            conn,
+            publisher,
+            toml,
+        }
+    }
+
+    /// This namespace's config file text.
+    pub fn config_toml(&self) -> &str {
+        &self.toml
+    }
+
+    /// The validated config, with connection URLs from the environment but
+    /// never its namespace.
+    pub fn config(&self) -> Config {
+        let env = |k: &str| match k {
+            ENV_AMQP_URL | ENV_DATABASE_URL => std::env::var(k).ok(),
+            _ => None,
+        };
+        Config::from_toml(&self.toml, "testkit.toml", &env).expect("the test config is valid")
+    }
+
+    /// Starts an in-process worker on this namespace.
+    pub async fn start_worker(&self) -> Worker {
+        Worker::start(self.config()).await.expect("start the worker")
+    }
+
+    /// A job for the mock provider's `charge` operation. `script` goes under
+    /// `"mock"` in the payload to make the provider misbehave.
+    pub fn job(&self, script: Option<Value>) -> JobEnvelope {
+        let mut payload = serde_json::json!({"customer": "cus_42", "amount": 1999});
+        if let Some(s) = script {
+            payload["mock"] = s;
+        }
+        JobEnvelope::new(PROVIDER, OPERATION, payload, chrono::Utc::now())
+    }
+
+    /// Publishes a job as an upstream would, with confirm.
+    pub async fn publish(&self, job: &JobEnvelope) {
+        self.publisher
+            .publish_job(&self.topology, &job.provider, job.id, &job.to_body(), None)
+            .await
+            .expect("publish a job");
+    }
+
+    /// Publishes arbitrary bytes with `routing_key` to the jobs exchange.
+    pub async fn publish_raw(&self, routing_key: &str, body: &[u8], traceparent: Option<&str>) -> Uuid {
+        let id = Uuid::now_v7();
+        self.publisher
+            .publish_job(&self.topology, routing_key, id, body, traceparent)
+            .await
+            .expect("publish raw bytes");
+        id
+    }
+
+    /// Ready messages in one of this namespace's queues.
+    pub async fn message_count(&self, queue: &str) -> u32 {
+        let ch = self.conn.create_channel().await.expect("open a channel");
+        courier_amqp::topology::message_count(&ch, queue).await.expect("inspect queue")
+    }
+
+    /// Waits until `check` holds, re-checking after every outcome commit in
+    /// this namespace. Panics with `what` after `timeout`.
+    pub async fn wait_until<F, Fut>(&self, what: &str, timeout: Duration, mut check: F)
+    where
+        F: FnMut(Store) -> Fut,
+        Fut: Future<Output = bool>,
+    {
+        let mut listener = self.store.listen().await.expect("listen for commits");
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if check(self.store.clone()).await {
+                return;
+            }
+            match tokio::time::timeout_at(deadline, listener.recv()).await {
+                Ok(Ok(_)) => continue,
+                Ok(Err(e)) => panic!("listening for commits failed: {e}"),
+                Err(_) => panic!("timed out after {timeout:?} waiting for {what}"),
+            }
+        }
+    }
+
+    /// Waits until every job in `ids` is succeeded or dead.
+    pub async fn wait_terminal(&self, ids: &[Uuid], timeout: Duration) {
+        let want = i64::try_from(ids.len()).expect("few ids");
+        let ids = ids.to_vec();
+        self.wait_until(&format!("{want} jobs to be terminal"), timeout, |store| {
+            let ids = ids.clone();
+            async move { store.count_terminal(&ids).await.expect("count terminal") == want }
+        })
+        .await;
+    }
+
+    /// Waits until job `id` is in `state`.
+    pub async fn wait_state(&self, id: Uuid, state: &str, timeout: Duration) {
+        self.wait_until(&format!("job {id} to be {state}"), timeout, |store| async move {
+            store.job(id).await.expect("read job").is_some_and(|j| j.state == state)
+        })
+        .await;
+    }
+}
+
+impl Drop for TestEnv {
+    fn drop(&mut self) {
+        // Runs on success and on a failed assertion alike. Async cleanup in a
+        // runtime of its own, on a thread of its own, so it works whatever
+        // runtime (if any) is dropping us.
+        let topology = self.topology.clone();
+        let store = self.store.clone();
+        let started = Instant::now();
+        let cleanup = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("cleanup runtime");
+            rt.block_on(async move {
+                if let Ok(conn) = courier_amqp::connect(&amqp_url(), "courier-testkit-cleanup").await
+                    && let Ok(ch) = conn.create_channel().await
+                    && let Err(e) = topology.teardown(&ch).await
+                {
+                    eprintln!("testkit: tearing down {} failed: {e}", topology.namespace());
+                }
+                let store = Store::connect(&database_url(), store.schema(), 1).await;
+                if let Ok(store) = store
+                    && let Err(e) = store.drop_schema().await
+                {
+                    eprintln!("testkit: dropping schema {} failed: {e}", store.schema());
+                }
+            });
+        });
+        let _ = cleanup.join();
+        if started.elapsed() > Duration::from_secs(10) {
+            eprintln!("testkit: cleanup of {} took {:?}", self.namespace, started.elapsed());
+        }
+    }
+}

@@ -1,1 +1,185 @@
-//! stub
+//! Courier's runtime: wires RabbitMQ, the providers and PostgreSQL into the
+//! pipeline, and shuts it down without losing work.
+//!
+//! consume → validate → idempotency check → call → classify → retry/dead
+//! publish (confirmed) → record outcome (group commit) → ack.
+//!
+//! Owns the wiring ([`Worker::start`]), the per-delivery pipeline
+//! ([`pipeline`]), the consumers ([`consumer`]), the outcome writer
+//! ([`writer`]) and shutdown. Decisions come from courier-core; I/O goes
+//! through courier-amqp, courier-provider and courier-store. It must never
+//! ack a delivery before its outcome is committed.
+
+pub mod consumer;
+pub mod patience;
+pub mod pipeline;
+pub mod writer;
+
+use courier_amqp::{AmqpError, Connection, Publisher, Topology};
+use courier_core::Config;
+use courier_provider::{ProviderClient, ProviderError};
+use courier_store::{Store, StoreError};
+use pipeline::Pipeline;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{Semaphore, mpsc};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// How long shutdown gives the outcome writer to flush after in-flight work
+/// has finished or been abandoned.
+const FLUSH_DEADLINE: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Amqp(#[from] AmqpError),
+    #[error(transparent)]
+    Provider(#[from] ProviderError),
+}
+
+/// A running worker.
+#[derive(Debug)]
+pub struct Worker {
+    stop: CancellationToken,
+    main: JoinHandle<()>,
+}
+
+impl Worker {
+    /// Connects, migrates (when configured), declares the topology and starts
+    /// consuming every provider's queue and the unrouted queue.
+    pub async fn start(config: Config) -> Result<Worker, WorkerError> {
+        let store = Store::connect(&config.database.url, &config.namespace, config.database.max_connections).await?;
+        if config.database.migrate_on_start {
+            store.migrate().await?;
+        }
+        let name = format!("courier-worker {} pid {}", config.namespace, std::process::id());
+        let conn = courier_amqp::connect(&config.broker.url, &name).await?;
+        let topology = Topology::new(&config.namespace, config.providers.keys().cloned());
+        let setup = conn.create_channel().await.map_err(|source| AmqpError::Broker {
+            op: "open channel".into(),
+            source,
+        })?;
+        topology.declare(&setup).await?;
+        let publisher = Publisher::open(&conn).await?;
+        let mut clients = HashMap::new();
+        for (name, provider) in &config.providers {
+            clients.insert(name.clone(), ProviderClient::new(provider)?);
+        }
+
+        let stop = CancellationToken::new();
+        let abandon = CancellationToken::new();
+        let pipeline = Arc::new(Pipeline::new(config, topology, publisher, store.clone(), clients, abandon.clone()));
+
+        let in_flight: usize = pipeline.config().providers.values().map(|p| p.concurrency).sum::<usize>() + 16;
+        let (outcomes, outcome_rx) = mpsc::channel(in_flight);
+        let flush_abandon = CancellationToken::new();
+        let writer = tokio::spawn(writer::run(
+            store.clone(),
+            outcome_rx,
+            pipeline.config().worker.outcome_batch_max,
+            flush_abandon.clone(),
+        ));
+
+        let tasks = TaskTracker::new();
+        let mut consumers = Vec::new();
+        let queues = pipeline
+            .config()
+            .providers
+            .values()
+            .map(|p| (Some(p.name.clone()), p.concurrency))
+            .chain([(None, 16)]);
+        for (provider, concurrency) in queues {
+            let queue = match &provider {
+                Some(p) => pipeline.topology().work_queue(p),
+                None => pipeline.topology().unrouted(),
+            };
+            let (channel, deliveries) =
+                courier_amqp::consume(&conn, &queue, pipeline.config().broker.prefetch, "").await?;
+            consumers.push(tokio::spawn(consumer::run(consumer::Consumer {
+                pipeline: pipeline.clone(),
+                provider,
+                channel,
+                deliveries,
+                limit: Arc::new(Semaphore::new(concurrency)),
+                outcomes: outcomes.clone(),
+                tasks: tasks.clone(),
+                stop: stop.clone(),
+            })));
+        }
+        drop(outcomes);
+        tracing::info!(namespace = %pipeline.config().namespace, providers = pipeline.config().providers.len(), "worker started");
+
+        let main = tokio::spawn(shutdown_sequence(Shutdown {
+            stop: stop.clone(),
+            abandon,
+            flush_abandon,
+            grace: pipeline.config().worker.shutdown_grace,
+            consumers,
+            tasks,
+            writer,
+            conn,
+            store,
+        }));
+        Ok(Worker { stop, main })
+    }
+
+    /// Begins graceful shutdown: stop consuming, finish or requeue in-flight
+    /// work, flush outcomes. Returns at once; [`Worker::wait`] for the end.
+    pub fn shutdown(&self) {
+        self.stop.cancel();
+    }
+
+    /// Waits until the worker has shut down.
+    pub async fn wait(self) {
+        if let Err(e) = self.main.await {
+            tracing::error!(error = %e, "worker shutdown task failed");
+        }
+    }
+}
+
+struct Shutdown {
+    stop: CancellationToken,
+    abandon: CancellationToken,
+    flush_abandon: CancellationToken,
+    grace: Duration,
+    consumers: Vec<JoinHandle<()>>,
+    tasks: TaskTracker,
+    writer: JoinHandle<()>,
+    conn: Connection,
+    store: Store,
+}
+
+async fn shutdown_sequence(s: Shutdown) {
+    s.stop.cancelled().await;
+    tracing::info!("shutting down: no new deliveries; finishing in-flight jobs");
+    for c in s.consumers {
+        let _ = c.await;
+    }
+    s.tasks.close();
+    if tokio::time::timeout(s.grace, s.tasks.wait()).await.is_err() {
+        tracing::warn!(
+            unfinished = s.tasks.len(),
+            "shutdown grace period over: requeuing jobs still in flight"
+        );
+        s.abandon.cancel();
+        s.tasks.wait().await;
+    }
+    // Every sender is gone now, so the writer ends once it has flushed.
+    let mut writer = s.writer;
+    if tokio::time::timeout(FLUSH_DEADLINE, &mut writer).await.is_err() {
+        tracing::error!("outcome writer could not flush in time: its deliveries stay unacked and will be redelivered");
+        s.flush_abandon.cancel();
+        let _ = writer.await;
+    }
+    // Closing the connection returns every unacked delivery to its queue.
+    if let Err(e) = s.conn.close(200, "courier worker shutdown".into()).await {
+        tracing::debug!(error = %e, "closing the broker connection");
+    }
+    s.store.close().await;
+    tracing::info!("worker stopped");
+}

@@ -1,0 +1,195 @@
+//! One provider's HTTP client.
+//!
+//! Owns building and sending a provider request and reporting the result.
+//! It must never retry, sleep between attempts or judge the result: that is
+//! courier-core's classification, applied by the worker.
+
+use crate::secret::{self, SecretError};
+use chrono::{DateTime, Utc};
+use courier_core::config::{AuthScheme, Operation, ProviderConfig};
+use courier_core::retry::parse_retry_after;
+use courier_core::{CallResult, Job};
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use std::error::Error as _;
+use std::time::{Duration, Instant};
+
+/// Longest error text kept for an attempt.
+pub const MAX_ERROR_LEN: usize = 300;
+/// Most response-body bytes read (and discarded) to keep a connection reusable.
+const MAX_DRAIN_BYTES: usize = 64 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProviderError {
+    #[error("providers.{provider}.auth: {source}")]
+    Secret {
+        provider: String,
+        #[source]
+        source: SecretError,
+    },
+    #[error("providers.{provider}.headers.{header}: not a valid header")]
+    Header { provider: String, header: String },
+    #[error("providers.{provider}: cannot build the HTTP client: {source}")]
+    Client {
+        provider: String,
+        #[source]
+        source: reqwest::Error,
+    },
+}
+
+/// What one call did.
+#[derive(Debug, Clone)]
+pub struct CallReport {
+    pub result: CallResult,
+    pub started_at: DateTime<Utc>,
+    pub duration: Duration,
+    /// Short, secret-free description of a failure; `None` on 2xx.
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ProviderClient {
+    http: reqwest::Client,
+    base_url: String,
+}
+
+impl ProviderClient {
+    pub fn new(config: &ProviderConfig) -> Result<Self, ProviderError> {
+        crate::install_crypto();
+        let provider = config.name.clone();
+        let mut headers = HeaderMap::new();
+        for (name, value) in &config.headers {
+            let bad = || ProviderError::Header {
+                provider: provider.clone(),
+                header: name.clone(),
+            };
+            headers.insert(
+                HeaderName::from_bytes(name.as_bytes()).map_err(|_| bad())?,
+                HeaderValue::from_str(value).map_err(|_| bad())?,
+            );
+        }
+        if let Some(auth) = &config.auth {
+            let secret = secret::resolve(&auth.secret).map_err(|source| ProviderError::Secret {
+                provider: provider.clone(),
+                source,
+            })?;
+            let (name, value) = match &auth.scheme {
+                AuthScheme::Bearer => (
+                    reqwest::header::AUTHORIZATION,
+                    format!("Bearer {}", secret.expose()),
+                ),
+                AuthScheme::Header(h) => (
+                    HeaderName::from_bytes(h.as_bytes()).map_err(|_| ProviderError::Header {
+                        provider: provider.clone(),
+                        header: h.clone(),
+                    })?,
+                    secret.expose().to_owned(),
+                ),
+            };
+            let mut value = HeaderValue::from_str(&value).map_err(|_| ProviderError::Header {
+                provider: provider.clone(),
+                header: name.to_string(),
+            })?;
+            value.set_sensitive(true);
+            headers.insert(name, value);
+        }
+        let http = reqwest::Client::builder()
+            .default_headers(headers)
+            .timeout(config.timeout)
+            .connect_timeout(config.timeout.min(Duration::from_secs(5)))
+            .pool_max_idle_per_host(config.concurrency)
+            .redirect(reqwest::redirect::Policy::none())
+            .tcp_nodelay(true)
+            .user_agent(concat!("courier/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|source| ProviderError::Client { provider, source })?;
+        Ok(Self {
+            http,
+            base_url: config.base_url.clone(),
+        })
+    }
+
+    /// Sends `job` as `operation`, to `path` (already rendered from the
+    /// payload).
+    pub async fn call(&self, job: &Job, operation: &Operation, path: &str, traceparent: Option<&str>) -> CallReport {
+        let started_at = Utc::now();
+        let clock = Instant::now();
+        let method = reqwest::Method::from_bytes(operation.method.as_str().as_bytes()).unwrap_or(reqwest::Method::POST);
+        let mut request = self
+            .http
+            .request(method, format!("{}{path}", self.base_url))
+            .header("Idempotency-Key", &job.idempotency_key);
+        if let Some(tp) = traceparent {
+            request = request.header("traceparent", tp);
+        }
+        if operation.method.sends_body() {
+            request = request.json(&job.payload);
+        }
+        let (result, error) = match request.send().await {
+            Ok(mut response) => {
+                let status = response.status();
+                let retry_after = response
+                    .headers()
+                    .get(reqwest::header::RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| parse_retry_after(v, Utc::now()));
+                let mut drained = 0;
+                while drained < MAX_DRAIN_BYTES {
+                    match response.chunk().await {
+                        Ok(Some(chunk)) => drained += chunk.len(),
+                        Ok(None) | Err(_) => break,
+                    }
+                }
+                let error = (!status.is_success()).then(|| format!("HTTP {status}"));
+                (
+                    CallResult::Response {
+                        status: status.as_u16(),
+                        retry_after,
+                    },
+                    error,
+                )
+            }
+            Err(e) => {
+                let result = if e.is_timeout() {
+                    CallResult::Timeout
+                } else if e.is_connect() {
+                    CallResult::Connect
+                } else {
+                    CallResult::Transport
+                };
+                (result, Some(describe(e)))
+            }
+        };
+        CallReport {
+            result,
+            started_at,
+            duration: clock.elapsed(),
+            error,
+        }
+    }
+}
+
+/// The error and its causes, without the URL (whose path carries payload
+/// values), truncated.
+fn describe(e: reqwest::Error) -> String {
+    let e = e.without_url();
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    truncate(text, MAX_ERROR_LEN)
+}
+
+pub fn truncate(mut s: String, max: usize) -> String {
+    if s.len() > max {
+        let mut cut = max;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+        s.push('…');
+    }
+    s
+}

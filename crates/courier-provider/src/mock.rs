@@ -1,0 +1,219 @@
+//! The built-in mock provider: a real HTTP server on loopback for the demo,
+//! the benchmarks and the tests.
+//!
+//! Owns the fake side of the wire. Each call answers according to, first, a
+//! script in the job's payload (`"mock": {"status": 400}`, `{"fail_first": 2,
+//! "fail_status": 503, "retry_after": "2"}`, `{"delay_ms": 500}`) and
+//! otherwise a random [`FailureMix`]. It records every call (the
+//! `Idempotency-Key`, auth and `traceparent` headers included) so tests can
+//! assert on what the provider saw. It must never be used as a stand-in for
+//! RabbitMQ or PostgreSQL.
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use serde_json::Value;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+
+/// Shares of calls (0.0 ..= 1.0 each, summing to at most 1) answered with a
+/// failure when the payload carries no script.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct FailureMix {
+    /// 500/502/503 without Retry-After.
+    pub server_error: f64,
+    /// 429 with `Retry-After: 1`.
+    pub throttle: f64,
+    /// No answer before the client's timeout.
+    pub timeout: f64,
+    /// 400/404/422.
+    pub permanent: f64,
+    /// How long a "timeout" call hangs.
+    pub hang: Duration,
+    /// Added to every call.
+    pub latency: Duration,
+}
+
+/// A call as the provider saw it.
+#[derive(Debug, Clone)]
+pub struct RecordedCall {
+    pub method: String,
+    pub path: String,
+    pub idempotency_key: Option<String>,
+    pub authorization: Option<String>,
+    pub traceparent: Option<String>,
+    pub status: u16,
+    pub at: Instant,
+}
+
+#[derive(Debug)]
+struct MockState {
+    mix: FailureMix,
+    calls: Mutex<Vec<RecordedCall>>,
+    per_key: Mutex<HashMap<String, u32>>,
+    count: watch::Sender<usize>,
+}
+
+/// A running mock provider; stops when dropped.
+#[derive(Debug)]
+pub struct MockProvider {
+    addr: SocketAddr,
+    state: Arc<MockState>,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+impl MockProvider {
+    /// Starts on `127.0.0.1:0` (a free port).
+    pub async fn start(mix: FailureMix) -> std::io::Result<MockProvider> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let (count, _) = watch::channel(0);
+        let state = Arc::new(MockState {
+            mix,
+            calls: Mutex::new(Vec::new()),
+            per_key: Mutex::new(HashMap::new()),
+            count,
+        });
+        let app = Router::new().fallback(handle).with_state(state.clone());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(async move {
+            let serve = axum::serve(listener, app).with_graceful_shutdown(async {
+                let _ = stopped.await;
+            });
+            if let Err(e) = serve.await {
+                tracing::warn!(error = %e, "mock provider stopped");
+            }
+        });
+        Ok(MockProvider { addr, state, _stop: stop })
+    }
+
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Every call so far, in arrival order.
+    pub fn calls(&self) -> Vec<RecordedCall> {
+        self.state.calls.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    pub fn call_count(&self) -> usize {
+        *self.state.count.borrow()
+    }
+
+    /// Calls that carried `key` as their `Idempotency-Key`.
+    pub fn calls_for(&self, key: &str) -> Vec<RecordedCall> {
+        self.calls()
+            .into_iter()
+            .filter(|c| c.idempotency_key.as_deref() == Some(key))
+            .collect()
+    }
+
+    /// Waits until at least `n` calls have arrived; false on timeout.
+    pub async fn wait_for_calls(&self, n: usize, timeout: Duration) -> bool {
+        let mut rx = self.state.count.subscribe();
+        tokio::time::timeout(timeout, rx.wait_for(|&c| c >= n))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+}
+
+/// The script a payload may carry under `"mock"`.
+#[derive(Debug, Default)]
+struct Script {
+    status: Option<u16>,
+    fail_first: u32,
+    fail_status: u16,
+    retry_after: Option<String>,
+    delay: Duration,
+}
+
+impl Script {
+    fn of(body: &[u8]) -> Option<Script> {
+        let v: Value = serde_json::from_slice(body).ok()?;
+        let m = v.get("mock")?;
+        let num = |k: &str| m.get(k).and_then(Value::as_u64);
+        Some(Script {
+            status: num("status").and_then(|s| u16::try_from(s).ok()),
+            fail_first: num("fail_first").and_then(|n| u32::try_from(n).ok()).unwrap_or(0),
+            fail_status: num("fail_status").and_then(|s| u16::try_from(s).ok()).unwrap_or(503),
+            retry_after: m.get("retry_after").map(|r| match r {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            }),
+            delay: Duration::from_millis(num("delay_ms").unwrap_or(0)),
+        })
+    }
+}
+
+async fn handle(State(state): State<Arc<MockState>>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let key = header("idempotency-key");
+    let nth_call = {
+        let mut per_key = state.per_key.lock().unwrap_or_else(PoisonError::into_inner);
+        let n = per_key.entry(key.clone().unwrap_or_default()).or_insert(0);
+        *n += 1;
+        *n
+    };
+
+    let mix = state.mix;
+    let (status, retry_after, delay) = match Script::of(&body) {
+        Some(script) => {
+            let (status, retry_after) = if let Some(s) = script.status {
+                (s, script.retry_after)
+            } else if nth_call <= script.fail_first {
+                (script.fail_status, script.retry_after)
+            } else {
+                (200, None)
+            };
+            (status, retry_after, script.delay)
+        }
+        None => {
+            let r: f64 = rand::random();
+            let mut edge = mix.server_error;
+            if r < edge {
+                ([500, 502, 503][nth_call as usize % 3], None, mix.latency)
+            } else if r < {
+                edge += mix.throttle;
+                edge
+            } {
+                (429, Some("1".to_owned()), mix.latency)
+            } else if r < {
+                edge += mix.timeout;
+                edge
+            } {
+                (200, None, mix.hang)
+            } else if r < edge + mix.permanent {
+                ([400, 404, 422][nth_call as usize % 3], None, mix.latency)
+            } else {
+                (200, None, mix.latency)
+            }
+        }
+    };
+
+    {
+        let mut calls = state.calls.lock().unwrap_or_else(PoisonError::into_inner);
+        calls.push(RecordedCall {
+            method: method.to_string(),
+            path: uri.path().to_owned(),
+            idempotency_key: key,
+            authorization: header("authorization"),
+            traceparent: header("traceparent"),
+            status,
+            at: Instant::now(),
+        });
+        state.count.send_replace(calls.len());
+    }
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    match retry_after {
+        Some(ra) => (status, [("retry-after", ra)], "{}").into_response(),
+        None => (status, "{}").into_response(),
+    }
+}

@@ -1,0 +1,274 @@
+//! Group commit of outcomes: many jobs' results in one transaction.
+//!
+//! Owns the write path of the pipeline. Each statement takes the whole batch
+//! as arrays (UNNEST), so a batch costs a handful of round trips however large
+//! it is. Every write is idempotent: an attempt already recorded is skipped,
+//! a job's row only moves forward (more attempts, never out of a terminal
+//! state), a dead letter is written once per job and attempt.
+
+use crate::{Store, StoreError};
+use chrono::{DateTime, Utc};
+use courier_core::retry::DeadReason;
+use courier_core::state::JobState;
+use std::collections::HashMap;
+use std::time::Duration;
+use uuid::Uuid;
+
+/// A job's new current state.
+#[derive(Debug, Clone)]
+pub struct JobRow {
+    pub id: Uuid,
+    pub provider: String,
+    pub operation: String,
+    pub idempotency_key: String,
+    pub state: JobState,
+    pub attempts: u32,
+    pub last_status: Option<u16>,
+    pub last_error_class: Option<&'static str>,
+    pub last_error: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub next_attempt_at: Option<DateTime<Utc>>,
+}
+
+/// One call to the provider.
+#[derive(Debug, Clone)]
+pub struct AttemptRow {
+    pub job_id: Uuid,
+    pub attempt: u32,
+    pub started_at: DateTime<Utc>,
+    pub duration: Duration,
+    pub http_status: Option<u16>,
+    pub error_class: &'static str,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct DeadLetterRow {
+    pub id: Uuid,
+    pub job_id: Option<Uuid>,
+    pub provider: Option<String>,
+    pub operation: Option<String>,
+    pub reason: DeadReason,
+    pub detail: String,
+    pub attempts: u32,
+    pub last_status: Option<u16>,
+    pub last_error: Option<String>,
+    pub body: Vec<u8>,
+    pub message_id: Option<String>,
+}
+
+/// What one delivery came to.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    /// The provider was called: an attempt, the job's new state, and a dead
+    /// letter when the job died.
+    Attempted {
+        job: JobRow,
+        attempt: AttemptRow,
+        dead_letter: Option<DeadLetterRow>,
+    },
+    /// The message was dead-lettered without a call (invalid, or poison).
+    /// `job` is set when the body was a readable job.
+    Rejected {
+        job: Option<JobRow>,
+        dead_letter: DeadLetterRow,
+    },
+    /// Already done or superseded; nothing to call.
+    Duplicate { job_id: Uuid },
+}
+
+fn i32_of(n: u32) -> i32 {
+    i32::try_from(n).unwrap_or(i32::MAX)
+}
+
+fn status_of(s: Option<u16>) -> Option<i16> {
+    s.and_then(|s| i16::try_from(s).ok())
+}
+
+impl Store {
+    /// Records a batch of outcomes in one transaction and announces it on
+    /// [`Store::notify_channel`]. When this returns `Ok`, every outcome in the
+    /// batch is durable.
+    pub async fn commit(&self, batch: &[Outcome]) -> Result<(), StoreError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        // One statement cannot touch a row twice: keep each job's latest state.
+        let mut jobs: HashMap<Uuid, &JobRow> = HashMap::new();
+        let mut attempts = Vec::new();
+        let mut dead = Vec::new();
+        let mut duplicates = Vec::new();
+        for outcome in batch {
+            let job = match outcome {
+                Outcome::Attempted { job, attempt, dead_letter } => {
+                    attempts.push(attempt);
+                    dead.extend(dead_letter.iter());
+                    Some(job)
+                }
+                Outcome::Rejected { job, dead_letter } => {
+                    dead.push(dead_letter);
+                    job.as_ref()
+                }
+                Outcome::Duplicate { job_id } => {
+                    duplicates.push(*job_id);
+                    None
+                }
+            };
+            if let Some(job) = job {
+                jobs.entry(job.id)
+                    .and_modify(|kept| {
+                        if job.attempts > kept.attempts || job.state.is_terminal() {
+                            *kept = job;
+                        }
+                    })
+                    .or_insert(job);
+            }
+        }
+
+        let mut tx = self.pool.begin().await.map_err(StoreError::query("begin outcome batch"))?;
+        if !attempts.is_empty() {
+            insert_attempts(&mut tx, &attempts).await?;
+        }
+        if !jobs.is_empty() {
+            upsert_jobs(&mut tx, jobs.values().copied()).await?;
+        }
+        if !dead.is_empty() {
+            insert_dead_letters(&mut tx, &dead).await?;
+        }
+        if !duplicates.is_empty() {
+            sqlx::query(
+                "UPDATE jobs SET duplicate_deliveries = jobs.duplicate_deliveries + d.n
+                 FROM (SELECT id, count(*)::int AS n FROM UNNEST($1::uuid[]) AS id GROUP BY id) d
+                 WHERE jobs.id = d.id",
+            )
+            .bind(&duplicates)
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::query("count duplicate deliveries"))?;
+        }
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(self.notify_channel())
+            .bind(batch.len().to_string())
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::query("notify outcome batch"))?;
+        tx.commit().await.map_err(StoreError::query("commit outcome batch"))?;
+        Ok(())
+    }
+}
+
+type Tx<'a> = sqlx::Transaction<'a, sqlx::Postgres>;
+
+async fn insert_attempts(tx: &mut Tx<'_>, rows: &[&AttemptRow]) -> Result<(), StoreError> {
+    let job_ids: Vec<Uuid> = rows.iter().map(|r| r.job_id).collect();
+    let numbers: Vec<i32> = rows.iter().map(|r| i32_of(r.attempt)).collect();
+    let started: Vec<DateTime<Utc>> = rows.iter().map(|r| r.started_at).collect();
+    let durations: Vec<i64> = rows
+        .iter()
+        .map(|r| i64::try_from(r.duration.as_micros()).unwrap_or(i64::MAX))
+        .collect();
+    let statuses: Vec<Option<i16>> = rows.iter().map(|r| status_of(r.http_status)).collect();
+    let classes: Vec<&str> = rows.iter().map(|r| r.error_class).collect();
+    let errors: Vec<Option<&str>> = rows.iter().map(|r| r.error.as_deref()).collect();
+    sqlx::query(
+        "INSERT INTO attempts (job_id, attempt, started_at, duration_us, http_status, error_class, error)
+         SELECT * FROM UNNEST($1::uuid[], $2::int[], $3::timestamptz[], $4::bigint[], $5::smallint[], $6::text[], $7::text[])
+         ON CONFLICT (job_id, attempt) DO NOTHING",
+    )
+    .bind(&job_ids)
+    .bind(&numbers)
+    .bind(&started)
+    .bind(&durations)
+    .bind(&statuses)
+    .bind(&classes)
+    .bind(&errors)
+    .execute(&mut **tx)
+    .await
+    .map_err(StoreError::query("insert attempts"))?;
+    Ok(())
+}
+
+async fn upsert_jobs<'a>(tx: &mut Tx<'_>, rows: impl Iterator<Item = &'a JobRow>) -> Result<(), StoreError> {
+    let rows: Vec<&JobRow> = rows.collect();
+    let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
+    let providers: Vec<&str> = rows.iter().map(|r| r.provider.as_str()).collect();
+    let operations: Vec<&str> = rows.iter().map(|r| r.operation.as_str()).collect();
+    let keys: Vec<&str> = rows.iter().map(|r| r.idempotency_key.as_str()).collect();
+    let states: Vec<&str> = rows.iter().map(|r| r.state.as_str()).collect();
+    let attempts: Vec<i32> = rows.iter().map(|r| i32_of(r.attempts)).collect();
+    let statuses: Vec<Option<i16>> = rows.iter().map(|r| status_of(r.last_status)).collect();
+    let classes: Vec<Option<&str>> = rows.iter().map(|r| r.last_error_class).collect();
+    let errors: Vec<Option<&str>> = rows.iter().map(|r| r.last_error.as_deref()).collect();
+    let created: Vec<DateTime<Utc>> = rows.iter().map(|r| r.created_at).collect();
+    let next: Vec<Option<DateTime<Utc>>> = rows.iter().map(|r| r.next_attempt_at).collect();
+    sqlx::query(
+        "INSERT INTO jobs (id, provider, operation, idempotency_key, state, attempts, last_status,
+                           last_error_class, last_error, created_at, updated_at, next_attempt_at, finished_at)
+         SELECT u.id, u.provider, u.operation, u.key, u.state, u.attempts, u.status, u.class, u.error,
+                u.created_at, now(), u.next_at, CASE WHEN u.state <> 'retrying' THEN now() END
+         FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int[], $7::smallint[],
+                     $8::text[], $9::text[], $10::timestamptz[], $11::timestamptz[])
+              AS u(id, provider, operation, key, state, attempts, status, class, error, created_at, next_at)
+         ON CONFLICT (id) DO UPDATE SET
+             state = EXCLUDED.state,
+             attempts = EXCLUDED.attempts,
+             last_status = EXCLUDED.last_status,
+             last_error_class = EXCLUDED.last_error_class,
+             last_error = EXCLUDED.last_error,
+             updated_at = EXCLUDED.updated_at,
+             next_attempt_at = EXCLUDED.next_attempt_at,
+             finished_at = EXCLUDED.finished_at
+         WHERE jobs.state = 'retrying' AND jobs.attempts < EXCLUDED.attempts",
+    )
+    .bind(&ids)
+    .bind(&providers)
+    .bind(&operations)
+    .bind(&keys)
+    .bind(&states)
+    .bind(&attempts)
+    .bind(&statuses)
+    .bind(&classes)
+    .bind(&errors)
+    .bind(&created)
+    .bind(&next)
+    .execute(&mut **tx)
+    .await
+    .map_err(StoreError::query("upsert jobs"))?;
+    Ok(())
+}
+
+async fn insert_dead_letters(tx: &mut Tx<'_>, rows: &[&DeadLetterRow]) -> Result<(), StoreError> {
+    let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
+    let job_ids: Vec<Option<Uuid>> = rows.iter().map(|r| r.job_id).collect();
+    let providers: Vec<Option<&str>> = rows.iter().map(|r| r.provider.as_deref()).collect();
+    let operations: Vec<Option<&str>> = rows.iter().map(|r| r.operation.as_deref()).collect();
+    let reasons: Vec<&str> = rows.iter().map(|r| r.reason.as_str()).collect();
+    let details: Vec<&str> = rows.iter().map(|r| r.detail.as_str()).collect();
+    let attempts: Vec<i32> = rows.iter().map(|r| i32_of(r.attempts)).collect();
+    let statuses: Vec<Option<i16>> = rows.iter().map(|r| status_of(r.last_status)).collect();
+    let errors: Vec<Option<&str>> = rows.iter().map(|r| r.last_error.as_deref()).collect();
+    let bodies: Vec<&[u8]> = rows.iter().map(|r| r.body.as_slice()).collect();
+    let message_ids: Vec<Option<&str>> = rows.iter().map(|r| r.message_id.as_deref()).collect();
+    sqlx::query(
+        "INSERT INTO dead_letters (id, job_id, provider, operation, reason, detail, attempts, last_status,
+                                   last_error, body, message_id)
+         SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[], $7::int[],
+                              $8::smallint[], $9::text[], $10::bytea[], $11::text[])
+         ON CONFLICT (job_id, attempts) WHERE job_id IS NOT NULL DO NOTHING",
+    )
+    .bind(&ids)
+    .bind(&job_ids)
+    .bind(&providers)
+    .bind(&operations)
+    .bind(&reasons)
+    .bind(&details)
+    .bind(&attempts)
+    .bind(&statuses)
+    .bind(&errors)
+    .bind(&bodies)
+    .bind(&message_ids)
+    .execute(&mut **tx)
+    .await
+    .map_err(StoreError::query("insert dead letters"))?;
+    Ok(())
+}

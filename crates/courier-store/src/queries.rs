@@ -1,0 +1,112 @@
+//! Read models: what operators, the demo and tests ask of the store.
+//!
+//! Owns the read-only queries. It must never write.
+
+use crate::{Store, StoreError};
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct JobRecord {
+    pub id: Uuid,
+    pub provider: String,
+    pub operation: String,
+    pub idempotency_key: String,
+    pub state: String,
+    pub attempts: i32,
+    pub last_status: Option<i16>,
+    pub last_error_class: Option<String>,
+    pub last_error: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub duplicate_deliveries: i32,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct AttemptRecord {
+    pub job_id: Uuid,
+    pub attempt: i32,
+    pub started_at: DateTime<Utc>,
+    pub duration_us: i64,
+    pub http_status: Option<i16>,
+    pub error_class: String,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct DeadLetterRecord {
+    pub id: Uuid,
+    pub job_id: Option<Uuid>,
+    pub provider: Option<String>,
+    pub operation: Option<String>,
+    pub reason: String,
+    pub detail: String,
+    pub attempts: i32,
+    pub last_status: Option<i16>,
+    pub last_error: Option<String>,
+    pub body: Vec<u8>,
+    pub message_id: Option<String>,
+    pub dead_at: DateTime<Utc>,
+    pub status: String,
+}
+
+impl Store {
+    pub async fn job(&self, id: Uuid) -> Result<Option<JobRecord>, StoreError> {
+        sqlx::query_as("SELECT * FROM jobs WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(StoreError::query("read job"))
+    }
+
+    /// A job's attempts, oldest first.
+    pub async fn attempts(&self, job_id: Uuid) -> Result<Vec<AttemptRecord>, StoreError> {
+        sqlx::query_as("SELECT * FROM attempts WHERE job_id = $1 ORDER BY attempt")
+            .bind(job_id)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(StoreError::query("read attempts"))
+    }
+
+    /// Every dead letter, oldest first.
+    pub async fn dead_letters(&self) -> Result<Vec<DeadLetterRecord>, StoreError> {
+        sqlx::query_as("SELECT * FROM dead_letters ORDER BY dead_at, id")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(StoreError::query("read dead letters"))
+    }
+
+    /// Jobs per state, e.g. `[("dead", 3), ("succeeded", 97)]`.
+    pub async fn state_counts(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        sqlx::query_as("SELECT state, count(*) FROM jobs GROUP BY state ORDER BY state")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(StoreError::query("count jobs by state"))
+    }
+
+    /// Jobs among `ids` that have reached a terminal state.
+    pub async fn count_terminal(&self, ids: &[Uuid]) -> Result<i64, StoreError> {
+        sqlx::query_scalar("SELECT count(*) FROM jobs WHERE id = ANY($1) AND state IN ('succeeded', 'dead')")
+            .bind(ids)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(StoreError::query("count terminal jobs"))
+    }
+
+    /// Jobs that needed more than one attempt.
+    pub async fn count_retried(&self) -> Result<i64, StoreError> {
+        sqlx::query_scalar("SELECT count(*) FROM jobs WHERE attempts > 1")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(StoreError::query("count retried jobs"))
+    }
+
+    pub async fn count_attempts(&self) -> Result<i64, StoreError> {
+        sqlx::query_scalar("SELECT count(*) FROM attempts")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(StoreError::query("count attempts"))
+    }
+}

@@ -1,0 +1,83 @@
+//! One queue's consumer: takes deliveries, runs each through the pipeline
+//! under the provider's concurrency limit, hands outcomes to the writer.
+//!
+//! Owns the consume loop and what happens to a delivery whose processing was
+//! abandoned (it goes back to its queue). It must never ack: acks belong to
+//! the writer, after the commit.
+
+use crate::pipeline::Pipeline;
+use crate::writer::Completed;
+use courier_amqp::Channel;
+use futures_util::StreamExt;
+use std::sync::Arc;
+use tokio::sync::{Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+#[derive(Debug)]
+pub struct Consumer {
+    pub pipeline: Arc<Pipeline>,
+    /// `None` for the unrouted queue.
+    pub provider: Option<String>,
+    pub channel: Channel,
+    pub deliveries: courier_amqp::Consumer,
+    /// The provider's concurrency cap.
+    pub limit: Arc<Semaphore>,
+    pub outcomes: mpsc::Sender<Completed>,
+    pub tasks: TaskTracker,
+    pub stop: CancellationToken,
+}
+
+pub async fn run(mut c: Consumer) {
+    let queue = c.deliveries.queue();
+    loop {
+        let permit = tokio::select! {
+            _ = c.stop.cancelled() => break,
+            permit = c.limit.clone().acquire_owned() => match permit {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+        };
+        let delivery = tokio::select! {
+            _ = c.stop.cancelled() => break,
+            next = c.deliveries.next() => match next {
+                Some(Ok(d)) => d,
+                Some(Err(e)) => {
+                    tracing::warn!(%queue, error = %e, "consumer error; waiting for the connection to recover");
+                    continue;
+                }
+                None => {
+                    tracing::info!(%queue, "consumer cancelled by the broker");
+                    break;
+                }
+            },
+        };
+        let pipeline = c.pipeline.clone();
+        let provider = c.provider.clone();
+        let outcomes = c.outcomes.clone();
+        c.tasks.spawn(async move {
+            let _permit = permit;
+            match pipeline.process(provider.as_deref(), &delivery).await {
+                Ok(outcome) => {
+                    let done = Completed {
+                        outcome,
+                        acker: delivery.acker,
+                    };
+                    if outcomes.send(done).await.is_err() {
+                        tracing::error!("outcome writer is gone; the delivery will be redelivered");
+                    }
+                }
+                Err(_abandoned) => {
+                    if let Err(e) = courier_amqp::requeue(&delivery.acker).await {
+                        tracing::debug!(error = %e, "nack of an abandoned delivery; the broker requeues it on close");
+                    }
+                }
+            }
+        });
+    }
+    // Stop the broker sending more; what it already sent and we did not take
+    // stays unacked and returns to the queue when the channel closes.
+    if let Err(e) = courier_amqp::cancel(&c.channel, &c.deliveries).await {
+        tracing::debug!(%queue, error = %e, "cancelling the consumer");
+    }
+}

@@ -1,0 +1,298 @@
+//! What happens to one delivery, from bytes to an [`Outcome`].
+//!
+//! Owns the order of the steps: parse, idempotency check, poison check,
+//! operation lookup, provider call, decision, and the confirmed publish of a
+//! retry or dead letter. Every path ends in an outcome for the writer;
+//! nothing is dropped. It must never ack (the writer does, after the commit)
+//! and never sleep for a retry (the delay queues wait instead).
+
+use crate::patience::{Abandoned, persist};
+use chrono::Utc;
+use courier_amqp::headers::DeadLetterHeaders;
+use courier_amqp::{Delivery, DeliveryMeta, Publisher, Topology};
+use courier_core::retry::{DeadReason, Decision};
+use courier_core::state::{DeliveryVerdict, JobState, verdict};
+use courier_core::{AttemptClass, CallResult, Config, InvalidJob, Job, classify};
+use courier_provider::ProviderClient;
+use courier_store::{AttemptRow, DeadLetterRow, JobRow, Outcome, Store};
+use std::collections::HashMap;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+use uuid::Uuid;
+
+/// Everything a delivery's processing needs, shared by all consumers.
+#[derive(Debug)]
+pub struct Pipeline {
+    config: Config,
+    topology: Topology,
+    publisher: Publisher,
+    store: Store,
+    clients: HashMap<String, ProviderClient>,
+    abandon: CancellationToken,
+}
+
+/// Why a job dies, with the words an operator reads.
+struct Death {
+    reason: DeadReason,
+    detail: String,
+    last_status: Option<u16>,
+    last_error: Option<String>,
+}
+
+impl Pipeline {
+    pub fn new(
+        config: Config,
+        topology: Topology,
+        publisher: Publisher,
+        store: Store,
+        clients: HashMap<String, ProviderClient>,
+        abandon: CancellationToken,
+    ) -> Self {
+        Self {
+            config,
+            topology,
+            publisher,
+            store,
+            clients,
+            abandon,
+        }
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn topology(&self) -> &Topology {
+        &self.topology
+    }
+
+    /// Processes one delivery from `queue_provider`'s work queue (`None`: the
+    /// unrouted queue). `Err` only when shutdown abandoned it mid-way; the
+    /// caller then returns the delivery to its queue.
+    pub async fn process(&self, queue_provider: Option<&str>, delivery: &Delivery) -> Result<Outcome, Abandoned> {
+        let meta = DeliveryMeta::of(&delivery.properties);
+        let job = match Job::parse(&delivery.data, self.config.worker.max_body_bytes) {
+            Ok(job) => job,
+            Err(invalid) => {
+                tracing::warn!(error = %invalid, message_id = ?meta.message_id, "invalid job");
+                return self.reject(queue_provider, delivery, &meta, None, invalid_death(&invalid)).await;
+            }
+        };
+        let span = tracing::info_span!(
+            "job",
+            job_id = %job.id,
+            provider = %job.provider,
+            operation = %job.operation,
+            attempt = meta.attempts + 1,
+        );
+        self.process_job(queue_provider, delivery, &meta, job).instrument(span).await
+    }
+
+    async fn process_job(
+        &self,
+        queue_provider: Option<&str>,
+        delivery: &Delivery,
+        meta: &DeliveryMeta,
+        job: Job,
+    ) -> Result<Outcome, Abandoned> {
+        let ids = [job.id];
+        let progress = persist("reading job progress", &self.abandon, || self.store.progress(&ids)).await?;
+        if verdict(progress.get(&job.id).copied(), meta.attempts) == DeliveryVerdict::Duplicate {
+            tracing::info!("duplicate delivery of a job already done; acknowledging without a call");
+            return Ok(Outcome::Duplicate { job_id: job.id });
+        }
+        if meta.delivery_count >= self.config.worker.delivery_limit {
+            tracing::error!(deliveries = meta.delivery_count, "delivered too often without an outcome; dead-lettering as poison");
+            let death = Death {
+                reason: DeadReason::DeliveryLimit,
+                detail: format!(
+                    "delivered {} times without an outcome (worker.delivery_limit = {}): it may crash or stall the worker",
+                    meta.delivery_count, self.config.worker.delivery_limit
+                ),
+                last_status: None,
+                last_error: None,
+            };
+            return self.reject(queue_provider, delivery, meta, Some(&job), death).await;
+        }
+        let Some(queue_provider) = queue_provider else {
+            let invalid = InvalidJob::new(
+                "provider",
+                format!("no provider named {:?} is configured (nothing consumes its routing key)", job.provider),
+            );
+            return self.reject(None, delivery, meta, Some(&job), invalid_death(&invalid)).await;
+        };
+        if job.provider != queue_provider {
+            let invalid = InvalidJob::new(
+                "provider",
+                format!("names {:?} but arrived on the queue of {queue_provider:?}", job.provider),
+            );
+            return self.reject(Some(queue_provider), delivery, meta, Some(&job), invalid_death(&invalid)).await;
+        }
+        let resolved = self
+            .config
+            .operation(&job)
+            .and_then(|(provider, op)| Ok((provider, op, op.path.render(&job.payload)?)));
+        let (provider, operation, path) = match resolved {
+            Ok(r) => r,
+            Err(invalid) => {
+                tracing::warn!(error = %invalid, "job cannot run");
+                return self.reject(Some(queue_provider), delivery, meta, Some(&job), invalid_death(&invalid)).await;
+            }
+        };
+        let Some(client) = self.clients.get(&provider.name) else {
+            // Config and clients are built from the same map at start.
+            unreachable!("a configured provider without a client")
+        };
+
+        let attempt = meta.attempts + 1;
+        let report = client.call(&job, operation, &path, meta.traceparent.as_deref()).await;
+        let class = classify(&report.result, &provider.statuses);
+        let decision = provider.retry.decide(attempt, class, rand::random());
+        let status = match report.result {
+            CallResult::Response { status, .. } => Some(status),
+            CallResult::Timeout | CallResult::Connect | CallResult::Transport => None,
+        };
+        let attempt_class = AttemptClass::of(&report.result);
+        tracing::info!(
+            status,
+            class = attempt_class.as_str(),
+            duration_ms = report.duration.as_millis() as u64,
+            ?decision,
+            "attempt finished"
+        );
+        let attempt_row = AttemptRow {
+            job_id: job.id,
+            attempt,
+            started_at: report.started_at,
+            duration: report.duration,
+            http_status: status,
+            error_class: attempt_class.as_str(),
+            error: report.error.clone(),
+        };
+        let mut job_row = job_row(&job, JobState::Retrying, attempt);
+        job_row.last_status = status;
+        job_row.last_error_class = (attempt_class != AttemptClass::Success).then_some(attempt_class.as_str());
+        job_row.last_error = report.error.clone();
+
+        let dead_letter = match decision {
+            Decision::Succeeded => {
+                job_row.state = JobState::Succeeded;
+                None
+            }
+            Decision::Retry { delay } => {
+                // The cascade counts whole seconds; never retry early.
+                let secs = delay.as_secs() + u64::from(delay.subsec_nanos() > 0);
+                persist("publishing a retry", &self.abandon, || {
+                    self.publisher
+                        .publish_retry(&self.topology, &provider.name, &delivery.data, meta, attempt, secs)
+                })
+                .await?;
+                job_row.next_attempt_at = Some(Utc::now() + chrono::Duration::seconds(i64::try_from(secs).unwrap_or(i64::MAX)));
+                None
+            }
+            Decision::Dead(reason) => {
+                let what = report.error.clone().unwrap_or_else(|| "no error".into());
+                let detail = match reason {
+                    DeadReason::RetriesExhausted => format!("gave up after {attempt} attempts; last: {what}"),
+                    DeadReason::Permanent => format!("{what} is not retryable"),
+                    DeadReason::Invalid | DeadReason::DeliveryLimit => what.clone(),
+                };
+                let death = Death {
+                    reason,
+                    detail,
+                    last_status: status,
+                    last_error: report.error.clone(),
+                };
+                job_row.state = JobState::Dead;
+                Some(self.dead_letter(Some(&provider.name), delivery, meta, Some(&job), attempt, death).await?)
+            }
+        };
+        Ok(Outcome::Attempted {
+            job: job_row,
+            attempt: attempt_row,
+            dead_letter,
+        })
+    }
+
+    /// Dead-letters a delivery that will not be attempted.
+    async fn reject(
+        &self,
+        queue_provider: Option<&str>,
+        delivery: &Delivery,
+        meta: &DeliveryMeta,
+        job: Option<&Job>,
+        death: Death,
+    ) -> Result<Outcome, Abandoned> {
+        let job_row = job.map(|j| {
+            let mut row = job_row(j, JobState::Dead, meta.attempts);
+            row.last_error = Some(death.detail.clone());
+            row
+        });
+        let dead_letter = self
+            .dead_letter(queue_provider, delivery, meta, job, meta.attempts, death)
+            .await?;
+        Ok(Outcome::Rejected { job: job_row, dead_letter })
+    }
+
+    /// Publishes the dead letter (confirmed) and returns its record.
+    async fn dead_letter(
+        &self,
+        queue_provider: Option<&str>,
+        delivery: &Delivery,
+        meta: &DeliveryMeta,
+        job: Option<&Job>,
+        attempts: u32,
+        death: Death,
+    ) -> Result<DeadLetterRow, Abandoned> {
+        let headers = DeadLetterHeaders {
+            reason: death.reason.as_str(),
+            detail: &death.detail,
+            attempts,
+            last_status: death.last_status,
+        };
+        persist("publishing a dead letter", &self.abandon, || {
+            self.publisher
+                .publish_dead_letter(&self.topology, queue_provider, &delivery.data, meta, &headers)
+        })
+        .await?;
+        tracing::warn!(reason = death.reason.as_str(), detail = %death.detail, "dead-lettered");
+        Ok(DeadLetterRow {
+            id: Uuid::now_v7(),
+            job_id: job.map(|j| j.id).or_else(|| Job::claimed_id(&delivery.data)),
+            provider: job.map(|j| j.provider.clone()).or_else(|| queue_provider.map(str::to_owned)),
+            operation: job.map(|j| j.operation.clone()),
+            reason: death.reason,
+            detail: death.detail,
+            attempts,
+            last_status: death.last_status,
+            last_error: death.last_error,
+            body: delivery.data.clone(),
+            message_id: meta.message_id.clone(),
+        })
+    }
+}
+
+fn invalid_death(invalid: &InvalidJob) -> Death {
+    Death {
+        reason: DeadReason::Invalid,
+        detail: invalid.to_string(),
+        last_status: None,
+        last_error: None,
+    }
+}
+
+fn job_row(job: &Job, state: JobState, attempts: u32) -> JobRow {
+    JobRow {
+        id: job.id,
+        provider: job.provider.clone(),
+        operation: job.operation.clone(),
+        idempotency_key: job.idempotency_key.clone(),
+        state,
+        attempts,
+        last_status: None,
+        last_error_class: None,
+        last_error: None,
+        created_at: job.created_at,
+        next_attempt_at: None,
+    }
+}
