@@ -110,3 +110,13 @@ impl Store {
             .map_err(StoreError::query("count attempts"))
     }
 }
+
+impl Store {
+    /// Dead letters per reason, e.g. `[("permanent", 30)]`.
+    pub async fn dead_letter_reasons(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        sqlx::query_as("SELECT reason, count(*) FROM dead_letters GROUP BY reason ORDER BY count(*) DESC, reason")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(StoreError::query("count dead letters by reason"))
+    }
+}

@@ -1,1 +1,129 @@
-fn main() {}
+//! The `courier` command: run a worker, apply migrations, publish a job, or
+//! watch the whole pipeline work in `courier demo`.
+//!
+//! Owns the terminal: argument parsing, logging setup, tables, progress and
+//! exit codes. Only this crate prints. It must never contain pipeline logic;
+//! it wires the library crates together.
+
+mod demo;
+mod exit;
+mod publish;
+mod settings;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Debug, Parser)]
+#[command(name = "courier", version, about = "A durable job runner for API integrations")]
+struct Cli {
+    /// Config file [default: ./courier.toml if present, else built-in defaults]
+    #[arg(long, global = true, env = "COURIER_CONFIG")]
+    config: Option<PathBuf>,
+    /// Log format
+    #[arg(long, global = true, env = "COURIER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Pretty)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Pretty,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a worker until SIGTERM or Ctrl-C
+    Run,
+    /// Apply the database migrations to the namespace's schema
+    Migrate,
+    /// Publish a job (JSON from a file or stdin) with a publisher confirm
+    Publish(publish::Args),
+    /// Run the whole pipeline against a built-in mock provider and show what happened
+    Demo(demo::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let default_level = match cli.command {
+        Command::Demo(_) => "error",
+        _ => "info",
+    };
+    init_logging(cli.log_format, default_level);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Run => run(cli.config.as_deref()).await,
+            Command::Migrate => migrate(cli.config.as_deref()).await,
+            Command::Publish(args) => publish::publish(cli.config.as_deref(), args).await,
+            Command::Demo(args) => demo::demo(args).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => exit::report(&e),
+    }
+}
+
+fn init_logging(format: LogFormat, default_level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Pretty => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+async fn run(config: Option<&std::path::Path>) -> anyhow::Result<ExitCode> {
+    let config = settings::load(config)?;
+    if config.providers.is_empty() {
+        anyhow::bail!(courier_core::ConfigError {
+            file: config.source.clone(),
+            key: "providers".into(),
+            problem: "no providers configured: a worker needs at least one [providers.<name>] table".into(),
+        });
+    }
+    let worker = courier_worker::Worker::start(config).await?;
+    wait_for_signal().await;
+    worker.shutdown();
+    worker.wait().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops the worker");
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+async fn migrate(config: Option<&std::path::Path>) -> anyhow::Result<ExitCode> {
+    let config = settings::load(config)?;
+    let store = courier_store::Store::connect(&config.database.url, &config.namespace, 1).await?;
+    store.migrate().await?;
+    println!("migrations applied to schema {:?}", config.namespace);
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,50 @@
+//! Exit codes and the last words on failure.
+//!
+//! | code | meaning |
+//! | ---- | ------- |
+//! | 0 | done |
+//! | 1 | failed (the message says why) |
+//! | 2 | bad command line |
+//! | 3 | invalid config or input (the message names the key or field and the file) |
+//! | 4 | RabbitMQ or PostgreSQL cannot be reached (the message says which, where, and how to start it) |
+//! | 5 | the demo ended with jobs not in a terminal state |
+
+use courier_amqp::AmqpError;
+use courier_core::{ConfigError, InvalidJob};
+use courier_store::StoreError;
+use courier_worker::WorkerError;
+use std::process::ExitCode;
+
+pub const INVALID: u8 = 3;
+pub const UNREACHABLE: u8 = 4;
+pub const INCOMPLETE: u8 = 5;
+
+const START_HINT: &str = "start the local services with `scripts/services.sh` (installs and starts RabbitMQ and PostgreSQL), \
+or point Courier elsewhere with COURIER_AMQP_URL / COURIER_DATABASE_URL";
+
+pub fn report(e: &anyhow::Error) -> ExitCode {
+    eprintln!("error: {e:#}");
+    let code = if e.downcast_ref::<ConfigError>().is_some() || e.downcast_ref::<InvalidJob>().is_some() {
+        INVALID
+    } else if unreachable(e) {
+        eprintln!("hint: {START_HINT}");
+        UNREACHABLE
+    } else {
+        1
+    };
+    ExitCode::from(code)
+}
+
+fn unreachable(e: &anyhow::Error) -> bool {
+    let amqp = |a: &AmqpError| matches!(a, AmqpError::Connect { .. });
+    let store = |s: &StoreError| matches!(s, StoreError::Connect { .. });
+    e.chain().any(|cause| {
+        cause.downcast_ref::<AmqpError>().is_some_and(amqp)
+            || cause.downcast_ref::<StoreError>().is_some_and(store)
+            || cause.downcast_ref::<WorkerError>().is_some_and(|w| match w {
+                WorkerError::Amqp(a) => amqp(a),
+                WorkerError::Store(s) => store(s),
+                WorkerError::Provider(_) => false,
+            })
+    })
+}
