@@ -80,7 +80,10 @@ mod tests {
     #[test]
     fn levels_cover_the_maximum_delay() {
         assert_eq!(LEVELS, 18);
-        assert_eq!(routing_key(MAX_DELAY_SECS, "p"), format!("{}p", "1.".repeat(18)));
+        assert_eq!(
+            routing_key(MAX_DELAY_SECS, "p"),
+            format!("{}p", "1.".repeat(18))
+        );
     }
 
     #[test]

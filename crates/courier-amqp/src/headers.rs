@@ -33,7 +33,12 @@ pub struct DeliveryMeta {
 impl DeliveryMeta {
     pub fn of(props: &BasicProperties) -> Self {
         let headers = props.headers().as_ref();
-        let int = |name: &str| headers.and_then(|h| h.inner().get(name)).and_then(as_u32).unwrap_or(0);
+        let int = |name: &str| {
+            headers
+                .and_then(|h| h.inner().get(name))
+                .and_then(as_u32)
+                .unwrap_or(0)
+        };
         Self {
             message_id: props.message_id().as_ref().map(|m| m.as_str().to_owned()),
             attempts: int(ATTEMPTS),
@@ -78,7 +83,10 @@ fn base(message_id: Option<&str>) -> BasicProperties {
 }
 
 fn put_str(h: &mut FieldTable, k: &str, v: &str) {
-    h.insert(ShortString::from(k), AMQPValue::LongString(LongString::from(v.as_bytes().to_vec())));
+    h.insert(
+        ShortString::from(k),
+        AMQPValue::LongString(LongString::from(v.as_bytes().to_vec())),
+    );
 }
 
 /// Properties of a fresh job, as an upstream publishes it.
@@ -110,7 +118,10 @@ pub struct DeadLetterHeaders<'a> {
     pub last_status: Option<u16>,
 }
 
-pub fn dead_letter_properties(meta: &DeliveryMeta, dead: &DeadLetterHeaders<'_>) -> BasicProperties {
+pub fn dead_letter_properties(
+    meta: &DeliveryMeta,
+    dead: &DeadLetterHeaders<'_>,
+) -> BasicProperties {
     let mut h = FieldTable::default();
     if let Some(tp) = &meta.traceparent {
         put_str(&mut h, TRACEPARENT, tp);
@@ -146,7 +157,12 @@ mod tests {
         assert_eq!(back.delivery_count, 0);
         assert_eq!(back.message_id, Some(id.to_string()));
         assert_eq!(back.traceparent.as_deref(), Some("00-abc-def-01"));
-        assert!(!retry.headers().as_ref().is_some_and(|h| h.contains_key("x-death")));
+        assert!(
+            !retry
+                .headers()
+                .as_ref()
+                .is_some_and(|h| h.contains_key("x-death"))
+        );
         assert_eq!(*retry.delivery_mode(), Some(PERSISTENT));
     }
 }

@@ -17,47 +17,67 @@ pub use lapin::{Acker, BasicProperties, Channel, Connection, Consumer};
 pub use publish::Publisher;
 pub use topology::Topology;
 
+use lapin::ConnectionProperties;
 use lapin::options::{BasicConsumeOptions, BasicQosOptions};
 use lapin::types::FieldTable;
-use lapin::ConnectionProperties;
+use std::time::Duration;
 
+/// Broker errors. The lapin error is part of the message, not a `source`:
+/// its own `Display` already includes its causes, and a chain would repeat them.
 #[derive(Debug, thiserror::Error)]
 pub enum AmqpError {
-    #[error("cannot reach RabbitMQ at {addr}: {source}")]
-    Connect {
-        addr: String,
-        #[source]
-        source: lapin::Error,
-    },
-    #[error("{op} failed: {source}")]
-    Broker {
-        op: String,
-        #[source]
-        source: lapin::Error,
-    },
+    #[error("cannot reach RabbitMQ at {addr}: {cause}")]
+    Connect { addr: String, cause: String },
+    #[error("{op} failed: {cause}")]
+    Broker { op: String, cause: lapin::Error },
     #[error("RabbitMQ refused (nacked) a publish to exchange {exchange:?} with key {key:?}")]
     Nacked { exchange: String, key: String },
     #[error("no queue is bound for exchange {exchange:?} and key {key:?}: the message came back")]
     Returned { exchange: String, key: String },
+    #[error("cannot {op}: the delivery's channel is closed; the broker will redeliver it")]
+    Unsettled { op: &'static str },
 }
 
 impl AmqpError {
     pub(crate) fn broker(op: impl Into<String>) -> impl FnOnce(lapin::Error) -> AmqpError {
         let op = op.into();
-        move |source| AmqpError::Broker { op, source }
+        move |cause| AmqpError::Broker { op, cause }
     }
 }
 
+/// How long the first connection may take before we say the broker is
+/// unreachable.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+
 /// Connects with lapin's automatic recovery on: connections, channels,
 /// topology and consumers come back by themselves after a broker restart.
+/// The first connection fails fast instead: recovery's reconnect schedule is
+/// for brokers that went away, not for one that was never there.
 pub async fn connect(url: &str, connection_name: &str) -> Result<Connection, AmqpError> {
+    let addr = broker_address(url);
+    let unreachable = |cause: String| AmqpError::Connect {
+        addr: addr.clone(),
+        cause,
+    };
+    let uri: lapin::uri::AMQPUri = url
+        .parse()
+        .map_err(|e: String| unreachable(format!("invalid URL: {e}")))?;
+    let probe = tokio::net::TcpStream::connect((uri.authority.host.as_str(), uri.authority.port));
+    match tokio::time::timeout(CONNECT_TIMEOUT, probe).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => return Err(unreachable(e.to_string())),
+        Err(_) => return Err(unreachable(format!("no answer within {CONNECT_TIMEOUT:?}"))),
+    }
     let props = ConnectionProperties::default()
         .with_connection_name(connection_name.into())
         .enable_auto_recover();
-    Connection::connect(url, props).await.map_err(|source| AmqpError::Connect {
-        addr: broker_address(url),
-        source,
-    })
+    match tokio::time::timeout(CONNECT_TIMEOUT, Connection::connect(url, props)).await {
+        Ok(Ok(conn)) => Ok(conn),
+        Ok(Err(e)) => Err(unreachable(e.to_string())),
+        Err(_) => Err(unreachable(format!(
+            "no AMQP handshake within {CONNECT_TIMEOUT:?}"
+        ))),
+    }
 }
 
 /// `host:port` of a broker URL, without credentials, for messages.
@@ -68,14 +88,19 @@ pub fn broker_address(url: &str) -> String {
 }
 
 /// Opens a channel consuming `queue` with at most `prefetch` deliveries
-/// unacknowledged, manual acks.
+/// unacknowledged, manual acks. Dropping the returned [`Consumer`] closes its
+/// channel, after which its deliveries can no longer be acked: keep it until
+/// every delivery it gave out is settled.
 pub async fn consume(
     conn: &Connection,
     queue: &str,
     prefetch: u16,
     consumer_tag: &str,
 ) -> Result<(Channel, Consumer), AmqpError> {
-    let channel = conn.create_channel().await.map_err(AmqpError::broker("open channel"))?;
+    let channel = conn
+        .create_channel()
+        .await
+        .map_err(AmqpError::broker("open channel"))?;
     channel
         .basic_qos(prefetch, BasicQosOptions::default())
         .await
@@ -96,18 +121,28 @@ pub async fn consume(
 mod tests {
     #[test]
     fn broker_address_drops_credentials_and_vhost() {
-        assert_eq!(super::broker_address("amqp://u:p@host:5672/%2f"), "host:5672");
-        assert_eq!(super::broker_address("amqp://127.0.0.1:5672"), "127.0.0.1:5672");
+        assert_eq!(
+            super::broker_address("amqp://u:p@host:5672/%2f"),
+            "host:5672"
+        );
+        assert_eq!(
+            super::broker_address("amqp://127.0.0.1:5672"),
+            "127.0.0.1:5672"
+        );
     }
 }
 
 /// Acknowledges a delivery: the broker forgets it.
 pub async fn ack(acker: &Acker) -> Result<(), AmqpError> {
-    acker
+    let sent = acker
         .ack(lapin::options::BasicAckOptions::default())
         .await
-        .map(drop)
-        .map_err(AmqpError::broker("basic.ack"))
+        .map_err(AmqpError::broker("basic.ack"))?;
+    if sent {
+        Ok(())
+    } else {
+        Err(AmqpError::Unsettled { op: "ack" })
+    }
 }
 
 /// Returns a delivery to its queue for another consumer.
@@ -116,13 +151,24 @@ pub async fn requeue(acker: &Acker) -> Result<(), AmqpError> {
         requeue: true,
         ..lapin::options::BasicNackOptions::default()
     };
-    acker.nack(options).await.map(drop).map_err(AmqpError::broker("basic.nack"))
+    let sent = acker
+        .nack(options)
+        .await
+        .map_err(AmqpError::broker("basic.nack"))?;
+    if sent {
+        Ok(())
+    } else {
+        Err(AmqpError::Unsettled { op: "requeue" })
+    }
 }
 
 /// Tells the broker to stop sending `consumer` deliveries.
 pub async fn cancel(channel: &Channel, consumer: &Consumer) -> Result<(), AmqpError> {
     channel
-        .basic_cancel(consumer.tag(), lapin::options::BasicCancelOptions::default())
+        .basic_cancel(
+            consumer.tag(),
+            lapin::options::BasicCancelOptions::default(),
+        )
         .await
         .map_err(AmqpError::broker("basic.cancel"))
 }

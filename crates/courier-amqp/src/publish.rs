@@ -5,9 +5,9 @@
 //! responsibility for the message, and anything else is an error. It must
 //! never fire and forget.
 
-use crate::{AmqpError, topology::Topology};
 use crate::delay;
 use crate::headers::{self, DeadLetterHeaders, DeliveryMeta};
+use crate::{AmqpError, topology::Topology};
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::{BasicProperties, Channel, Confirmation, Connection};
 use uuid::Uuid;
@@ -20,7 +20,10 @@ pub struct Publisher {
 
 impl Publisher {
     pub async fn open(conn: &Connection) -> Result<Self, AmqpError> {
-        let channel = conn.create_channel().await.map_err(AmqpError::broker("open channel"))?;
+        let channel = conn
+            .create_channel()
+            .await
+            .map_err(AmqpError::broker("open channel"))?;
         channel
             .confirm_select(ConfirmSelectOptions::default())
             .await
@@ -73,7 +76,8 @@ impl Publisher {
         traceparent: Option<&str>,
     ) -> Result<(), AmqpError> {
         let props = headers::job_properties(id, traceparent);
-        self.publish(&topology.jobs_exchange(), provider, body, props, false).await
+        self.publish(&topology.jobs_exchange(), provider, body, props, false)
+            .await
     }
 
     /// Schedules a retry `delay_secs` from now through the delay cascade.
@@ -104,6 +108,7 @@ impl Publisher {
     ) -> Result<(), AmqpError> {
         let key = topology.dead_key(provider);
         let props = headers::dead_letter_properties(meta, dead);
-        self.publish(&topology.dead_exchange(), &key, body, props, true).await
+        self.publish(&topology.dead_exchange(), &key, body, props, true)
+            .await
     }
 }

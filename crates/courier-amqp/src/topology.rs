@@ -97,7 +97,12 @@ impl Topology {
 
     /// Every exchange this topology declares.
     pub fn exchanges(&self) -> Vec<String> {
-        let mut e = vec![self.jobs_exchange(), self.unrouted(), self.retry_exchange(), self.dead_exchange()];
+        let mut e = vec![
+            self.jobs_exchange(),
+            self.unrouted(),
+            self.retry_exchange(),
+            self.dead_exchange(),
+        ];
         e.extend((0..LEVELS).map(|l| self.delay_exchange(l)));
         e
     }
@@ -131,7 +136,11 @@ impl Topology {
 
         for level in 0..LEVELS {
             let name = self.delay_exchange(level);
-            let next = if level == 0 { retry.clone() } else { self.delay_exchange(level - 1) };
+            let next = if level == 0 {
+                retry.clone()
+            } else {
+                self.delay_exchange(level - 1)
+            };
             exchange(ch, &name, ExchangeKind::Topic, FieldTable::default()).await?;
             queue(ch, &name, delay_queue_args(level, &next)).await?;
             bind(ch, &name, &name, &delay::level_pattern(level, true)).await?;
@@ -197,7 +206,10 @@ fn quorum() -> FieldTable {
 /// worker is recognised and dead-lettered instead of looping.
 fn work_queue_args(dead_exchange: &str) -> FieldTable {
     let mut a = quorum();
-    a.insert("x-delivery-limit".into(), AMQPValue::LongLongInt(BROKER_DELIVERY_LIMIT));
+    a.insert(
+        "x-delivery-limit".into(),
+        AMQPValue::LongLongInt(BROKER_DELIVERY_LIMIT),
+    );
     a.insert("x-dead-letter-exchange".into(), long_str(dead_exchange));
     a
 }
@@ -219,7 +231,12 @@ fn delay_queue_args(level: u32, next: &str) -> FieldTable {
     a
 }
 
-async fn exchange(ch: &Channel, name: &str, kind: ExchangeKind, args: FieldTable) -> Result<(), AmqpError> {
+async fn exchange(
+    ch: &Channel,
+    name: &str,
+    kind: ExchangeKind,
+    args: FieldTable,
+) -> Result<(), AmqpError> {
     let options = ExchangeDeclareOptions {
         durable: true,
         ..ExchangeDeclareOptions::default()

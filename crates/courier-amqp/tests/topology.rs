@@ -8,7 +8,8 @@ use lapin::options::BasicAckOptions;
 use std::time::{Duration, Instant};
 
 fn amqp_url() -> String {
-    std::env::var("COURIER_AMQP_URL").unwrap_or_else(|_| courier_core::config::DEFAULT_AMQP_URL.to_owned())
+    std::env::var("COURIER_AMQP_URL")
+        .unwrap_or_else(|_| courier_core::config::DEFAULT_AMQP_URL.to_owned())
 }
 
 fn unique_namespace() -> String {
@@ -17,27 +18,42 @@ fn unique_namespace() -> String {
 
 #[tokio::test]
 async fn declare_is_idempotent_and_teardown_removes_everything() {
-    let conn = connect(&amqp_url(), "courier-amqp-test").await.expect("connect");
+    let conn = connect(&amqp_url(), "courier-amqp-test")
+        .await
+        .expect("connect");
     let ch = conn.create_channel().await.expect("channel");
     let topo = Topology::new(&unique_namespace(), ["alpha", "beta"]);
     topo.declare(&ch).await.expect("declare");
     topo.declare(&ch).await.expect("declare again");
     for q in topo.queues() {
-        assert_eq!(message_count(&ch, &q).await.expect("queue exists"), 0, "{q}");
+        assert_eq!(
+            message_count(&ch, &q).await.expect("queue exists"),
+            0,
+            "{q}"
+        );
     }
     topo.teardown(&ch).await.expect("teardown");
     let probe = conn.create_channel().await.expect("channel");
-    assert!(message_count(&probe, &topo.work_queue("alpha")).await.is_err(), "queue must be gone");
+    assert!(
+        message_count(&probe, &topo.work_queue("alpha"))
+            .await
+            .is_err(),
+        "queue must be gone"
+    );
 }
 
 #[tokio::test]
 async fn a_retry_waits_its_delay_in_the_cascade_then_returns_to_the_work_queue() {
-    let conn = connect(&amqp_url(), "courier-amqp-test").await.expect("connect");
+    let conn = connect(&amqp_url(), "courier-amqp-test")
+        .await
+        .expect("connect");
     let ch = conn.create_channel().await.expect("channel");
     let topo = Topology::new(&unique_namespace(), ["alpha"]);
     topo.declare(&ch).await.expect("declare");
     let publisher = Publisher::open(&conn).await.expect("publisher");
-    let (_consumer_ch, mut consumer) = consume(&conn, &topo.work_queue("alpha"), 10, "t").await.expect("consume");
+    let (_consumer_ch, mut consumer) = consume(&conn, &topo.work_queue("alpha"), 10, "t")
+        .await
+        .expect("consume");
 
     let meta = DeliveryMeta {
         message_id: Some("m-1".into()),
@@ -54,8 +70,15 @@ async fn a_retry_waits_its_delay_in_the_cascade_then_returns_to_the_work_queue()
         .expect("stream open")
         .expect("delivery");
     let waited = sent.elapsed();
-    delivery.acker.ack(BasicAckOptions::default()).await.expect("ack");
-    assert!(waited >= Duration::from_secs(3), "came back after {waited:?}, before its 3 s delay");
+    delivery
+        .acker
+        .ack(BasicAckOptions::default())
+        .await
+        .expect("ack");
+    assert!(
+        waited >= Duration::from_secs(3),
+        "came back after {waited:?}, before its 3 s delay"
+    );
     let back = DeliveryMeta::of(&delivery.properties);
     assert_eq!(back.attempts, 2);
     assert_eq!(back.message_id.as_deref(), Some("m-1"));

@@ -33,7 +33,9 @@ pub enum Classification {
     /// Worth trying again after backoff.
     Retryable,
     /// The provider asked us to slow down; retry no sooner than it asked.
-    Throttled { retry_after: Option<Duration> },
+    Throttled {
+        retry_after: Option<Duration>,
+    },
     /// Trying again cannot help.
     Permanent,
 }
@@ -50,8 +52,13 @@ pub struct StatusOverrides {
 /// `Retry-After`, as throttles); every other status permanent. Overrides win.
 pub fn classify(result: &CallResult, overrides: &StatusOverrides) -> Classification {
     match *result {
-        CallResult::Timeout | CallResult::Connect | CallResult::Transport => Classification::Retryable,
-        CallResult::Response { status, retry_after } => {
+        CallResult::Timeout | CallResult::Connect | CallResult::Transport => {
+            Classification::Retryable
+        }
+        CallResult::Response {
+            status,
+            retry_after,
+        } => {
             if overrides.permanent.contains(&status) {
                 return Classification::Permanent;
             }
@@ -148,9 +155,18 @@ mod tests {
             assert_eq!(status(s), Classification::Permanent, "{s}");
         }
         let ov = StatusOverrides::default();
-        assert_eq!(classify(&CallResult::Timeout, &ov), Classification::Retryable);
-        assert_eq!(classify(&CallResult::Connect, &ov), Classification::Retryable);
-        assert_eq!(classify(&CallResult::Transport, &ov), Classification::Retryable);
+        assert_eq!(
+            classify(&CallResult::Timeout, &ov),
+            Classification::Retryable
+        );
+        assert_eq!(
+            classify(&CallResult::Connect, &ov),
+            Classification::Retryable
+        );
+        assert_eq!(
+            classify(&CallResult::Transport, &ov),
+            Classification::Retryable
+        );
     }
 
     #[test]

@@ -282,12 +282,18 @@ impl Config {
     /// The provider and operation a job names, or why it cannot run.
     pub fn operation(&self, job: &Job) -> Result<(&ProviderConfig, &Operation), InvalidJob> {
         let provider = self.providers.get(&job.provider).ok_or_else(|| {
-            InvalidJob::new("provider", format!("no provider named {:?} is configured", job.provider))
+            InvalidJob::new(
+                "provider",
+                format!("no provider named {:?} is configured", job.provider),
+            )
         })?;
         let op = provider.operations.get(&job.operation).ok_or_else(|| {
             InvalidJob::new(
                 "operation",
-                format!("provider {:?} has no operation {:?}", job.provider, job.operation),
+                format!(
+                    "provider {:?} has no operation {:?}",
+                    job.provider, job.operation
+                ),
             )
         })?;
         Ok((provider, op))
@@ -307,14 +313,27 @@ impl Validator<'_> {
         }
     }
 
-    fn config(&self, raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+    fn config(
+        &self,
+        raw: RawConfig,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
         let namespace = match env(ENV_NAMESPACE) {
             Some(ns) => ns,
-            None => raw.namespace.unwrap_or_else(|| DEFAULT_NAMESPACE.to_owned()),
+            None => raw
+                .namespace
+                .unwrap_or_else(|| DEFAULT_NAMESPACE.to_owned()),
         };
         check_namespace(&namespace).map_err(|p| self.err("namespace", p))?;
 
-        let broker_url = self.url_setting(raw.broker.url, "broker.url", ENV_AMQP_URL, DEFAULT_AMQP_URL, env, &["amqp", "amqps"])?;
+        let broker_url = self.url_setting(
+            raw.broker.url,
+            "broker.url",
+            ENV_AMQP_URL,
+            DEFAULT_AMQP_URL,
+            env,
+            &["amqp", "amqps"],
+        )?;
         let database_url = self.url_setting(
             raw.database.url,
             "database.url",
@@ -333,8 +352,16 @@ impl Validator<'_> {
         }
         let worker = WorkerConfig {
             shutdown_grace: Duration::from_secs(raw.worker.shutdown_grace_secs.unwrap_or(30)),
-            outcome_batch_max: self.positive(raw.worker.outcome_batch_max, 512, "worker.outcome_batch_max")?,
-            max_body_bytes: self.positive(raw.worker.max_body_bytes, 256 * 1024, "worker.max_body_bytes")?,
+            outcome_batch_max: self.positive(
+                raw.worker.outcome_batch_max,
+                512,
+                "worker.outcome_batch_max",
+            )?,
+            max_body_bytes: self.positive(
+                raw.worker.max_body_bytes,
+                256 * 1024,
+                "worker.max_body_bytes",
+            )?,
             delivery_limit: raw.worker.delivery_limit.unwrap_or(10),
         };
         if !(2..=MAX_DELIVERY_LIMIT).contains(&worker.delivery_limit) {
@@ -384,7 +411,8 @@ impl Validator<'_> {
         schemes: &[&str],
     ) -> Result<String, ConfigError> {
         if let Some(v) = env(env_name) {
-            let parsed = url::Url::parse(&v).map_err(|e| self.err(key, format!("{env_name} is not a URL: {e}")))?;
+            let parsed = url::Url::parse(&v)
+                .map_err(|e| self.err(key, format!("{env_name} is not a URL: {e}")))?;
             if !schemes.contains(&parsed.scheme()) {
                 return Err(self.err(key, format!("{env_name} must use one of {schemes:?}")));
             }
@@ -398,7 +426,10 @@ impl Validator<'_> {
             return Err(self.err(key, format!("must use one of {schemes:?}")));
         }
         if parsed.password().is_some() {
-            return Err(self.err(key, format!("contains a password; set the whole URL in {env_name} instead")));
+            return Err(self.err(
+                key,
+                format!("contains a password; set the whole URL in {env_name} instead"),
+            ));
         }
         Ok(v)
     }
@@ -406,12 +437,16 @@ impl Validator<'_> {
     fn provider(&self, name: &str, p: RawProvider) -> Result<ProviderConfig, ConfigError> {
         let key = |k: &str| format!("providers.{name}.{k}");
         check_name(name).map_err(|problem| self.err(format!("providers.{name}"), problem))?;
-        let base = url::Url::parse(&p.base_url).map_err(|e| self.err(key("base_url"), format!("not a URL: {e}")))?;
+        let base = url::Url::parse(&p.base_url)
+            .map_err(|e| self.err(key("base_url"), format!("not a URL: {e}")))?;
         if !matches!(base.scheme(), "http" | "https") {
             return Err(self.err(key("base_url"), "must be an http:// or https:// URL"));
         }
         if base.password().is_some() || !base.username().is_empty() {
-            return Err(self.err(key("base_url"), "must not contain credentials; use [auth] with token_env or token_file"));
+            return Err(self.err(
+                key("base_url"),
+                "must not contain credentials; use [auth] with token_env or token_file",
+            ));
         }
         if base.query().is_some() {
             return Err(self.err(key("base_url"), "must not contain a query string"));
@@ -429,7 +464,11 @@ impl Validator<'_> {
                     "looks like a credential; secrets never go in config literals: use [auth] with token_env or token_file",
                 ));
             }
-            if !h.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') || h.is_empty() {
+            if !h
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                || h.is_empty()
+            {
                 return Err(self.err(key(&format!("headers.{h}")), "not a valid header name"));
             }
             headers.push((h, v));
@@ -438,11 +477,21 @@ impl Validator<'_> {
         let retry = self.retry(name, p.retry)?;
         for s in p.retryable_statuses.iter().chain(&p.permanent_statuses) {
             if !(100..=599).contains(s) {
-                return Err(self.err(key("retryable_statuses"), format!("{s} is not an HTTP status")));
+                return Err(self.err(
+                    key("retryable_statuses"),
+                    format!("{s} is not an HTTP status"),
+                ));
             }
         }
-        if let Some(both) = p.retryable_statuses.iter().find(|s| p.permanent_statuses.contains(s)) {
-            return Err(self.err(key("permanent_statuses"), format!("{both} is also listed in retryable_statuses")));
+        if let Some(both) = p
+            .retryable_statuses
+            .iter()
+            .find(|s| p.permanent_statuses.contains(s))
+        {
+            return Err(self.err(
+                key("permanent_statuses"),
+                format!("{both} is also listed in retryable_statuses"),
+            ));
         }
         if p.operations.is_empty() {
             return Err(self.err(key("operations"), "a provider needs at least one operation"));
@@ -450,14 +499,20 @@ impl Validator<'_> {
         let mut operations = BTreeMap::new();
         for (op_name, op) in p.operations {
             let op_key = |k: &str| key(&format!("operations.{op_name}.{k}"));
-            check_name(&op_name).map_err(|problem| self.err(key(&format!("operations.{op_name}")), problem))?;
+            check_name(&op_name)
+                .map_err(|problem| self.err(key(&format!("operations.{op_name}")), problem))?;
             let method = match op.method.to_ascii_uppercase().as_str() {
                 "GET" => HttpMethod::Get,
                 "POST" => HttpMethod::Post,
                 "PUT" => HttpMethod::Put,
                 "PATCH" => HttpMethod::Patch,
                 "DELETE" => HttpMethod::Delete,
-                other => return Err(self.err(op_key("method"), format!("{other:?} is not one of GET, POST, PUT, PATCH, DELETE"))),
+                other => {
+                    return Err(self.err(
+                        op_key("method"),
+                        format!("{other:?} is not one of GET, POST, PUT, PATCH, DELETE"),
+                    ));
+                }
             };
             let path = PathTemplate::parse(&op.path).map_err(|p| self.err(op_key("path"), p))?;
             operations.insert(op_name, Operation { method, path });
@@ -483,15 +538,31 @@ impl Validator<'_> {
         let secret = match (a.token_env, a.token_file) {
             (Some(e), None) if !e.is_empty() => SecretRef::Env(e),
             (None, Some(f)) => SecretRef::File(f),
-            (Some(_), Some(_)) => return Err(self.err(key("token_env"), "give token_env or token_file, not both")),
-            _ => return Err(self.err(key("token_env"), "missing: auth needs token_env or token_file")),
+            (Some(_), Some(_)) => {
+                return Err(self.err(key("token_env"), "give token_env or token_file, not both"));
+            }
+            _ => {
+                return Err(self.err(
+                    key("token_env"),
+                    "missing: auth needs token_env or token_file",
+                ));
+            }
         };
         let scheme = match (a.scheme.as_str(), a.header) {
             ("bearer", None) => AuthScheme::Bearer,
-            ("bearer", Some(_)) => return Err(self.err(key("header"), "only for scheme = \"header\"")),
+            ("bearer", Some(_)) => {
+                return Err(self.err(key("header"), "only for scheme = \"header\""));
+            }
             ("header", Some(h)) if !h.is_empty() => AuthScheme::Header(h),
-            ("header", _) => return Err(self.err(key("header"), "scheme = \"header\" needs the header name")),
-            (other, _) => return Err(self.err(key("scheme"), format!("{other:?} is not \"bearer\" or \"header\""))),
+            ("header", _) => {
+                return Err(self.err(key("header"), "scheme = \"header\" needs the header name"));
+            }
+            (other, _) => {
+                return Err(self.err(
+                    key("scheme"),
+                    format!("{other:?} is not \"bearer\" or \"header\""),
+                ));
+            }
         };
         Ok(AuthConfig { scheme, secret })
     }
@@ -501,10 +572,19 @@ impl Validator<'_> {
         let d = RetryPolicy::default();
         let policy = RetryPolicy {
             max_attempts: r.max_attempts.unwrap_or(d.max_attempts),
-            base_delay: r.base_delay_ms.map(Duration::from_millis).unwrap_or(d.base_delay),
-            max_delay: r.max_delay_secs.map(Duration::from_secs).unwrap_or(d.max_delay),
+            base_delay: r
+                .base_delay_ms
+                .map(Duration::from_millis)
+                .unwrap_or(d.base_delay),
+            max_delay: r
+                .max_delay_secs
+                .map(Duration::from_secs)
+                .unwrap_or(d.max_delay),
             jitter: r.jitter.unwrap_or(d.jitter),
-            max_retry_after: r.max_retry_after_secs.map(Duration::from_secs).unwrap_or(d.max_retry_after),
+            max_retry_after: r
+                .max_retry_after_secs
+                .map(Duration::from_secs)
+                .unwrap_or(d.max_retry_after),
         };
         if policy.max_attempts == 0 {
             return Err(self.err(key("max_attempts"), "must be at least 1"));
@@ -516,10 +596,16 @@ impl Validator<'_> {
             return Err(self.err(key("max_delay_secs"), "must not be below base_delay_ms"));
         }
         if policy.max_delay.as_secs() > MAX_DELAY_SECS {
-            return Err(self.err(key("max_delay_secs"), format!("must be at most {MAX_DELAY_SECS}")));
+            return Err(self.err(
+                key("max_delay_secs"),
+                format!("must be at most {MAX_DELAY_SECS}"),
+            ));
         }
         if policy.max_retry_after.as_secs() > MAX_DELAY_SECS {
-            return Err(self.err(key("max_retry_after_secs"), format!("must be at most {MAX_DELAY_SECS}")));
+            return Err(self.err(
+                key("max_retry_after_secs"),
+                format!("must be at most {MAX_DELAY_SECS}"),
+            ));
         }
         if !(0.0..=1.0).contains(&policy.jitter) {
             return Err(self.err(key("jitter"), "must be between 0.0 and 1.0"));
@@ -532,11 +618,15 @@ impl Validator<'_> {
 pub fn check_namespace(ns: &str) -> Result<(), String> {
     let ok = ns.len() <= 40
         && ns.starts_with(|c: char| c.is_ascii_lowercase())
-        && ns.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+        && ns
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
     if ok {
         Ok(())
     } else {
-        Err(format!("{ns:?} must be 1-40 characters of a-z, 0-9 and _, starting with a letter"))
+        Err(format!(
+            "{ns:?} must be 1-40 characters of a-z, 0-9 and _, starting with a letter"
+        ))
     }
 }
 
@@ -544,19 +634,31 @@ pub fn check_namespace(ns: &str) -> Result<(), String> {
 fn check_name(name: &str) -> Result<(), String> {
     let ok = (1..=64).contains(&name.len())
         && name.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
-        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
     if ok {
         Ok(())
     } else {
-        Err(format!("{name:?} must be 1-64 characters of a-z, 0-9, _ and -, starting with a letter or digit"))
+        Err(format!(
+            "{name:?} must be 1-64 characters of a-z, 0-9, _ and -, starting with a letter or digit"
+        ))
     }
 }
 
 fn looks_secret(header: &str) -> bool {
     let h = header.to_ascii_lowercase();
-    ["authorization", "cookie", "token", "secret", "password", "key", "signature"]
-        .iter()
-        .any(|s| h.contains(s))
+    [
+        "authorization",
+        "cookie",
+        "token",
+        "secret",
+        "password",
+        "key",
+        "signature",
+    ]
+    .iter()
+    .any(|s| h.contains(s))
 }
 
 /// A URL with its password replaced, fit for logs and messages.
@@ -616,7 +718,10 @@ path = "/v1/customers/{customer}/charges"
         assert_eq!(p.base_url, "https://api.stripe.test");
         assert_eq!(p.retry.max_attempts, 4);
         assert_eq!(p.operations["create_charge"].method, HttpMethod::Post);
-        assert_eq!(p.auth.as_ref().map(|a| &a.secret), Some(&SecretRef::Env("STRIPE_TOKEN".into())));
+        assert_eq!(
+            p.auth.as_ref().map(|a| &a.secret),
+            Some(&SecretRef::Env("STRIPE_TOKEN".into()))
+        );
         assert!(p.statuses.retryable.contains(&409));
     }
 
@@ -630,18 +735,39 @@ path = "/v1/customers/{customer}/charges"
         let c = Config::from_toml(GOOD, "f.toml", &env).expect("valid");
         assert_eq!(c.namespace, "staging");
         assert_eq!(c.database.url, "postgres://u:pw@db:5432/x");
-        assert!(!format!("{:?}", c.database).contains("pw"), "Debug must redact the password");
+        assert!(
+            !format!("{:?}", c.database).contains("pw"),
+            "Debug must redact the password"
+        );
     }
 
     #[test]
     fn errors_name_the_key() {
         assert_eq!(err_key("namespace = \"Bad-NS\""), "namespace");
-        assert_eq!(err_key(&GOOD.replace("max_attempts = 4", "max_attempts = 0")), "providers.stripe.retry.max_attempts");
-        assert_eq!(err_key(&GOOD.replace("method = \"post\"", "method = \"FETCH\"")), "providers.stripe.operations.create_charge.method");
-        assert_eq!(err_key(&GOOD.replace("{customer}", "{customer")), "providers.stripe.operations.create_charge.path");
-        assert_eq!(err_key(&GOOD.replace("https://api.stripe.test/", "ftp://x")), "providers.stripe.base_url");
-        assert_eq!(err_key(&GOOD.replace("token_env = \"STRIPE_TOKEN\"", "")), "providers.stripe.auth.token_env");
-        assert_eq!(err_key(&GOOD.replace("timeout_ms = 5000", "timeout_secs = 5")), "timeout_secs");
+        assert_eq!(
+            err_key(&GOOD.replace("max_attempts = 4", "max_attempts = 0")),
+            "providers.stripe.retry.max_attempts"
+        );
+        assert_eq!(
+            err_key(&GOOD.replace("method = \"post\"", "method = \"FETCH\"")),
+            "providers.stripe.operations.create_charge.method"
+        );
+        assert_eq!(
+            err_key(&GOOD.replace("{customer}", "{customer")),
+            "providers.stripe.operations.create_charge.path"
+        );
+        assert_eq!(
+            err_key(&GOOD.replace("https://api.stripe.test/", "ftp://x")),
+            "providers.stripe.base_url"
+        );
+        assert_eq!(
+            err_key(&GOOD.replace("token_env = \"STRIPE_TOKEN\"", "")),
+            "providers.stripe.auth.token_env"
+        );
+        assert_eq!(
+            err_key(&GOOD.replace("timeout_ms = 5000", "timeout_secs = 5")),
+            "timeout_secs"
+        );
     }
 
     #[test]
@@ -651,8 +777,14 @@ path = "/v1/customers/{customer}/charges"
         let with_pw = format!("[broker]\nurl = \"amqp://u:secret@h:5672/%2f\"\n{}", "");
         let e = load(&with_pw).expect_err("password refused");
         assert_eq!(e.key, "broker.url");
-        assert!(!e.to_string().contains("secret"), "the error must not echo the password: {e}");
-        assert_eq!(err_key(&GOOD.replace("https://api.stripe.test/", "https://u:p@api.stripe.test/")), "providers.stripe.base_url");
+        assert!(
+            !e.to_string().contains("secret"),
+            "the error must not echo the password: {e}"
+        );
+        assert_eq!(
+            err_key(&GOOD.replace("https://api.stripe.test/", "https://u:p@api.stripe.test/")),
+            "providers.stripe.base_url"
+        );
     }
 
     #[test]
@@ -672,8 +804,14 @@ path = "/v1/customers/{customer}/charges"
             payload: serde_json::Map::new(),
             created_at: chrono::Utc::now(),
         };
-        assert_eq!(c.operation(&job).expect_err("unknown op").field, "operation");
+        assert_eq!(
+            c.operation(&job).expect_err("unknown op").field,
+            "operation"
+        );
         job.provider = "nope".into();
-        assert_eq!(c.operation(&job).expect_err("unknown provider").field, "provider");
+        assert_eq!(
+            c.operation(&job).expect_err("unknown provider").field,
+            "provider"
+        );
     }
 }

@@ -115,8 +115,8 @@ impl Job {
             ));
         }
         let id = required_str(&obj, "id")?;
-        let id = Uuid::parse_str(id)
-            .map_err(|e| InvalidJob::new("id", format!("not a UUID: {e}")))?;
+        let id =
+            Uuid::parse_str(id).map_err(|e| InvalidJob::new("id", format!("not a UUID: {e}")))?;
         let provider = required_str(&obj, "provider")?.to_owned();
         let operation = required_str(&obj, "operation")?.to_owned();
         let idempotency_key = match obj.get("idempotency_key") {
@@ -152,7 +152,10 @@ impl Job {
             "created_at",
         ];
         if let Some(unknown) = obj.keys().find(|k| !KNOWN.contains(&k.as_str())) {
-            return Err(InvalidJob::new(unknown.clone(), "unknown field in a v1 job"));
+            return Err(InvalidJob::new(
+                unknown.clone(),
+                "unknown field in a v1 job",
+            ));
         }
         Ok(Job {
             id,
@@ -227,7 +230,9 @@ mod tests {
     }
 
     fn field_of(v: Value) -> String {
-        Job::parse(&body(v), 1024).expect_err("must be invalid").field
+        Job::parse(&body(v), 1024)
+            .expect_err("must be invalid")
+            .field
     }
 
     #[test]
@@ -248,14 +253,23 @@ mod tests {
         assert_eq!(field_of(without("provider")), "provider");
         assert_eq!(field_of(with("operation", json!(7))), "operation");
         assert_eq!(field_of(with("payload", json!([1]))), "payload");
-        assert_eq!(field_of(with("created_at", json!("yesterday"))), "created_at");
-        assert_eq!(field_of(with("idempotency_key", json!(""))), "idempotency_key");
+        assert_eq!(
+            field_of(with("created_at", json!("yesterday"))),
+            "created_at"
+        );
+        assert_eq!(
+            field_of(with("idempotency_key", json!(""))),
+            "idempotency_key"
+        );
         assert_eq!(field_of(with("url", json!("http://evil"))), "url");
     }
 
     #[test]
     fn rejects_bad_json_and_oversize_as_body() {
-        assert_eq!(Job::parse(b"{not json", 1024).expect_err("bad").field, "body");
+        assert_eq!(
+            Job::parse(b"{not json", 1024).expect_err("bad").field,
+            "body"
+        );
         assert_eq!(Job::parse(b"[]", 1024).expect_err("bad").field, "body");
         let big = body(valid());
         assert_eq!(Job::parse(&big, 10).expect_err("too big").field, "body");

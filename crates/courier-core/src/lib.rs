@@ -16,5 +16,5 @@ pub mod template;
 pub use classify::{AttemptClass, CallResult, Classification, classify};
 pub use config::{Config, ConfigError};
 pub use envelope::{InvalidJob, Job, JobEnvelope};
-pub use retry::{Decision, DeadReason, RetryPolicy};
+pub use retry::{DeadReason, Decision, RetryPolicy};
 pub use state::{DeliveryVerdict, JobState, StoredProgress};

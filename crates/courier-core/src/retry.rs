@@ -73,9 +73,14 @@ impl DeadReason {
     }
 
     pub fn parse(s: &str) -> Option<Self> {
-        [Self::Permanent, Self::RetriesExhausted, Self::Invalid, Self::DeliveryLimit]
-            .into_iter()
-            .find(|r| r.as_str() == s)
+        [
+            Self::Permanent,
+            Self::RetriesExhausted,
+            Self::Invalid,
+            Self::DeliveryLimit,
+        ]
+        .into_iter()
+        .find(|r| r.as_str() == s)
     }
 }
 
@@ -123,7 +128,9 @@ pub fn parse_retry_after(value: &str, now: DateTime<Utc>) -> Option<Duration> {
     if let Ok(secs) = value.parse::<u64>() {
         return Some(Duration::from_secs(secs));
     }
-    let at = DateTime::parse_from_rfc2822(value).ok()?.with_timezone(&Utc);
+    let at = DateTime::parse_from_rfc2822(value)
+        .ok()?
+        .with_timezone(&Utc);
     Some((at - now).to_std().unwrap_or(Duration::ZERO))
 }
 
@@ -152,14 +159,19 @@ mod tests {
     #[test]
     fn decides_by_class_and_attempt() {
         let p = policy();
-        assert_eq!(p.decide(1, Classification::Success, 0.0), Decision::Succeeded);
+        assert_eq!(
+            p.decide(1, Classification::Success, 0.0),
+            Decision::Succeeded
+        );
         assert_eq!(
             p.decide(1, Classification::Permanent, 0.0),
             Decision::Dead(DeadReason::Permanent)
         );
         assert_eq!(
             p.decide(2, Classification::Retryable, 0.0),
-            Decision::Retry { delay: Duration::from_secs(1) }
+            Decision::Retry {
+                delay: Duration::from_secs(1)
+            }
         );
         assert_eq!(
             p.decide(5, Classification::Retryable, 0.0),
@@ -173,10 +185,25 @@ mod tests {
         let throttled = |s| Classification::Throttled {
             retry_after: Some(Duration::from_secs(s)),
         };
-        assert_eq!(p.decide(1, throttled(10), 0.0), Decision::Retry { delay: Duration::from_secs(10) });
-        assert_eq!(p.decide(1, throttled(9999), 0.0), Decision::Retry { delay: Duration::from_secs(120) });
+        assert_eq!(
+            p.decide(1, throttled(10), 0.0),
+            Decision::Retry {
+                delay: Duration::from_secs(10)
+            }
+        );
+        assert_eq!(
+            p.decide(1, throttled(9999), 0.0),
+            Decision::Retry {
+                delay: Duration::from_secs(120)
+            }
+        );
         // A Retry-After shorter than the backoff does not shorten it.
-        assert_eq!(p.decide(4, throttled(1), 0.0), Decision::Retry { delay: Duration::from_secs(4) });
+        assert_eq!(
+            p.decide(4, throttled(1), 0.0),
+            Decision::Retry {
+                delay: Duration::from_secs(4)
+            }
+        );
     }
 
     #[test]
@@ -184,19 +211,30 @@ mod tests {
         let now = DateTime::parse_from_rfc3339("2026-11-24T10:00:00Z")
             .expect("valid")
             .with_timezone(&Utc);
-        assert_eq!(parse_retry_after("120", now), Some(Duration::from_secs(120)));
+        assert_eq!(
+            parse_retry_after("120", now),
+            Some(Duration::from_secs(120))
+        );
         assert_eq!(
             parse_retry_after("Tue, 24 Nov 2026 10:00:30 GMT", now),
             Some(Duration::from_secs(30))
         );
-        assert_eq!(parse_retry_after("Tue, 24 Nov 2026 09:00:00 GMT", now), Some(Duration::ZERO));
+        assert_eq!(
+            parse_retry_after("Tue, 24 Nov 2026 09:00:00 GMT", now),
+            Some(Duration::ZERO)
+        );
         assert_eq!(parse_retry_after("soon", now), None);
         assert_eq!(parse_retry_after("-5", now), None);
     }
 
     #[test]
     fn reason_codes_round_trip() {
-        for r in [DeadReason::Permanent, DeadReason::RetriesExhausted, DeadReason::Invalid, DeadReason::DeliveryLimit] {
+        for r in [
+            DeadReason::Permanent,
+            DeadReason::RetriesExhausted,
+            DeadReason::Invalid,
+            DeadReason::DeliveryLimit,
+        ] {
             assert_eq!(DeadReason::parse(r.as_str()), Some(r));
         }
     }

@@ -79,7 +79,10 @@ mod tests {
 
     #[test]
     fn a_stale_copy_of_an_earlier_attempt_is_a_duplicate() {
-        let p = StoredProgress { state: JobState::Retrying, attempts: 2 };
+        let p = StoredProgress {
+            state: JobState::Retrying,
+            attempts: 2,
+        };
         assert_eq!(verdict(Some(p), 0), DeliveryVerdict::Duplicate);
         assert_eq!(verdict(Some(p), 1), DeliveryVerdict::Duplicate);
         assert_eq!(verdict(Some(p), 2), DeliveryVerdict::Process);

@@ -72,7 +72,10 @@ impl PathTemplate {
                     let field = format!("payload.{name}");
                     let value = match payload.get(name) {
                         None | Some(Value::Null) => {
-                            return Err(InvalidJob::new(field, "missing (the operation's path needs it)"));
+                            return Err(InvalidJob::new(
+                                field,
+                                "missing (the operation's path needs it)",
+                            ));
                         }
                         Some(Value::String(s)) if s.is_empty() => {
                             return Err(InvalidJob::new(field, "must not be empty"));
@@ -81,7 +84,10 @@ impl PathTemplate {
                         Some(Value::Number(n)) => n.to_string(),
                         Some(Value::Bool(b)) => b.to_string(),
                         Some(_) => {
-                            return Err(InvalidJob::new(field, "must be a string, number or boolean"));
+                            return Err(InvalidJob::new(
+                                field,
+                                "must be a string, number or boolean",
+                            ));
                         }
                     };
                     encode_segment(&value, &mut out);
@@ -119,14 +125,23 @@ mod tests {
     fn fills_fields_and_encodes_them() {
         let t = PathTemplate::parse("/customers/{id}/charges/{n}").expect("valid");
         let p = payload(json!({"id": "a/b?c", "n": 7}));
-        assert_eq!(t.render(&p).expect("renders"), "/customers/a%2Fb%3Fc/charges/7");
+        assert_eq!(
+            t.render(&p).expect("renders"),
+            "/customers/a%2Fb%3Fc/charges/7"
+        );
     }
 
     #[test]
     fn dot_segments_cannot_escape() {
         let t = PathTemplate::parse("/x/{id}").expect("valid");
-        assert_eq!(t.render(&payload(json!({"id": ".."}))).expect("renders"), "/x/%2E%2E");
-        assert_eq!(t.render(&payload(json!({"id": "v1.2"}))).expect("renders"), "/x/v1.2");
+        assert_eq!(
+            t.render(&payload(json!({"id": ".."}))).expect("renders"),
+            "/x/%2E%2E"
+        );
+        assert_eq!(
+            t.render(&payload(json!({"id": "v1.2"}))).expect("renders"),
+            "/x/v1.2"
+        );
     }
 
     #[test]
@@ -134,7 +149,9 @@ mod tests {
         let t = PathTemplate::parse("/x/{customer_id}").expect("valid");
         let err = t.render(&payload(json!({}))).expect_err("missing");
         assert_eq!(err.field, "payload.customer_id");
-        let err = t.render(&payload(json!({"customer_id": {"a": 1}}))).expect_err("object");
+        let err = t
+            .render(&payload(json!({"customer_id": {"a": 1}})))
+            .expect_err("object");
         assert_eq!(err.field, "payload.customer_id");
     }
 

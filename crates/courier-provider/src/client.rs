@@ -110,10 +110,17 @@ impl ProviderClient {
 
     /// Sends `job` as `operation`, to `path` (already rendered from the
     /// payload).
-    pub async fn call(&self, job: &Job, operation: &Operation, path: &str, traceparent: Option<&str>) -> CallReport {
+    pub async fn call(
+        &self,
+        job: &Job,
+        operation: &Operation,
+        path: &str,
+        traceparent: Option<&str>,
+    ) -> CallReport {
         let started_at = Utc::now();
         let clock = Instant::now();
-        let method = reqwest::Method::from_bytes(operation.method.as_str().as_bytes()).unwrap_or(reqwest::Method::POST);
+        let method = reqwest::Method::from_bytes(operation.method.as_str().as_bytes())
+            .unwrap_or(reqwest::Method::POST);
         let mut request = self
             .http
             .request(method, format!("{}{path}", self.base_url))

@@ -89,7 +89,11 @@ impl MockProvider {
                 tracing::warn!(error = %e, "mock provider stopped");
             }
         });
-        Ok(MockProvider { addr, state, _stop: stop })
+        Ok(MockProvider {
+            addr,
+            state,
+            _stop: stop,
+        })
     }
 
     pub fn base_url(&self) -> String {
@@ -98,7 +102,11 @@ impl MockProvider {
 
     /// Every call so far, in arrival order.
     pub fn calls(&self) -> Vec<RecordedCall> {
-        self.state.calls.lock().unwrap_or_else(PoisonError::into_inner).clone()
+        self.state
+            .calls
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     pub fn call_count(&self) -> usize {
@@ -139,8 +147,12 @@ impl Script {
         let num = |k: &str| m.get(k).and_then(Value::as_u64);
         Some(Script {
             status: num("status").and_then(|s| u16::try_from(s).ok()),
-            fail_first: num("fail_first").and_then(|n| u32::try_from(n).ok()).unwrap_or(0),
-            fail_status: num("fail_status").and_then(|s| u16::try_from(s).ok()).unwrap_or(503),
+            fail_first: num("fail_first")
+                .and_then(|n| u32::try_from(n).ok())
+                .unwrap_or(0),
+            fail_status: num("fail_status")
+                .and_then(|s| u16::try_from(s).ok())
+                .unwrap_or(503),
             retry_after: m.get("retry_after").map(|r| match r {
                 Value::String(s) => s.clone(),
                 other => other.to_string(),
@@ -150,8 +162,19 @@ impl Script {
     }
 }
 
-async fn handle(State(state): State<Arc<MockState>>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
-    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+async fn handle(
+    State(state): State<Arc<MockState>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
     let key = header("idempotency-key");
     let nth_call = {
         let mut per_key = state.per_key.lock().unwrap_or_else(PoisonError::into_inner);

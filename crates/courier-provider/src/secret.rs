@@ -75,9 +75,11 @@ mod tests {
 
     #[test]
     fn missing_sources_are_named() {
-        let e = resolve(&SecretRef::Env("COURIER_TEST_SURELY_UNSET_VAR".into())).expect_err("unset");
+        let e =
+            resolve(&SecretRef::Env("COURIER_TEST_SURELY_UNSET_VAR".into())).expect_err("unset");
         assert!(e.to_string().contains("COURIER_TEST_SURELY_UNSET_VAR"));
-        let e = resolve(&SecretRef::File("/nonexistent/courier/token".into())).expect_err("no file");
+        let e =
+            resolve(&SecretRef::File("/nonexistent/courier/token".into())).expect_err("no file");
         assert!(e.to_string().contains("/nonexistent/courier/token"));
     }
 }

@@ -23,29 +23,32 @@ use uuid::Uuid;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations");
 
+/// Database errors. The sqlx error is part of the message, not a `source`:
+/// its own `Display` already includes its cause, and a chain would repeat it.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("cannot reach PostgreSQL at {addr}: {source}")]
-    Connect {
-        addr: String,
-        #[source]
-        source: sqlx::Error,
-    },
+    #[error("cannot reach PostgreSQL at {addr}: {cause}")]
+    Connect { addr: String, cause: sqlx::Error },
     #[error("database.url is not a PostgreSQL URL: {0}")]
-    Url(#[source] sqlx::Error),
+    Url(sqlx::Error),
     #[error("applying migrations failed: {0}")]
-    Migrate(#[from] sqlx::migrate::MigrateError),
-    #[error("{op} failed: {source}")]
+    Migrate(sqlx::migrate::MigrateError),
+    #[error("{op} failed: {cause}")]
     Query {
         op: &'static str,
-        #[source]
-        source: sqlx::Error,
+        cause: sqlx::Error,
     },
+}
+
+impl From<sqlx::migrate::MigrateError> for StoreError {
+    fn from(e: sqlx::migrate::MigrateError) -> Self {
+        StoreError::Migrate(e)
+    }
 }
 
 impl StoreError {
     fn query(op: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
-        move |source| StoreError::Query { op, source }
+        move |cause| StoreError::Query { op, cause }
     }
 }
 
@@ -59,22 +62,34 @@ pub struct Store {
 impl Store {
     /// Connects to `url`, creating `schema` if needed; every connection of
     /// the pool works inside it. `schema` must be a validated namespace.
-    pub async fn connect(url: &str, schema: &str, max_connections: u32) -> Result<Store, StoreError> {
+    pub async fn connect(
+        url: &str,
+        schema: &str,
+        max_connections: u32,
+    ) -> Result<Store, StoreError> {
         courier_core::config::check_namespace(schema)
             .map_err(|p| StoreError::Url(sqlx::Error::Configuration(p.into())))?;
         let base = PgConnectOptions::from_str(url).map_err(StoreError::Url)?;
         let addr = format!("{}:{}", base.get_host(), base.get_port());
-        let connect_err = |source| StoreError::Connect { addr: addr.clone(), source };
+        let connect_err = |cause| StoreError::Connect {
+            addr: addr.clone(),
+            cause,
+        };
 
         let mut conn = base.connect().await.map_err(connect_err)?;
         // Two workers starting at once may race to create the schema.
         // The name passed check_namespace: lowercase letters, digits, `_`.
-        if let Err(e) = sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\"")))
-            .execute(&mut conn)
-            .await
+        if let Err(e) = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "CREATE SCHEMA IF NOT EXISTS \"{schema}\""
+        )))
+        .execute(&mut conn)
+        .await
             && !is_duplicate(&e)
         {
-            return Err(StoreError::Query { op: "create schema", source: e });
+            return Err(StoreError::Query {
+                op: "create schema",
+                cause: e,
+            });
         }
         let _ = conn.close().await;
 
@@ -102,22 +117,35 @@ impl Store {
 
     /// Whether the database answers.
     pub async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1").execute(&self.pool).await.map_err(StoreError::query("ping"))?;
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map_err(StoreError::query("ping"))?;
         Ok(())
     }
 
     /// What is recorded of each of `ids` (absent = never attempted).
-    pub async fn progress(&self, ids: &[Uuid]) -> Result<HashMap<Uuid, StoredProgress>, StoreError> {
-        let rows: Vec<(Uuid, String, i32)> = sqlx::query_as("SELECT id, state, attempts FROM jobs WHERE id = ANY($1)")
-            .bind(ids)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(StoreError::query("read job progress"))?;
+    pub async fn progress(
+        &self,
+        ids: &[Uuid],
+    ) -> Result<HashMap<Uuid, StoredProgress>, StoreError> {
+        let rows: Vec<(Uuid, String, i32)> =
+            sqlx::query_as("SELECT id, state, attempts FROM jobs WHERE id = ANY($1)")
+                .bind(ids)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(StoreError::query("read job progress"))?;
         Ok(rows
             .into_iter()
             .filter_map(|(id, state, attempts)| {
                 let state = JobState::parse(&state)?;
-                Some((id, StoredProgress { state, attempts: u32::try_from(attempts).unwrap_or(0) }))
+                Some((
+                    id,
+                    StoredProgress {
+                        state,
+                        attempts: u32::try_from(attempts).unwrap_or(0),
+                    },
+                ))
             })
             .collect())
     }
@@ -142,10 +170,13 @@ impl Store {
 
     /// Drops the whole schema: its jobs, attempts and dead letters.
     pub async fn drop_schema(&self) -> Result<(), StoreError> {
-        sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA IF EXISTS \"{}\" CASCADE", self.schema)))
-            .execute(&self.pool)
-            .await
-            .map_err(StoreError::query("drop schema"))?;
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP SCHEMA IF EXISTS \"{}\" CASCADE",
+            self.schema
+        )))
+        .execute(&self.pool)
+        .await
+        .map_err(StoreError::query("drop schema"))?;
         Ok(())
     }
 

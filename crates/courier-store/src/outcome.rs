@@ -100,7 +100,11 @@ impl Store {
         let mut duplicates = Vec::new();
         for outcome in batch {
             let job = match outcome {
-                Outcome::Attempted { job, attempt, dead_letter } => {
+                Outcome::Attempted {
+                    job,
+                    attempt,
+                    dead_letter,
+                } => {
                     attempts.push(attempt);
                     dead.extend(dead_letter.iter());
                     Some(job)
@@ -125,7 +129,11 @@ impl Store {
             }
         }
 
-        let mut tx = self.pool.begin().await.map_err(StoreError::query("begin outcome batch"))?;
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(StoreError::query("begin outcome batch"))?;
         if !attempts.is_empty() {
             insert_attempts(&mut tx, &attempts).await?;
         }
@@ -152,7 +160,9 @@ impl Store {
             .execute(&mut *tx)
             .await
             .map_err(StoreError::query("notify outcome batch"))?;
-        tx.commit().await.map_err(StoreError::query("commit outcome batch"))?;
+        tx.commit()
+            .await
+            .map_err(StoreError::query("commit outcome batch"))?;
         Ok(())
     }
 }
@@ -188,7 +198,10 @@ async fn insert_attempts(tx: &mut Tx<'_>, rows: &[&AttemptRow]) -> Result<(), St
     Ok(())
 }
 
-async fn upsert_jobs<'a>(tx: &mut Tx<'_>, rows: impl Iterator<Item = &'a JobRow>) -> Result<(), StoreError> {
+async fn upsert_jobs<'a>(
+    tx: &mut Tx<'_>,
+    rows: impl Iterator<Item = &'a JobRow>,
+) -> Result<(), StoreError> {
     let rows: Vec<&JobRow> = rows.collect();
     let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
     let providers: Vec<&str> = rows.iter().map(|r| r.provider.as_str()).collect();

@@ -88,11 +88,13 @@ impl Store {
 
     /// Jobs among `ids` that have reached a terminal state.
     pub async fn count_terminal(&self, ids: &[Uuid]) -> Result<i64, StoreError> {
-        sqlx::query_scalar("SELECT count(*) FROM jobs WHERE id = ANY($1) AND state IN ('succeeded', 'dead')")
-            .bind(ids)
-            .fetch_one(&self.pool)
-            .await
-            .map_err(StoreError::query("count terminal jobs"))
+        sqlx::query_scalar(
+            "SELECT count(*) FROM jobs WHERE id = ANY($1) AND state IN ('succeeded', 'dead')",
+        )
+        .bind(ids)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(StoreError::query("count terminal jobs"))
     }
 
     /// Jobs that needed more than one attempt.

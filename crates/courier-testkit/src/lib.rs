@@ -26,12 +26,14 @@ pub const OPERATION: &str = "charge";
 
 /// Broker URL for tests: `COURIER_AMQP_URL`, else our machines' default.
 pub fn amqp_url() -> String {
-    std::env::var(ENV_AMQP_URL).unwrap_or_else(|_| courier_core::config::DEFAULT_AMQP_URL.to_owned())
+    std::env::var(ENV_AMQP_URL)
+        .unwrap_or_else(|_| courier_core::config::DEFAULT_AMQP_URL.to_owned())
 }
 
 /// Database URL for tests: `COURIER_DATABASE_URL`, else our machines' default.
 pub fn database_url() -> String {
-    std::env::var(ENV_DATABASE_URL).unwrap_or_else(|_| courier_core::config::DEFAULT_DATABASE_URL.to_owned())
+    std::env::var(ENV_DATABASE_URL)
+        .unwrap_or_else(|_| courier_core::config::DEFAULT_DATABASE_URL.to_owned())
 }
 
 /// A namespace no other test uses.
@@ -62,14 +64,16 @@ impl TestEnv {
     /// to the config (e.g. a `[worker]` section).
     pub async fn with_mix(mix: FailureMix, extra_toml: &str) -> TestEnv {
         let namespace = unique_namespace();
-        let mock = MockProvider::start(mix).await.expect("start the mock provider");
+        let mock = MockProvider::start(mix)
+            .await
+            .expect("start the mock provider");
         let toml = format!(
             r#"namespace = "{namespace}"
 {extra_toml}
 
 [providers.{PROVIDER}]
 base_url = "{base}"
-timeout_ms = 1000
+timeout_ms = 10000
 concurrency = 16
 
 [providers.{PROVIDER}.retry]
@@ -93,7 +97,10 @@ path = "/v1/customers/{{customer}}/charges"
             .expect("connect to RabbitMQ (is it running? see README)");
         let topology = Topology::new(&namespace, [PROVIDER]);
         let ch = conn.create_channel().await.expect("open a channel");
-        topology.declare(&ch).await.expect("declare the test topology");
+        topology
+            .declare(&ch)
+            .await
+            .expect("declare the test topology");
         let publisher = Publisher::open(&conn).await.expect("open a publisher");
         TestEnv {
             namespace,
@@ -123,7 +130,9 @@ path = "/v1/customers/{{customer}}/charges"
 
     /// Starts an in-process worker on this namespace.
     pub async fn start_worker(&self) -> Worker {
-        Worker::start(self.config()).await.expect("start the worker")
+        Worker::start(self.config())
+            .await
+            .expect("start the worker")
     }
 
     /// A job for the mock provider's `charge` operation. `script` goes under
@@ -145,7 +154,12 @@ path = "/v1/customers/{{customer}}/charges"
     }
 
     /// Publishes arbitrary bytes with `routing_key` to the jobs exchange.
-    pub async fn publish_raw(&self, routing_key: &str, body: &[u8], traceparent: Option<&str>) -> Uuid {
+    pub async fn publish_raw(
+        &self,
+        routing_key: &str,
+        body: &[u8],
+        traceparent: Option<&str>,
+    ) -> Uuid {
         let id = Uuid::now_v7();
         self.publisher
             .publish_job(&self.topology, routing_key, id, body, traceparent)
@@ -157,7 +171,9 @@ path = "/v1/customers/{{customer}}/charges"
     /// Ready messages in one of this namespace's queues.
     pub async fn message_count(&self, queue: &str) -> u32 {
         let ch = self.conn.create_channel().await.expect("open a channel");
-        courier_amqp::topology::message_count(&ch, queue).await.expect("inspect queue")
+        courier_amqp::topology::message_count(&ch, queue)
+            .await
+            .expect("inspect queue")
     }
 
     /// Waits until `check` holds, re-checking after every outcome commit in
@@ -194,9 +210,17 @@ path = "/v1/customers/{{customer}}/charges"
 
     /// Waits until job `id` is in `state`.
     pub async fn wait_state(&self, id: Uuid, state: &str, timeout: Duration) {
-        self.wait_until(&format!("job {id} to be {state}"), timeout, |store| async move {
-            store.job(id).await.expect("read job").is_some_and(|j| j.state == state)
-        })
+        self.wait_until(
+            &format!("job {id} to be {state}"),
+            timeout,
+            |store| async move {
+                store
+                    .job(id)
+                    .await
+                    .expect("read job")
+                    .is_some_and(|j| j.state == state)
+            },
+        )
         .await;
     }
 }
@@ -215,7 +239,8 @@ impl Drop for TestEnv {
                 .build()
                 .expect("cleanup runtime");
             rt.block_on(async move {
-                if let Ok(conn) = courier_amqp::connect(&amqp_url(), "courier-testkit-cleanup").await
+                if let Ok(conn) =
+                    courier_amqp::connect(&amqp_url(), "courier-testkit-cleanup").await
                     && let Ok(ch) = conn.create_channel().await
                     && let Err(e) = topology.teardown(&ch).await
                 {
@@ -231,7 +256,11 @@ impl Drop for TestEnv {
         });
         let _ = cleanup.join();
         if started.elapsed() > Duration::from_secs(10) {
-            eprintln!("testkit: cleanup of {} took {:?}", self.namespace, started.elapsed());
+            eprintln!(
+                "testkit: cleanup of {} took {:?}",
+                self.namespace,
+                started.elapsed()
+            );
         }
     }
 }

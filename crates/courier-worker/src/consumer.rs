@@ -28,7 +28,10 @@ pub struct Consumer {
     pub stop: CancellationToken,
 }
 
-pub async fn run(mut c: Consumer) {
+/// Consumes until `stop`, then cancels the broker subscription and hands the
+/// subscription back: it must outlive the writer's acks (dropping it closes
+/// the channel, and acks on a closed channel are lost).
+pub async fn run(mut c: Consumer) -> (Channel, courier_amqp::Consumer) {
     let queue = c.deliveries.queue();
     loop {
         let permit = tokio::select! {
@@ -80,4 +83,5 @@ pub async fn run(mut c: Consumer) {
     if let Err(e) = courier_amqp::cancel(&c.channel, &c.deliveries).await {
         tracing::debug!(%queue, error = %e, "cancelling the consumer");
     }
+    (c.channel, c.deliveries)
 }

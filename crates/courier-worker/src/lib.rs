@@ -53,17 +53,29 @@ impl Worker {
     /// Connects, migrates (when configured), declares the topology and starts
     /// consuming every provider's queue and the unrouted queue.
     pub async fn start(config: Config) -> Result<Worker, WorkerError> {
-        let store = Store::connect(&config.database.url, &config.namespace, config.database.max_connections).await?;
+        let store = Store::connect(
+            &config.database.url,
+            &config.namespace,
+            config.database.max_connections,
+        )
+        .await?;
         if config.database.migrate_on_start {
             store.migrate().await?;
         }
-        let name = format!("courier-worker {} pid {}", config.namespace, std::process::id());
+        let name = format!(
+            "courier-worker {} pid {}",
+            config.namespace,
+            std::process::id()
+        );
         let conn = courier_amqp::connect(&config.broker.url, &name).await?;
         let topology = Topology::new(&config.namespace, config.providers.keys().cloned());
-        let setup = conn.create_channel().await.map_err(|source| AmqpError::Broker {
-            op: "open channel".into(),
-            source,
-        })?;
+        let setup = conn
+            .create_channel()
+            .await
+            .map_err(|cause| AmqpError::Broker {
+                op: "open channel".into(),
+                cause,
+            })?;
         topology.declare(&setup).await?;
         let publisher = Publisher::open(&conn).await?;
         let mut clients = HashMap::new();
@@ -73,9 +85,22 @@ impl Worker {
 
         let stop = CancellationToken::new();
         let abandon = CancellationToken::new();
-        let pipeline = Arc::new(Pipeline::new(config, topology, publisher, store.clone(), clients, abandon.clone()));
+        let pipeline = Arc::new(Pipeline::new(
+            config,
+            topology,
+            publisher,
+            store.clone(),
+            clients,
+            abandon.clone(),
+        ));
 
-        let in_flight: usize = pipeline.config().providers.values().map(|p| p.concurrency).sum::<usize>() + 16;
+        let in_flight: usize = pipeline
+            .config()
+            .providers
+            .values()
+            .map(|p| p.concurrency)
+            .sum::<usize>()
+            + 16;
         let (outcomes, outcome_rx) = mpsc::channel(in_flight);
         let flush_abandon = CancellationToken::new();
         let writer = tokio::spawn(writer::run(
@@ -147,7 +172,7 @@ struct Shutdown {
     abandon: CancellationToken,
     flush_abandon: CancellationToken,
     grace: Duration,
-    consumers: Vec<JoinHandle<()>>,
+    consumers: Vec<JoinHandle<(courier_amqp::Channel, courier_amqp::Consumer)>>,
     tasks: TaskTracker,
     writer: JoinHandle<()>,
     conn: Connection,
@@ -157,8 +182,13 @@ struct Shutdown {
 async fn shutdown_sequence(s: Shutdown) {
     s.stop.cancelled().await;
     tracing::info!("shutting down: no new deliveries; finishing in-flight jobs");
+    // Held until the writer has acked: dropping a subscription closes its
+    // channel and strands the acks of its deliveries.
+    let mut subscriptions = Vec::new();
     for c in s.consumers {
-        let _ = c.await;
+        if let Ok(subscription) = c.await {
+            subscriptions.push(subscription);
+        }
     }
     s.tasks.close();
     if tokio::time::timeout(s.grace, s.tasks.wait()).await.is_err() {
@@ -171,11 +201,17 @@ async fn shutdown_sequence(s: Shutdown) {
     }
     // Every sender is gone now, so the writer ends once it has flushed.
     let mut writer = s.writer;
-    if tokio::time::timeout(FLUSH_DEADLINE, &mut writer).await.is_err() {
-        tracing::error!("outcome writer could not flush in time: its deliveries stay unacked and will be redelivered");
+    if tokio::time::timeout(FLUSH_DEADLINE, &mut writer)
+        .await
+        .is_err()
+    {
+        tracing::error!(
+            "outcome writer could not flush in time: its deliveries stay unacked and will be redelivered"
+        );
         s.flush_abandon.cancel();
         let _ = writer.await;
     }
+    drop(subscriptions);
     // Closing the connection returns every unacked delivery to its queue.
     if let Err(e) = s.conn.close(200, "courier worker shutdown".into()).await {
         tracing::debug!(error = %e, "closing the broker connection");

@@ -69,13 +69,25 @@ impl Pipeline {
     /// Processes one delivery from `queue_provider`'s work queue (`None`: the
     /// unrouted queue). `Err` only when shutdown abandoned it mid-way; the
     /// caller then returns the delivery to its queue.
-    pub async fn process(&self, queue_provider: Option<&str>, delivery: &Delivery) -> Result<Outcome, Abandoned> {
+    pub async fn process(
+        &self,
+        queue_provider: Option<&str>,
+        delivery: &Delivery,
+    ) -> Result<Outcome, Abandoned> {
         let meta = DeliveryMeta::of(&delivery.properties);
         let job = match Job::parse(&delivery.data, self.config.worker.max_body_bytes) {
             Ok(job) => job,
             Err(invalid) => {
                 tracing::warn!(error = %invalid, message_id = ?meta.message_id, "invalid job");
-                return self.reject(queue_provider, delivery, &meta, None, invalid_death(&invalid)).await;
+                return self
+                    .reject(
+                        queue_provider,
+                        delivery,
+                        &meta,
+                        None,
+                        invalid_death(&invalid),
+                    )
+                    .await;
             }
         };
         let span = tracing::info_span!(
@@ -85,7 +97,9 @@ impl Pipeline {
             operation = %job.operation,
             attempt = meta.attempts + 1,
         );
-        self.process_job(queue_provider, delivery, &meta, job).instrument(span).await
+        self.process_job(queue_provider, delivery, &meta, job)
+            .instrument(span)
+            .await
     }
 
     async fn process_job(
@@ -96,13 +110,21 @@ impl Pipeline {
         job: Job,
     ) -> Result<Outcome, Abandoned> {
         let ids = [job.id];
-        let progress = persist("reading job progress", &self.abandon, || self.store.progress(&ids)).await?;
+        let progress = persist("reading job progress", &self.abandon, || {
+            self.store.progress(&ids)
+        })
+        .await?;
         if verdict(progress.get(&job.id).copied(), meta.attempts) == DeliveryVerdict::Duplicate {
-            tracing::info!("duplicate delivery of a job already done; acknowledging without a call");
+            tracing::info!(
+                "duplicate delivery of a job already done; acknowledging without a call"
+            );
             return Ok(Outcome::Duplicate { job_id: job.id });
         }
         if meta.delivery_count >= self.config.worker.delivery_limit {
-            tracing::error!(deliveries = meta.delivery_count, "delivered too often without an outcome; dead-lettering as poison");
+            tracing::error!(
+                deliveries = meta.delivery_count,
+                "delivered too often without an outcome; dead-lettering as poison"
+            );
             let death = Death {
                 reason: DeadReason::DeliveryLimit,
                 detail: format!(
@@ -112,21 +134,39 @@ impl Pipeline {
                 last_status: None,
                 last_error: None,
             };
-            return self.reject(queue_provider, delivery, meta, Some(&job), death).await;
+            return self
+                .reject(queue_provider, delivery, meta, Some(&job), death)
+                .await;
         }
         let Some(queue_provider) = queue_provider else {
             let invalid = InvalidJob::new(
                 "provider",
-                format!("no provider named {:?} is configured (nothing consumes its routing key)", job.provider),
+                format!(
+                    "no provider named {:?} is configured (nothing consumes its routing key)",
+                    job.provider
+                ),
             );
-            return self.reject(None, delivery, meta, Some(&job), invalid_death(&invalid)).await;
+            return self
+                .reject(None, delivery, meta, Some(&job), invalid_death(&invalid))
+                .await;
         };
         if job.provider != queue_provider {
             let invalid = InvalidJob::new(
                 "provider",
-                format!("names {:?} but arrived on the queue of {queue_provider:?}", job.provider),
+                format!(
+                    "names {:?} but arrived on the queue of {queue_provider:?}",
+                    job.provider
+                ),
             );
-            return self.reject(Some(queue_provider), delivery, meta, Some(&job), invalid_death(&invalid)).await;
+            return self
+                .reject(
+                    Some(queue_provider),
+                    delivery,
+                    meta,
+                    Some(&job),
+                    invalid_death(&invalid),
+                )
+                .await;
         }
         let resolved = self
             .config
@@ -136,7 +176,15 @@ impl Pipeline {
             Ok(r) => r,
             Err(invalid) => {
                 tracing::warn!(error = %invalid, "job cannot run");
-                return self.reject(Some(queue_provider), delivery, meta, Some(&job), invalid_death(&invalid)).await;
+                return self
+                    .reject(
+                        Some(queue_provider),
+                        delivery,
+                        meta,
+                        Some(&job),
+                        invalid_death(&invalid),
+                    )
+                    .await;
             }
         };
         let Some(client) = self.clients.get(&provider.name) else {
@@ -145,7 +193,13 @@ impl Pipeline {
         };
 
         let attempt = meta.attempts + 1;
-        let report = client.call(&job, operation, &path, meta.traceparent.as_deref()).await;
+        // Shutdown may abandon a call that outlives the grace period: the
+        // delivery goes back to the queue and the next try carries the same
+        // Idempotency-Key.
+        let report = tokio::select! {
+            report = client.call(&job, operation, &path, meta.traceparent.as_deref()) => report,
+            _ = self.abandon.cancelled() => return Err(Abandoned),
+        };
         let class = classify(&report.result, &provider.statuses);
         let decision = provider.retry.decide(attempt, class, rand::random());
         let status = match report.result {
@@ -171,7 +225,8 @@ impl Pipeline {
         };
         let mut job_row = job_row(&job, JobState::Retrying, attempt);
         job_row.last_status = status;
-        job_row.last_error_class = (attempt_class != AttemptClass::Success).then_some(attempt_class.as_str());
+        job_row.last_error_class =
+            (attempt_class != AttemptClass::Success).then_some(attempt_class.as_str());
         job_row.last_error = report.error.clone();
 
         let dead_letter = match decision {
@@ -183,17 +238,27 @@ impl Pipeline {
                 // The cascade counts whole seconds; never retry early.
                 let secs = delay.as_secs() + u64::from(delay.subsec_nanos() > 0);
                 persist("publishing a retry", &self.abandon, || {
-                    self.publisher
-                        .publish_retry(&self.topology, &provider.name, &delivery.data, meta, attempt, secs)
+                    self.publisher.publish_retry(
+                        &self.topology,
+                        &provider.name,
+                        &delivery.data,
+                        meta,
+                        attempt,
+                        secs,
+                    )
                 })
                 .await?;
-                job_row.next_attempt_at = Some(Utc::now() + chrono::Duration::seconds(i64::try_from(secs).unwrap_or(i64::MAX)));
+                job_row.next_attempt_at = Some(
+                    Utc::now() + chrono::Duration::seconds(i64::try_from(secs).unwrap_or(i64::MAX)),
+                );
                 None
             }
             Decision::Dead(reason) => {
                 let what = report.error.clone().unwrap_or_else(|| "no error".into());
                 let detail = match reason {
-                    DeadReason::RetriesExhausted => format!("gave up after {attempt} attempts; last: {what}"),
+                    DeadReason::RetriesExhausted => {
+                        format!("gave up after {attempt} attempts; last: {what}")
+                    }
                     DeadReason::Permanent => format!("{what} is not retryable"),
                     DeadReason::Invalid | DeadReason::DeliveryLimit => what.clone(),
                 };
@@ -204,7 +269,17 @@ impl Pipeline {
                     last_error: report.error.clone(),
                 };
                 job_row.state = JobState::Dead;
-                Some(self.dead_letter(Some(&provider.name), delivery, meta, Some(&job), attempt, death).await?)
+                Some(
+                    self.dead_letter(
+                        Some(&provider.name),
+                        delivery,
+                        meta,
+                        Some(&job),
+                        attempt,
+                        death,
+                    )
+                    .await?,
+                )
             }
         };
         Ok(Outcome::Attempted {
@@ -231,7 +306,10 @@ impl Pipeline {
         let dead_letter = self
             .dead_letter(queue_provider, delivery, meta, job, meta.attempts, death)
             .await?;
-        Ok(Outcome::Rejected { job: job_row, dead_letter })
+        Ok(Outcome::Rejected {
+            job: job_row,
+            dead_letter,
+        })
     }
 
     /// Publishes the dead letter (confirmed) and returns its record.
@@ -251,15 +329,24 @@ impl Pipeline {
             last_status: death.last_status,
         };
         persist("publishing a dead letter", &self.abandon, || {
-            self.publisher
-                .publish_dead_letter(&self.topology, queue_provider, &delivery.data, meta, &headers)
+            self.publisher.publish_dead_letter(
+                &self.topology,
+                queue_provider,
+                &delivery.data,
+                meta,
+                &headers,
+            )
         })
         .await?;
         tracing::warn!(reason = death.reason.as_str(), detail = %death.detail, "dead-lettered");
         Ok(DeadLetterRow {
             id: Uuid::now_v7(),
-            job_id: job.map(|j| j.id).or_else(|| Job::claimed_id(&delivery.data)),
-            provider: job.map(|j| j.provider.clone()).or_else(|| queue_provider.map(str::to_owned)),
+            job_id: job
+                .map(|j| j.id)
+                .or_else(|| Job::claimed_id(&delivery.data)),
+            provider: job
+                .map(|j| j.provider.clone())
+                .or_else(|| queue_provider.map(str::to_owned)),
             operation: job.map(|j| j.operation.clone()),
             reason: death.reason,
             detail: death.detail,

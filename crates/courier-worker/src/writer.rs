@@ -22,12 +22,24 @@ pub struct Completed {
 /// Runs until every sender is dropped and the channel is drained, or until
 /// `abandon` fires while a commit keeps failing (its deliveries then stay
 /// unacked and come back).
-pub async fn run(store: Store, mut rx: mpsc::Receiver<Completed>, batch_max: usize, abandon: CancellationToken) {
+pub async fn run(
+    store: Store,
+    mut rx: mpsc::Receiver<Completed>,
+    batch_max: usize,
+    abandon: CancellationToken,
+) {
     let mut batch: Vec<Completed> = Vec::with_capacity(batch_max);
     while rx.recv_many(&mut batch, batch_max).await > 0 {
-        let (outcomes, ackers): (Vec<Outcome>, Vec<Acker>) = batch.drain(..).map(|c| (c.outcome, c.acker)).unzip();
-        if persist("recording outcomes", &abandon, || store.commit(&outcomes)).await.is_err() {
-            tracing::error!(outcomes = outcomes.len(), "gave up recording outcomes; their deliveries will be redelivered");
+        let (outcomes, ackers): (Vec<Outcome>, Vec<Acker>) =
+            batch.drain(..).map(|c| (c.outcome, c.acker)).unzip();
+        if persist("recording outcomes", &abandon, || store.commit(&outcomes))
+            .await
+            .is_err()
+        {
+            tracing::error!(
+                outcomes = outcomes.len(),
+                "gave up recording outcomes; their deliveries will be redelivered"
+            );
             return;
         }
         let acks = join_all(ackers.iter().map(courier_amqp::ack)).await;

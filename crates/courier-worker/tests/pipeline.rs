@@ -20,8 +20,16 @@ async fn a_successful_job_is_called_once_recorded_and_acked() {
     assert_eq!(calls.len(), 1);
     assert_eq!(calls[0].method, "POST");
     assert_eq!(calls[0].path, "/v1/customers/cus_42/charges");
-    let row = env.store.job(job.id).await.expect("read").expect("job recorded");
-    assert_eq!((row.provider.as_str(), row.operation.as_str()), (PROVIDER, OPERATION));
+    let row = env
+        .store
+        .job(job.id)
+        .await
+        .expect("read")
+        .expect("job recorded");
+    assert_eq!(
+        (row.provider.as_str(), row.operation.as_str()),
+        (PROVIDER, OPERATION)
+    );
     assert_eq!(row.attempts, 1);
     assert!(row.finished_at.is_some());
     let attempts = env.store.attempts(job.id).await.expect("read attempts");
@@ -31,7 +39,11 @@ async fn a_successful_job_is_called_once_recorded_and_acked() {
 
     worker.shutdown();
     worker.wait().await;
-    assert_eq!(env.message_count(&env.topology.work_queue(PROVIDER)).await, 0, "acked, not requeued");
+    assert_eq!(
+        env.message_count(&env.topology.work_queue(PROVIDER)).await,
+        0,
+        "acked, not requeued"
+    );
 }
 
 #[tokio::test]
@@ -61,7 +73,10 @@ async fn a_retryable_failure_is_retried_after_backoff_then_succeeds() {
     let calls = env.mock.calls_for(&job.id.to_string());
     assert_eq!(calls.len(), 2);
     let gap = calls[1].at - calls[0].at;
-    assert!(gap >= Duration::from_secs(1), "retried after {gap:?}, before the 1 s backoff");
+    assert!(
+        gap >= Duration::from_secs(1),
+        "retried after {gap:?}, before the 1 s backoff"
+    );
     worker.shutdown();
     worker.wait().await;
 }
@@ -75,7 +90,10 @@ async fn exhausted_retries_dead_letter_the_job_with_its_whole_history() {
     env.wait_state(job.id, "dead", WAIT).await;
 
     let attempts = env.store.attempts(job.id).await.expect("read attempts");
-    assert_eq!(attempts.iter().map(|a| a.attempt).collect::<Vec<_>>(), [1, 2, 3]);
+    assert_eq!(
+        attempts.iter().map(|a| a.attempt).collect::<Vec<_>>(),
+        [1, 2, 3]
+    );
     assert!(attempts.iter().all(|a| a.http_status == Some(500)));
     let dead = env.store.dead_letters().await.expect("read dead letters");
     assert_eq!(dead.len(), 1);
@@ -85,10 +103,18 @@ async fn exhausted_retries_dead_letter_the_job_with_its_whole_history() {
     assert_eq!(letter.attempts, 3);
     assert_eq!(letter.last_status, Some(500));
     assert!(letter.detail.contains("3 attempts"), "{}", letter.detail);
-    assert_eq!(letter.body, job.to_body(), "the original job is kept byte for byte");
+    assert_eq!(
+        letter.body,
+        job.to_body(),
+        "the original job is kept byte for byte"
+    );
     worker.shutdown();
     worker.wait().await;
-    assert_eq!(env.message_count(&env.topology.dead_queue(Some(PROVIDER))).await, 1);
+    assert_eq!(
+        env.message_count(&env.topology.dead_queue(Some(PROVIDER)))
+            .await,
+        1
+    );
 }
 
 #[tokio::test]
@@ -129,37 +155,73 @@ async fn invalid_json_and_unknown_providers_are_dead_lettered_with_the_reason() 
     let dead = env.store.dead_letters().await.expect("read dead letters");
     assert!(dead.iter().all(|d| d.reason == "invalid"));
     let detail_of = |pred: &dyn Fn(&courier_store::DeadLetterRecord) -> bool| {
-        dead.iter().find(|d| pred(d)).map(|d| d.detail.clone()).expect("dead letter present")
+        dead.iter()
+            .find(|d| pred(d))
+            .map(|d| d.detail.clone())
+            .expect("dead letter present")
     };
     let json_detail = detail_of(&|d| d.body == b"{this is not json");
-    assert!(json_detail.starts_with("field `body`: not valid JSON"), "{json_detail}");
+    assert!(
+        json_detail.starts_with("field `body`: not valid JSON"),
+        "{json_detail}"
+    );
     let stranger_detail = detail_of(&|d| d.job_id == Some(stranger.id));
-    assert!(stranger_detail.starts_with("field `provider`"), "{stranger_detail}");
+    assert!(
+        stranger_detail.starts_with("field `provider`"),
+        "{stranger_detail}"
+    );
     let op_detail = detail_of(&|d| d.job_id == Some(bad_op.id));
     assert!(op_detail.starts_with("field `operation`"), "{op_detail}");
     let field_detail = detail_of(&|d| d.job_id == Some(missing_field.id));
-    assert!(field_detail.starts_with("field `payload.customer`"), "{field_detail}");
-    assert_eq!(env.mock.call_count(), 0, "no invalid job reaches the provider");
+    assert!(
+        field_detail.starts_with("field `payload.customer`"),
+        "{field_detail}"
+    );
+    assert_eq!(
+        env.mock.call_count(),
+        0,
+        "no invalid job reaches the provider"
+    );
 
     worker.shutdown();
     worker.wait().await;
-    assert_eq!(env.message_count(&env.topology.dead_queue(None)).await, 1, "the unknown provider's letter");
-    assert_eq!(env.message_count(&env.topology.dead_queue(Some(PROVIDER))).await, 3);
-    assert_eq!(env.message_count(&env.topology.unrouted()).await, 0, "nothing left to loop");
-    assert_eq!(env.message_count(&env.topology.work_queue(PROVIDER)).await, 0);
+    assert_eq!(
+        env.message_count(&env.topology.dead_queue(None)).await,
+        1,
+        "the unknown provider's letter"
+    );
+    assert_eq!(
+        env.message_count(&env.topology.dead_queue(Some(PROVIDER)))
+            .await,
+        3
+    );
+    assert_eq!(
+        env.message_count(&env.topology.unrouted()).await,
+        0,
+        "nothing left to loop"
+    );
+    assert_eq!(
+        env.message_count(&env.topology.work_queue(PROVIDER)).await,
+        0
+    );
 }
 
 #[tokio::test]
 async fn retry_after_is_honoured() {
     let env = TestEnv::new().await;
     let worker = env.start_worker().await;
-    let job = env.job(Some(json!({"fail_first": 1, "fail_status": 429, "retry_after": "3"})));
+    let job = env.job(Some(
+        json!({"fail_first": 1, "fail_status": 429, "retry_after": "3"}),
+    ));
     env.publish(&job).await;
     env.wait_state(job.id, "succeeded", WAIT).await;
     let calls = env.mock.calls_for(&job.id.to_string());
     assert_eq!(calls.len(), 2);
     let gap = calls[1].at - calls[0].at;
-    assert!(gap >= Duration::from_secs(3), "retried after {gap:?}, before Retry-After: 3");
+    assert!(
+        gap >= Duration::from_secs(3),
+        "retried after {gap:?}, before Retry-After: 3"
+    );
     let attempts = env.store.attempts(job.id).await.expect("read attempts");
     assert_eq!(attempts[0].error_class, "throttled");
     worker.shutdown();
@@ -174,22 +236,36 @@ async fn a_duplicate_publish_of_a_succeeded_job_calls_the_provider_once() {
     env.publish(&job).await;
     env.wait_state(job.id, "succeeded", WAIT).await;
     env.publish(&job).await;
-    env.wait_until("the duplicate delivery to be recorded", WAIT, |store| async move {
-        store.job(job.id).await.expect("read").is_some_and(|j| j.duplicate_deliveries == 1)
-    })
+    env.wait_until(
+        "the duplicate delivery to be recorded",
+        WAIT,
+        |store| async move {
+            store
+                .job(job.id)
+                .await
+                .expect("read")
+                .is_some_and(|j| j.duplicate_deliveries == 1)
+        },
+    )
     .await;
     assert_eq!(env.mock.calls_for(&job.id.to_string()).len(), 1);
     assert_eq!(env.store.attempts(job.id).await.expect("read").len(), 1);
     worker.shutdown();
     worker.wait().await;
-    assert_eq!(env.message_count(&env.topology.work_queue(PROVIDER)).await, 0, "the duplicate was acked");
+    assert_eq!(
+        env.message_count(&env.topology.work_queue(PROVIDER)).await,
+        0,
+        "the duplicate was acked"
+    );
 }
 
 #[tokio::test]
 async fn a_retry_waiting_30_seconds_does_not_delay_a_fresh_job() {
     let env = TestEnv::new().await;
     let worker = env.start_worker().await;
-    let slow = env.job(Some(json!({"fail_first": 1, "fail_status": 429, "retry_after": "30"})));
+    let slow = env.job(Some(
+        json!({"fail_first": 1, "fail_status": 429, "retry_after": "30"}),
+    ));
     env.publish(&slow).await;
     env.wait_state(slow.id, "retrying", WAIT).await;
 
@@ -199,12 +275,23 @@ async fn a_retry_waiting_30_seconds_does_not_delay_a_fresh_job() {
     env.wait_state(fresh.id, "succeeded", WAIT).await;
     let took = published.elapsed();
 
-    let slow_now = env.store.job(slow.id).await.expect("read").expect("recorded");
-    assert_eq!(slow_now.state, "retrying", "the fresh job finished while the retry still waits");
+    let slow_now = env
+        .store
+        .job(slow.id)
+        .await
+        .expect("read")
+        .expect("recorded");
+    assert_eq!(
+        slow_now.state, "retrying",
+        "the fresh job finished while the retry still waits"
+    );
     assert!(took < Duration::from_secs(10), "fresh job took {took:?}");
     let next = slow_now.next_attempt_at.expect("a retry is scheduled");
     let first = env.store.attempts(slow.id).await.expect("read attempts")[0].started_at;
-    assert!(next - first >= chrono::Duration::seconds(30), "scheduled {next} after a call at {first}");
+    assert!(
+        next - first >= chrono::Duration::seconds(30),
+        "scheduled {next} after a call at {first}"
+    );
     worker.shutdown();
     worker.wait().await;
 }
@@ -213,13 +300,20 @@ async fn a_retry_waiting_30_seconds_does_not_delay_a_fresh_job() {
 async fn a_poison_message_is_dead_lettered_after_the_delivery_limit_instead_of_looping() {
     // The broker counts redeliveries; a message the worker keeps failing to
     // settle (here: requeued by hand to simulate crashes) must end up dead.
-    let env = TestEnv::with_mix(courier_provider::FailureMix::default(), "[worker]\ndelivery_limit = 2").await;
+    let env = TestEnv::with_mix(
+        courier_provider::FailureMix::default(),
+        "[worker]\ndelivery_limit = 2",
+    )
+    .await;
     let job = env.job(None);
     env.publish(&job).await;
-    let conn = courier_amqp::connect(&courier_testkit::amqp_url(), "poison-test").await.expect("connect");
-    let (_ch, mut consumer) = courier_amqp::consume(&conn, &env.topology.work_queue(PROVIDER), 1, "")
+    let conn = courier_amqp::connect(&courier_testkit::amqp_url(), "poison-test")
         .await
-        .expect("consume");
+        .expect("connect");
+    let (_ch, mut consumer) =
+        courier_amqp::consume(&conn, &env.topology.work_queue(PROVIDER), 1, "")
+            .await
+            .expect("consume");
     use futures_util::StreamExt;
     for _ in 0..2 {
         let d = consumer.next().await.expect("open").expect("delivery");
@@ -232,7 +326,42 @@ async fn a_poison_message_is_dead_lettered_after_the_delivery_limit_instead_of_l
     env.wait_state(job.id, "dead", WAIT).await;
     let dead = env.store.dead_letters().await.expect("read dead letters");
     assert_eq!(dead[0].reason, "delivery_limit");
-    assert_eq!(env.mock.call_count(), 0, "poison is not sent to the provider");
+    assert_eq!(
+        env.mock.call_count(),
+        0,
+        "poison is not sent to the provider"
+    );
     worker.shutdown();
     worker.wait().await;
+}
+
+#[tokio::test]
+async fn shutdown_lets_in_flight_jobs_finish_and_acks_them() {
+    let env = TestEnv::new().await;
+    let worker = env.start_worker().await;
+    let jobs: Vec<_> = (0..4)
+        .map(|_| env.job(Some(json!({"delay_ms": 300}))))
+        .collect();
+    for job in &jobs {
+        env.publish(job).await;
+    }
+    assert!(env.mock.wait_for_calls(4, WAIT).await);
+    worker.shutdown();
+    worker.wait().await;
+    for job in &jobs {
+        assert_eq!(
+            env.store
+                .job(job.id)
+                .await
+                .expect("read")
+                .expect("recorded")
+                .state,
+            "succeeded"
+        );
+    }
+    assert_eq!(
+        env.message_count(&env.topology.work_queue(PROVIDER)).await,
+        0,
+        "finished work is acked"
+    );
 }

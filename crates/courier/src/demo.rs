@@ -10,8 +10,8 @@ use crate::exit;
 use anyhow::Context as _;
 use courier_amqp::{Publisher, Topology};
 use courier_core::Config;
-use courier_core::envelope::JobEnvelope;
 use courier_core::config::redact_url;
+use courier_core::envelope::JobEnvelope;
 use courier_provider::{FailureMix, MockProvider};
 use courier_store::Store;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -60,18 +60,32 @@ pub async fn demo(args: Args) -> anyhow::Result<ExitCode> {
         hang: Duration::from_millis(1000),
         latency: Duration::ZERO,
     };
-    let mock = MockProvider::start(mix).await.context("starting the mock provider")?;
+    let mock = MockProvider::start(mix)
+        .await
+        .context("starting the mock provider")?;
     let config = demo_config(&args.namespace, &mock.base_url())?;
     let topology = Topology::new(&config.namespace, [PROVIDER]);
 
-    say(&args, &format!(
-        "Courier demo: {} jobs, mock provider at {} failing {:.0}% of calls",
-        args.jobs,
-        mock.base_url(),
-        args.failure_rate * 100.0
-    ));
-    say(&args, &format!("  RabbitMQ   {}", courier_amqp::broker_address(&config.broker.url)));
-    say(&args, &format!("  PostgreSQL {}", redact_url(&config.database.url)));
+    say(
+        &args,
+        &format!(
+            "Courier demo: {} jobs, mock provider at {} failing {:.0}% of calls",
+            args.jobs,
+            mock.base_url(),
+            args.failure_rate * 100.0
+        ),
+    );
+    say(
+        &args,
+        &format!(
+            "  RabbitMQ   {}",
+            courier_amqp::broker_address(&config.broker.url)
+        ),
+    );
+    say(
+        &args,
+        &format!("  PostgreSQL {}", redact_url(&config.database.url)),
+    );
 
     // Reset the namespace so every run starts clean.
     let store = Store::connect(&config.database.url, &config.namespace, 4).await?;
@@ -146,13 +160,19 @@ path = "/v1/customers/{{customer}}/charges"
 "#
     );
     let env = |k: &str| match k {
-        courier_core::config::ENV_AMQP_URL | courier_core::config::ENV_DATABASE_URL => std::env::var(k).ok(),
+        courier_core::config::ENV_AMQP_URL | courier_core::config::ENV_DATABASE_URL => {
+            std::env::var(k).ok()
+        }
         _ => None,
     };
     Ok(Config::from_toml(&toml, "(demo config)", &env)?)
 }
 
-async fn publish_all(args: &Args, publisher: &Publisher, topology: &Topology) -> anyhow::Result<()> {
+async fn publish_all(
+    args: &Args,
+    publisher: &Publisher,
+    topology: &Topology,
+) -> anyhow::Result<()> {
     let bar = bar(args, args.jobs, "publishing");
     let mut in_flight = JoinSet::new();
     for n in 0..args.jobs {
@@ -166,7 +186,11 @@ async fn publish_all(args: &Args, publisher: &Publisher, topology: &Topology) ->
         let job = JobEnvelope::new(PROVIDER, "create_charge", payload, chrono::Utc::now());
         let publisher = publisher.clone();
         let topology = topology.clone();
-        in_flight.spawn(async move { publisher.publish_job(&topology, PROVIDER, job.id, &job.to_body(), None).await });
+        in_flight.spawn(async move {
+            publisher
+                .publish_job(&topology, PROVIDER, job.id, &job.to_body(), None)
+                .await
+        });
     }
     while let Some(done) = in_flight.join_next().await {
         done??;
@@ -265,7 +289,12 @@ struct Summary {
 }
 
 impl Summary {
-    async fn collect(store: &Store, jobs: usize, wall: Duration, published_in: Duration) -> anyhow::Result<Summary> {
+    async fn collect(
+        store: &Store,
+        jobs: usize,
+        wall: Duration,
+        published_in: Duration,
+    ) -> anyhow::Result<Summary> {
         Ok(Summary {
             jobs,
             counts: Counts::of(&store.state_counts().await?),
@@ -311,8 +340,19 @@ impl Summary {
         println!("  outcome      jobs");
         println!("  ──────────  ──────");
         println!("  succeeded   {:>6}", self.counts.succeeded);
-        println!("  dead        {:>6}   {}", self.counts.dead, if reasons.is_empty() { String::new() } else { format!("({reasons})") });
-        println!("  retried     {:>6}   (needed more than one attempt)", self.retried);
+        println!(
+            "  dead        {:>6}   {}",
+            self.counts.dead,
+            if reasons.is_empty() {
+                String::new()
+            } else {
+                format!("({reasons})")
+            }
+        );
+        println!(
+            "  retried     {:>6}   (needed more than one attempt)",
+            self.retried
+        );
         println!("  not done    {:>6}", self.jobs as i64 - self.terminal());
         println!("  ──────────  ──────");
         println!("  attempts    {:>6}   provider calls in all", self.attempts);
@@ -326,9 +366,18 @@ impl Summary {
         let db = redact_url(&config.database.url);
         println!();
         println!("Where to look next:");
-        println!("  jobs by state:  psql {db} -c \"SELECT state, count(*) FROM {ns}.jobs GROUP BY 1\"");
-        println!("  dead letters:   psql {db} -c \"SELECT reason, detail, attempts FROM {ns}.dead_letters LIMIT 20\"");
-        println!("  one job's life: psql {db} -c \"SELECT * FROM {ns}.attempts WHERE job_id = '<id>' ORDER BY attempt\"");
-        println!("  RabbitMQ:       rabbitmqctl list_queues name messages | grep '^{ns}\\.'  ({} holds the dead letters)", topology.dead_queue(Some(PROVIDER)));
+        println!(
+            "  jobs by state:  psql {db} -c \"SELECT state, count(*) FROM {ns}.jobs GROUP BY 1\""
+        );
+        println!(
+            "  dead letters:   psql {db} -c \"SELECT reason, detail, attempts FROM {ns}.dead_letters LIMIT 20\""
+        );
+        println!(
+            "  one job's life: psql {db} -c \"SELECT * FROM {ns}.attempts WHERE job_id = '<id>' ORDER BY attempt\""
+        );
+        println!(
+            "  RabbitMQ:       rabbitmqctl list_queues name messages | grep '^{ns}\\.'  ({} holds the dead letters)",
+            topology.dead_queue(Some(PROVIDER))
+        );
     }
 }

@@ -24,14 +24,15 @@ or point Courier elsewhere with COURIER_AMQP_URL / COURIER_DATABASE_URL";
 
 pub fn report(e: &anyhow::Error) -> ExitCode {
     eprintln!("error: {e:#}");
-    let code = if e.downcast_ref::<ConfigError>().is_some() || e.downcast_ref::<InvalidJob>().is_some() {
-        INVALID
-    } else if unreachable(e) {
-        eprintln!("hint: {START_HINT}");
-        UNREACHABLE
-    } else {
-        1
-    };
+    let code =
+        if e.downcast_ref::<ConfigError>().is_some() || e.downcast_ref::<InvalidJob>().is_some() {
+            INVALID
+        } else if unreachable(e) {
+            eprintln!("hint: {START_HINT}");
+            UNREACHABLE
+        } else {
+            1
+        };
     ExitCode::from(code)
 }
 
@@ -41,10 +42,12 @@ fn unreachable(e: &anyhow::Error) -> bool {
     e.chain().any(|cause| {
         cause.downcast_ref::<AmqpError>().is_some_and(amqp)
             || cause.downcast_ref::<StoreError>().is_some_and(store)
-            || cause.downcast_ref::<WorkerError>().is_some_and(|w| match w {
-                WorkerError::Amqp(a) => amqp(a),
-                WorkerError::Store(s) => store(s),
-                WorkerError::Provider(_) => false,
-            })
+            || cause
+                .downcast_ref::<WorkerError>()
+                .is_some_and(|w| match w {
+                    WorkerError::Amqp(a) => amqp(a),
+                    WorkerError::Store(s) => store(s),
+                    WorkerError::Provider(_) => false,
+                })
     })
 }

@@ -15,7 +15,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Debug, Parser)]
-#[command(name = "courier", version, about = "A durable job runner for API integrations")]
+#[command(
+    name = "courier",
+    version,
+    about = "A durable job runner for API integrations"
+)]
 struct Cli {
     /// Config file [default: ./courier.toml if present, else built-in defaults]
     #[arg(long, global = true, env = "COURIER_CONFIG")]
@@ -52,7 +56,10 @@ fn main() -> ExitCode {
         _ => "info",
     };
     init_logging(cli.log_format, default_level);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -76,7 +83,9 @@ fn main() -> ExitCode {
 fn init_logging(format: LogFormat, default_level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Pretty => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -89,7 +98,9 @@ async fn run(config: Option<&std::path::Path>) -> anyhow::Result<ExitCode> {
         anyhow::bail!(courier_core::ConfigError {
             file: config.source.clone(),
             key: "providers".into(),
-            problem: "no providers configured: a worker needs at least one [providers.<name>] table".into(),
+            problem:
+                "no providers configured: a worker needs at least one [providers.<name>] table"
+                    .into(),
         });
     }
     let worker = courier_worker::Worker::start(config).await?;
@@ -103,7 +114,9 @@ async fn wait_for_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        let mut term = match tokio::signal::unix::signal(
+            tokio::signal::unix::SignalKind::terminate(),
+        ) {
             Ok(s) => s,
             Err(e) => {
                 tracing::error!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops the worker");

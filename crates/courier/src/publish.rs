@@ -36,7 +36,9 @@ pub async fn publish(config: Option<&Path>, args: Args) -> anyhow::Result<ExitCo
         Some(f) => std::fs::read(f).with_context(|| format!("reading job file {}", f.display()))?,
         None => {
             let mut buf = Vec::new();
-            std::io::stdin().read_to_end(&mut buf).context("reading the job from stdin")?;
+            std::io::stdin()
+                .read_to_end(&mut buf)
+                .context("reading the job from stdin")?;
             buf
         }
     };
@@ -45,10 +47,15 @@ pub async fn publish(config: Option<&Path>, args: Args) -> anyhow::Result<ExitCo
         .as_ref()
         .map_or_else(|| "stdin".to_owned(), |f| f.display().to_string());
     let (routing_key, id, body) = match &args.raw {
-        Some(key) => (key.clone(), Job::claimed_id(&body).unwrap_or_else(uuid::Uuid::now_v7), body),
+        Some(key) => (
+            key.clone(),
+            Job::claimed_id(&body).unwrap_or_else(uuid::Uuid::now_v7),
+            body,
+        ),
         None => {
             let body = complete(&body).with_context(|| format!("job in {source}"))?;
-            let job = Job::parse(&body, config.worker.max_body_bytes).with_context(|| format!("job in {source}"))?;
+            let job = Job::parse(&body, config.worker.max_body_bytes)
+                .with_context(|| format!("job in {source}"))?;
             (job.provider, job.id, body)
         }
     };
@@ -56,13 +63,25 @@ pub async fn publish(config: Option<&Path>, args: Args) -> anyhow::Result<ExitCo
     let topology = Topology::new(&config.namespace, [routing_key.as_str()]);
     let publisher = Publisher::open(&conn).await?;
     publisher
-        .publish_job(&topology, &routing_key, id, &body, args.traceparent.as_deref())
+        .publish_job(
+            &topology,
+            &routing_key,
+            id,
+            &body,
+            args.traceparent.as_deref(),
+        )
         .await?;
     let _ = conn.close(200, "published".into()).await;
     if args.json {
-        println!("{}", serde_json::json!({"id": id, "provider": routing_key, "confirmed": true}));
+        println!(
+            "{}",
+            serde_json::json!({"id": id, "provider": routing_key, "confirmed": true})
+        );
     } else {
-        println!("published job {id} to {}.jobs with key {routing_key:?} (confirmed)", config.namespace);
+        println!(
+            "published job {id} to {}.jobs with key {routing_key:?} (confirmed)",
+            config.namespace
+        );
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -70,9 +89,13 @@ pub async fn publish(config: Option<&Path>, args: Args) -> anyhow::Result<ExitCo
 /// Fills the fields an upstream may leave to us: `version`, `id`, `created_at`.
 fn complete(body: &[u8]) -> anyhow::Result<Vec<u8>> {
     let mut value: Value = serde_json::from_slice(body).context("not valid JSON")?;
-    let obj = value.as_object_mut().context("a job must be a JSON object")?;
-    obj.entry("version").or_insert(Value::from(courier_core::envelope::CONTRACT_VERSION));
-    obj.entry("id").or_insert_with(|| Value::from(uuid::Uuid::now_v7().to_string()));
+    let obj = value
+        .as_object_mut()
+        .context("a job must be a JSON object")?;
+    obj.entry("version")
+        .or_insert(Value::from(courier_core::envelope::CONTRACT_VERSION));
+    obj.entry("id")
+        .or_insert_with(|| Value::from(uuid::Uuid::now_v7().to_string()));
     obj.entry("created_at")
         .or_insert_with(|| Value::from(chrono::Utc::now().to_rfc3339()));
     Ok(serde_json::to_vec(&value)?)

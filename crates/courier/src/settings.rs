@@ -17,7 +17,8 @@ pub fn load(path: Option<&Path>) -> anyhow::Result<Config> {
     };
     match path {
         Some(p) => {
-            let text = std::fs::read_to_string(&p).with_context(|| format!("reading config file {}", p.display()))?;
+            let text = std::fs::read_to_string(&p)
+                .with_context(|| format!("reading config file {}", p.display()))?;
             Ok(Config::from_toml(&text, &p.display().to_string(), &env)?)
         }
         None => Ok(Config::from_toml("", "(built-in defaults)", &env)?),

@@ -1,0 +1,311 @@
+//! End-to-end: the `courier` binary as users run it, against the real
+//! RabbitMQ and PostgreSQL on loopback, each test in its own namespace.
+
+use courier_testkit::{PROVIDER, TestEnv};
+use serde_json::json;
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+fn courier() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_courier"));
+    cmd.env_remove("COURIER_CONFIG")
+        .env_remove("COURIER_NAMESPACE");
+    cmd
+}
+
+/// Writes `text` to a file of this test's own.
+fn temp_file(name: &str, text: &str) -> PathBuf {
+    let path = std::env::temp_dir().join(format!(
+        "courier-e2e-{}-{name}",
+        uuid::Uuid::now_v7().simple()
+    ));
+    std::fs::write(&path, text).expect("write temp file");
+    path
+}
+
+/// `courier run` on the env's config, logs to a file (a full pipe would stall it).
+fn spawn_worker(env: &TestEnv) -> (Child, PathBuf) {
+    let config = temp_file("courier.toml", env.config_toml());
+    let log = config.with_extension("log");
+    let child = courier()
+        .arg("run")
+        .arg("--config")
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("create log file"))
+        .spawn()
+        .expect("spawn courier run");
+    (child, log)
+}
+
+fn run_with_stdin(args: &[&str], stdin: &str) -> Output {
+    let mut child = courier()
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn courier");
+    child
+        .stdin
+        .take()
+        .expect("stdin piped")
+        .write_all(stdin.as_bytes())
+        .expect("write stdin");
+    child.wait_with_output().expect("wait for courier")
+}
+
+async fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitStatus {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        if let Some(status) = child.try_wait().expect("poll child") {
+            return status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "courier did not exit within {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_mid_flight_finishes_what_it_can_and_requeues_the_rest() {
+    let env = TestEnv::with_mix(Default::default(), "[worker]\nshutdown_grace_secs = 1").await;
+    let quick: Vec<_> = (0..8)
+        .map(|_| env.job(Some(json!({"delay_ms": 300}))))
+        .collect();
+    let slow: Vec<_> = (0..8)
+        .map(|_| env.job(Some(json!({"delay_ms": 5000}))))
+        .collect();
+    for job in quick.iter().chain(&slow) {
+        env.publish(job).await;
+    }
+    let (mut child, log) = spawn_worker(&env);
+    assert!(
+        env.mock.wait_for_calls(16, WAIT).await,
+        "all 16 jobs in flight; log: {}",
+        log.display()
+    );
+
+    let pid = child.id().to_string();
+    let sent = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill -TERM");
+    assert!(sent.success());
+    let status = wait_exit(&mut child, Duration::from_secs(20)).await;
+    assert!(
+        status.success(),
+        "graceful shutdown exits 0, got {status}; log: {}",
+        log.display()
+    );
+
+    for job in &quick {
+        let row = env
+            .store
+            .job(job.id)
+            .await
+            .expect("read")
+            .expect("quick job recorded");
+        assert_eq!(
+            row.state, "succeeded",
+            "in-flight work within the grace period completes"
+        );
+    }
+    for job in &slow {
+        assert!(
+            env.store.job(job.id).await.expect("read").is_none(),
+            "unfinished work is not recorded as done"
+        );
+    }
+    assert_eq!(
+        env.message_count(&env.topology.work_queue(PROVIDER)).await,
+        8,
+        "unfinished work is back in the queue"
+    );
+
+    let worker = env.start_worker().await;
+    let ids: Vec<_> = quick.iter().chain(&slow).map(|j| j.id).collect();
+    env.wait_terminal(&ids, WAIT).await;
+    for job in &slow {
+        assert_eq!(
+            env.store
+                .job(job.id)
+                .await
+                .expect("read")
+                .expect("recorded")
+                .state,
+            "succeeded"
+        );
+    }
+    worker.shutdown();
+    worker.wait().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_mid_flight_loses_no_job() {
+    let env = TestEnv::new().await;
+    let mut jobs = Vec::new();
+    for n in 0..60 {
+        let script = match n % 3 {
+            0 => json!({"delay_ms": 200}),
+            1 => json!({"delay_ms": 100, "fail_first": 1, "fail_status": 503}),
+            _ => json!({"delay_ms": 100, "status": 400}),
+        };
+        let job = env.job(Some(script));
+        env.publish(&job).await;
+        jobs.push(job);
+    }
+    let (mut child, log) = spawn_worker(&env);
+    assert!(
+        env.mock.wait_for_calls(20, WAIT).await,
+        "worker got going; log: {}",
+        log.display()
+    );
+    child.kill().expect("kill -9");
+    let status = child.wait().expect("reap");
+    assert!(!status.success(), "killed, not exited");
+
+    // A second worker (a new process, as after a crash) picks up everything.
+    let (mut second, log2) = spawn_worker(&env);
+    let ids: Vec<_> = jobs.iter().map(|j| j.id).collect();
+    env.wait_terminal(&ids, WAIT).await;
+    second.kill().expect("stop the second worker");
+    let _ = second.wait();
+
+    for (n, job) in jobs.iter().enumerate() {
+        let row = env
+            .store
+            .job(job.id)
+            .await
+            .expect("read")
+            .expect("every job recorded");
+        let expected = if n % 3 == 2 { "dead" } else { "succeeded" };
+        assert_eq!(
+            row.state,
+            expected,
+            "job {n}; logs: {} {}",
+            log.display(),
+            log2.display()
+        );
+    }
+    let dead = env.store.dead_letters().await.expect("read dead letters");
+    assert_eq!(dead.len(), 20, "one dead letter per dead job, no more");
+}
+
+#[tokio::test]
+async fn demo_runs_the_pipeline_and_accounts_for_every_job() {
+    let env = TestEnv::new().await;
+    let out = courier()
+        .args([
+            "demo",
+            "--jobs",
+            "60",
+            "--failure-rate",
+            "0.3",
+            "--json",
+            "--namespace",
+            &env.namespace,
+        ])
+        .output()
+        .expect("run courier demo");
+    assert!(
+        out.status.success(),
+        "demo failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary: serde_json::Value =
+        serde_json::from_slice(&out.stdout).expect("demo --json prints JSON");
+    let succeeded = summary["succeeded"].as_i64().expect("succeeded");
+    let dead = summary["dead"].as_i64().expect("dead");
+    assert_eq!(succeeded + dead, 60);
+    assert_eq!(summary["retrying"], 0);
+    let counts = env.store.state_counts().await.expect("count states");
+    let total: i64 = counts.iter().map(|(_, n)| n).sum();
+    assert_eq!(total, 60, "one row, one terminal state per job: {counts:?}");
+    assert_eq!(
+        env.store.dead_letters().await.expect("read").len() as i64,
+        dead
+    );
+}
+
+#[tokio::test]
+async fn publish_sends_a_valid_job_and_refuses_an_invalid_one_naming_the_field() {
+    let env = TestEnv::new().await;
+    let worker = env.start_worker().await;
+    let config = temp_file("courier.toml", env.config_toml());
+    let config = config.to_str().expect("utf-8 path");
+
+    let job = json!({"provider": PROVIDER, "operation": "charge", "payload": {"customer": "c1"}});
+    let out = run_with_stdin(&["publish", "--config", config, "--json"], &job.to_string());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let printed: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON out");
+    let id: uuid::Uuid = printed["id"].as_str().expect("id").parse().expect("uuid");
+    env.wait_state(id, "succeeded", WAIT).await;
+
+    let bad = json!({"provider": PROVIDER, "payload": {}});
+    let out = run_with_stdin(&["publish", "--config", config], &bad.to_string());
+    assert_eq!(out.status.code(), Some(3));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("field `operation`: missing") && err.contains("stdin"),
+        "{err}"
+    );
+    worker.shutdown();
+    worker.wait().await;
+}
+
+#[test]
+fn a_bad_config_is_refused_naming_the_key_and_the_file() {
+    let path = temp_file(
+        "bad.toml",
+        "[providers.x]\nbase_url = \"http://127.0.0.1:1\"\n[providers.x.retry]\nmax_attempts = 0\n",
+    );
+    let out = courier()
+        .arg("run")
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .expect("run courier");
+    assert_eq!(out.status.code(), Some(3));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&path.display().to_string()), "{err}");
+    assert!(err.contains("providers.x.retry.max_attempts"), "{err}");
+}
+
+#[test]
+fn unreachable_services_are_named_with_their_address_and_a_hint() {
+    let out = courier()
+        .arg("migrate")
+        .env(
+            "COURIER_DATABASE_URL",
+            "postgres://postgres@127.0.0.1:1/postgres",
+        )
+        .output()
+        .expect("run courier");
+    assert_eq!(out.status.code(), Some(4));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("PostgreSQL at 127.0.0.1:1") && err.contains("scripts/services.sh"),
+        "{err}"
+    );
+
+    let out = courier()
+        .args(["publish", "--raw", "x"])
+        .env("COURIER_AMQP_URL", "amqp://guest:guest@127.0.0.1:1/%2f")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run courier");
+    assert_eq!(out.status.code(), Some(4));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("RabbitMQ at 127.0.0.1:1"), "{err}");
+}
