@@ -117,20 +117,6 @@ pub async fn consume(
     Ok((channel, consumer))
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn broker_address_drops_credentials_and_vhost() {
-        assert_eq!(
-            super::broker_address("amqp://u:p@host:5672/%2f"),
-            "host:5672"
-        );
-        assert_eq!(
-            super::broker_address("amqp://127.0.0.1:5672"),
-            "127.0.0.1:5672"
-        );
-    }
-}
 
 /// Acknowledges a delivery: the broker forgets it.
 pub async fn ack(acker: &Acker) -> Result<(), AmqpError> {
@@ -171,4 +157,19 @@ pub async fn cancel(channel: &Channel, consumer: &Consumer) -> Result<(), AmqpEr
         )
         .await
         .map_err(AmqpError::broker("basic.cancel"))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn broker_address_drops_credentials_and_vhost() {
+        assert_eq!(
+            super::broker_address("amqp://u:p@host:5672/%2f"),
+            "host:5672"
+        );
+        assert_eq!(
+            super::broker_address("amqp://127.0.0.1:5672"),
+            "127.0.0.1:5672"
+        );
+    }
 }
