@@ -117,7 +117,6 @@ pub async fn consume(
     Ok((channel, consumer))
 }
 
-
 /// Acknowledges a delivery: the broker forgets it.
 pub async fn ack(acker: &Acker) -> Result<(), AmqpError> {
     let sent = acker
