@@ -815,3 +815,16 @@ path = "/v1/customers/{customer}/charges"
         );
     }
 }
+
+#[cfg(test)]
+mod example_file {
+    #[test]
+    fn the_shipped_example_config_is_valid() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../deploy/courier.example.toml");
+        let text = std::fs::read_to_string(&path).expect("read the example config");
+        let config = super::Config::from_toml(&text, "deploy/courier.example.toml", &|_| None)
+            .expect("valid");
+        assert_eq!(config.providers.len(), 2);
+    }
+}

@@ -14,6 +14,17 @@ use uuid::Uuid;
 /// The only contract version this worker speaks.
 pub const CONTRACT_VERSION: u64 = 1;
 
+/// Every field of a v1 job; anything else is refused.
+pub const KNOWN_FIELDS: [&str; 7] = [
+    "version",
+    "id",
+    "provider",
+    "operation",
+    "idempotency_key",
+    "payload",
+    "created_at",
+];
+
 /// Longest accepted idempotency key, in bytes.
 pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
 
@@ -142,16 +153,7 @@ impl Job {
             Some(Value::Object(p)) => p,
             Some(_) => return Err(InvalidJob::new("payload", "must be a JSON object")),
         };
-        const KNOWN: [&str; 7] = [
-            "version",
-            "id",
-            "provider",
-            "operation",
-            "idempotency_key",
-            "payload",
-            "created_at",
-        ];
-        if let Some(unknown) = obj.keys().find(|k| !KNOWN.contains(&k.as_str())) {
+        if let Some(unknown) = obj.keys().find(|k| !KNOWN_FIELDS.contains(&k.as_str())) {
             return Err(InvalidJob::new(
                 unknown.clone(),
                 "unknown field in a v1 job",
@@ -281,5 +283,56 @@ mod tests {
         v["version"] = json!(99);
         assert!(Job::claimed_id(&body(v)).is_some());
         assert_eq!(Job::claimed_id(b"garbage"), None);
+    }
+}
+
+#[cfg(test)]
+mod contract_docs {
+    //! The published contract (docs/) and this parser must agree.
+    use super::*;
+
+    fn docs() -> std::path::PathBuf {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs")
+    }
+
+    #[test]
+    fn every_documented_example_is_a_valid_job() {
+        let dir = docs().join("examples");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(&dir).expect("docs/examples exists") {
+            let path = entry.expect("dir entry").path();
+            let body = std::fs::read(&path).expect("read example");
+            Job::parse(&body, 1 << 20).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            seen += 1;
+        }
+        assert!(seen >= 2, "examples present");
+    }
+
+    #[test]
+    fn the_json_schema_lists_exactly_the_fields_the_parser_knows() {
+        let schema: Value = serde_json::from_slice(
+            &std::fs::read(docs().join("job.schema.json")).expect("read schema"),
+        )
+        .expect("schema is JSON");
+        let mut props: Vec<&str> = schema["properties"]
+            .as_object()
+            .expect("properties")
+            .keys()
+            .map(String::as_str)
+            .collect();
+        props.sort_unstable();
+        let mut known = KNOWN_FIELDS.to_vec();
+        known.sort_unstable();
+        assert_eq!(props, known);
+        let required: Vec<&str> = schema["required"]
+            .as_array()
+            .expect("required")
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        let optional: Vec<&&str> = known.iter().filter(|f| !required.contains(f)).collect();
+        assert_eq!(optional, [&"idempotency_key"]);
+        assert_eq!(schema["additionalProperties"], Value::Bool(false));
+        assert_eq!(schema["properties"]["version"]["const"], CONTRACT_VERSION);
     }
 }
