@@ -17,9 +17,10 @@ fn courier() -> Command {
     cmd
 }
 
-/// Writes `text` to a file of this test's own.
+/// Writes `text` to a file of this test's own, under target/ (kept for
+/// reading a failed run's logs, removed by `cargo clean`).
 fn temp_file(name: &str, text: &str) -> PathBuf {
-    let path = std::env::temp_dir().join(format!(
+    let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
         "courier-e2e-{}-{name}",
         uuid::Uuid::now_v7().simple()
     ));
@@ -119,7 +120,7 @@ async fn sigterm_mid_flight_finishes_what_it_can_and_requeues_the_rest() {
     }
     for job in &slow {
         assert!(
-            env.store.job(job.id).await.expect("read").is_none(),
+            env.state_of(job.id).await.is_none(),
             "unfinished work is not recorded as done"
         );
     }
@@ -133,15 +134,7 @@ async fn sigterm_mid_flight_finishes_what_it_can_and_requeues_the_rest() {
     let ids: Vec<_> = quick.iter().chain(&slow).map(|j| j.id).collect();
     env.wait_terminal(&ids, WAIT).await;
     for job in &slow {
-        assert_eq!(
-            env.store
-                .job(job.id)
-                .await
-                .expect("read")
-                .expect("recorded")
-                .state,
-            "succeeded"
-        );
+        assert_eq!(env.state_of(job.id).await.expect("recorded"), "succeeded");
     }
     worker.shutdown();
     worker.wait().await;

@@ -208,6 +208,11 @@ path = "/v1/customers/{{customer}}/charges"
         .await;
     }
 
+    /// Job `id`'s recorded state, if it has one.
+    pub async fn state_of(&self, id: Uuid) -> Option<String> {
+        self.store.job(id).await.expect("read job").map(|j| j.state)
+    }
+
     /// Waits until job `id` is in `state`.
     pub async fn wait_state(&self, id: Uuid, state: &str, timeout: Duration) {
         self.wait_until(

@@ -10,6 +10,7 @@ use crate::patience::{Abandoned, persist};
 use chrono::Utc;
 use courier_amqp::headers::DeadLetterHeaders;
 use courier_amqp::{Delivery, DeliveryMeta, Publisher, Topology};
+use courier_core::config::{Operation, ProviderConfig};
 use courier_core::retry::{DeadReason, Decision};
 use courier_core::state::{DeliveryVerdict, JobState, verdict};
 use courier_core::{AttemptClass, CallResult, Config, InvalidJob, Job, classify};
@@ -138,52 +139,13 @@ impl Pipeline {
                 .reject(queue_provider, delivery, meta, Some(&job), death)
                 .await;
         }
-        let Some(queue_provider) = queue_provider else {
-            let invalid = InvalidJob::new(
-                "provider",
-                format!(
-                    "no provider named {:?} is configured (nothing consumes its routing key)",
-                    job.provider
-                ),
-            );
-            return self
-                .reject(None, delivery, meta, Some(&job), invalid_death(&invalid))
-                .await;
-        };
-        if job.provider != queue_provider {
-            let invalid = InvalidJob::new(
-                "provider",
-                format!(
-                    "names {:?} but arrived on the queue of {queue_provider:?}",
-                    job.provider
-                ),
-            );
-            return self
-                .reject(
-                    Some(queue_provider),
-                    delivery,
-                    meta,
-                    Some(&job),
-                    invalid_death(&invalid),
-                )
-                .await;
-        }
-        let resolved = self
-            .config
-            .operation(&job)
-            .and_then(|(provider, op)| Ok((provider, op, op.path.render(&job.payload)?)));
-        let (provider, operation, path) = match resolved {
-            Ok(r) => r,
+        let (provider, operation, path) = match self.resolve(queue_provider, &job) {
+            Ok(resolved) => resolved,
             Err(invalid) => {
                 tracing::warn!(error = %invalid, "job cannot run");
+                let death = invalid_death(&invalid);
                 return self
-                    .reject(
-                        Some(queue_provider),
-                        delivery,
-                        meta,
-                        Some(&job),
-                        invalid_death(&invalid),
-                    )
+                    .reject(queue_provider, delivery, meta, Some(&job), death)
                     .await;
             }
         };
@@ -287,6 +249,37 @@ impl Pipeline {
             attempt: attempt_row,
             dead_letter,
         })
+    }
+
+    /// The provider config, operation and rendered path a job runs with, or
+    /// why it cannot run: no such provider, routed to the wrong queue, no such
+    /// operation, or a path field missing from the payload.
+    fn resolve(
+        &self,
+        queue_provider: Option<&str>,
+        job: &Job,
+    ) -> Result<(&ProviderConfig, &Operation, String), InvalidJob> {
+        let Some(queue_provider) = queue_provider else {
+            return Err(InvalidJob::new(
+                "provider",
+                format!(
+                    "no provider named {:?} is configured (nothing consumes its routing key)",
+                    job.provider
+                ),
+            ));
+        };
+        if job.provider != queue_provider {
+            return Err(InvalidJob::new(
+                "provider",
+                format!(
+                    "names {:?} but arrived on the queue of {queue_provider:?}",
+                    job.provider
+                ),
+            ));
+        }
+        let (provider, operation) = self.config.operation(job)?;
+        let path = operation.path.render(&job.payload)?;
+        Ok((provider, operation, path))
     }
 
     /// Dead-letters a delivery that will not be attempted.

@@ -349,15 +349,7 @@ async fn shutdown_lets_in_flight_jobs_finish_and_acks_them() {
     worker.shutdown();
     worker.wait().await;
     for job in &jobs {
-        assert_eq!(
-            env.store
-                .job(job.id)
-                .await
-                .expect("read")
-                .expect("recorded")
-                .state,
-            "succeeded"
-        );
+        assert_eq!(env.state_of(job.id).await.expect("recorded"), "succeeded");
     }
     assert_eq!(
         env.message_count(&env.topology.work_queue(PROVIDER)).await,
