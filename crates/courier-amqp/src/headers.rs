@@ -10,6 +10,11 @@ use uuid::Uuid;
 
 /// Attempts already made when the message was published (absent = 0).
 pub const ATTEMPTS: &str = "x-courier-attempts";
+/// Attempts made before the current run (an operator's requeue starts a new
+/// run with a fresh retry budget).
+pub const RUN_BASE: &str = "x-courier-run-base";
+/// How often an operator has requeued the job.
+pub const GENERATION: &str = "x-courier-generation";
 /// Set by quorum queues on redelivery: how often the broker handed it out.
 pub const DELIVERY_COUNT: &str = "x-delivery-count";
 /// W3C trace context.
@@ -26,6 +31,8 @@ const PERSISTENT: u8 = 2;
 pub struct DeliveryMeta {
     pub message_id: Option<String>,
     pub attempts: u32,
+    pub run_base: u32,
+    pub generation: u32,
     pub delivery_count: u32,
     pub traceparent: Option<String>,
 }
@@ -42,6 +49,8 @@ impl DeliveryMeta {
         Self {
             message_id: props.message_id().as_ref().map(|m| m.as_str().to_owned()),
             attempts: int(ATTEMPTS),
+            run_base: int(RUN_BASE),
+            generation: int(GENERATION),
             delivery_count: int(DELIVERY_COUNT),
             traceparent: headers
                 .and_then(|h| h.inner().get(TRACEPARENT))
@@ -98,15 +107,32 @@ pub fn job_properties(id: Uuid, traceparent: Option<&str>) -> BasicProperties {
     base(Some(&id.to_string())).with_headers(h)
 }
 
-/// Properties of a retry: the job's identity and trace, plus the attempts
-/// made. Broker bookkeeping (`x-death`, delivery counts) is left behind.
-pub fn retry_properties(meta: &DeliveryMeta, attempts: u32) -> BasicProperties {
+/// The job's identity, trace and progress as headers.
+fn progress_headers(meta: &DeliveryMeta, attempts: u32) -> FieldTable {
     let mut h = FieldTable::default();
     if let Some(tp) = &meta.traceparent {
         put_str(&mut h, TRACEPARENT, tp);
     }
     h.insert(ATTEMPTS.into(), AMQPValue::LongUInt(attempts));
-    base(meta.message_id.as_deref()).with_headers(h)
+    if meta.run_base > 0 {
+        h.insert(RUN_BASE.into(), AMQPValue::LongUInt(meta.run_base));
+    }
+    if meta.generation > 0 {
+        h.insert(GENERATION.into(), AMQPValue::LongUInt(meta.generation));
+    }
+    h
+}
+
+/// Properties of a retry: the job's identity and trace, plus the attempts
+/// made. Broker bookkeeping (`x-death`, delivery counts) is left behind.
+pub fn retry_properties(meta: &DeliveryMeta, attempts: u32) -> BasicProperties {
+    base(meta.message_id.as_deref()).with_headers(progress_headers(meta, attempts))
+}
+
+/// Properties of a job an operator requeued: a new run starting after
+/// `meta.attempts`, in generation `meta.generation`.
+pub fn requeue_properties(meta: &DeliveryMeta) -> BasicProperties {
+    base(meta.message_id.as_deref()).with_headers(progress_headers(meta, meta.attempts))
 }
 
 /// Why a message is in the dead-letter queue, as headers on it.

@@ -80,6 +80,19 @@ impl Publisher {
             .await
     }
 
+    /// Republishes a job an operator requeued, to the jobs exchange.
+    pub async fn publish_requeue(
+        &self,
+        topology: &Topology,
+        provider: &str,
+        body: &[u8],
+        meta: &DeliveryMeta,
+    ) -> Result<(), AmqpError> {
+        let props = headers::requeue_properties(meta);
+        self.publish(&topology.jobs_exchange(), provider, body, props, false)
+            .await
+    }
+
     /// Schedules a retry `delay_secs` from now through the delay cascade.
     pub async fn publish_retry(
         &self,

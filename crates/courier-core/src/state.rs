@@ -7,6 +7,8 @@
 /// A job's current state, as stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum JobState {
+    /// Sent back by an operator; a new run of attempts begins.
+    Queued,
     /// Failed at least once; a retry is waiting in the delay queues.
     Retrying,
     Succeeded,
@@ -16,6 +18,7 @@ pub enum JobState {
 impl JobState {
     pub fn as_str(self) -> &'static str {
         match self {
+            Self::Queued => "queued",
             Self::Retrying => "retrying",
             Self::Succeeded => "succeeded",
             Self::Dead => "dead",
@@ -23,7 +26,7 @@ impl JobState {
     }
 
     pub fn parse(s: &str) -> Option<Self> {
-        [Self::Retrying, Self::Succeeded, Self::Dead]
+        [Self::Queued, Self::Retrying, Self::Succeeded, Self::Dead]
             .into_iter()
             .find(|st| st.as_str() == s)
     }
@@ -31,7 +34,7 @@ impl JobState {
     pub fn is_terminal(self) -> bool {
         match self {
             Self::Succeeded | Self::Dead => true,
-            Self::Retrying => false,
+            Self::Queued | Self::Retrying => false,
         }
     }
 }
@@ -42,6 +45,8 @@ pub struct StoredProgress {
     pub state: JobState,
     /// Attempts recorded so far.
     pub attempts: u32,
+    /// How often an operator has requeued the job.
+    pub generation: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,13 +57,24 @@ pub enum DeliveryVerdict {
     Duplicate,
 }
 
-/// Decides whether a delivery carrying `delivery_attempts` (attempts made
-/// before it was published: 0 for a fresh job) is new work.
-pub fn verdict(stored: Option<StoredProgress>, delivery_attempts: u32) -> DeliveryVerdict {
+/// What a delivery says about the job's progress when it was published.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct DeliveredProgress {
+    /// Attempts made before it was published: 0 for a fresh job.
+    pub attempts: u32,
+    /// Requeues before it was published.
+    pub generation: u32,
+}
+
+/// Decides whether a delivery is new work: not for a terminal job, not for a
+/// copy from an earlier generation (e.g. a dead letter shovelled back by
+/// hand after an operator's requeue), not for a copy of an earlier attempt.
+pub fn verdict(stored: Option<StoredProgress>, delivered: DeliveredProgress) -> DeliveryVerdict {
     match stored {
         None => DeliveryVerdict::Process,
         Some(p) if p.state.is_terminal() => DeliveryVerdict::Duplicate,
-        Some(p) if p.attempts > delivery_attempts => DeliveryVerdict::Duplicate,
+        Some(p) if p.generation > delivered.generation => DeliveryVerdict::Duplicate,
+        Some(p) if p.attempts > delivered.attempts => DeliveryVerdict::Duplicate,
         Some(_) => DeliveryVerdict::Process,
     }
 }
@@ -67,31 +83,55 @@ pub fn verdict(stored: Option<StoredProgress>, delivery_attempts: u32) -> Delive
 mod tests {
     use super::*;
 
+    fn delivered(attempts: u32, generation: u32) -> DeliveredProgress {
+        DeliveredProgress {
+            attempts,
+            generation,
+        }
+    }
+
+    fn stored(state: JobState, attempts: u32, generation: u32) -> Option<StoredProgress> {
+        Some(StoredProgress {
+            state,
+            attempts,
+            generation,
+        })
+    }
+
     #[test]
     fn terminal_jobs_are_never_processed_again() {
         for state in [JobState::Succeeded, JobState::Dead] {
             for attempts in [0, 1, 5] {
-                let p = StoredProgress { state, attempts };
-                assert_eq!(verdict(Some(p), 99), DeliveryVerdict::Duplicate);
+                let v = verdict(stored(state, attempts, 0), delivered(99, 9));
+                assert_eq!(v, DeliveryVerdict::Duplicate);
             }
         }
     }
 
     #[test]
     fn a_stale_copy_of_an_earlier_attempt_is_a_duplicate() {
-        let p = StoredProgress {
-            state: JobState::Retrying,
-            attempts: 2,
-        };
-        assert_eq!(verdict(Some(p), 0), DeliveryVerdict::Duplicate);
-        assert_eq!(verdict(Some(p), 1), DeliveryVerdict::Duplicate);
-        assert_eq!(verdict(Some(p), 2), DeliveryVerdict::Process);
-        assert_eq!(verdict(None, 0), DeliveryVerdict::Process);
+        let p = stored(JobState::Retrying, 2, 0);
+        assert_eq!(verdict(p, delivered(0, 0)), DeliveryVerdict::Duplicate);
+        assert_eq!(verdict(p, delivered(1, 0)), DeliveryVerdict::Duplicate);
+        assert_eq!(verdict(p, delivered(2, 0)), DeliveryVerdict::Process);
+        assert_eq!(verdict(None, delivered(0, 0)), DeliveryVerdict::Process);
+    }
+
+    #[test]
+    fn a_requeued_job_runs_but_copies_of_its_old_generation_do_not() {
+        let p = stored(JobState::Queued, 3, 1);
+        assert_eq!(verdict(p, delivered(3, 1)), DeliveryVerdict::Process);
+        assert_eq!(verdict(p, delivered(3, 0)), DeliveryVerdict::Duplicate);
     }
 
     #[test]
     fn states_round_trip() {
-        for s in [JobState::Retrying, JobState::Succeeded, JobState::Dead] {
+        for s in [
+            JobState::Queued,
+            JobState::Retrying,
+            JobState::Succeeded,
+            JobState::Dead,
+        ] {
             assert_eq!(JobState::parse(s.as_str()), Some(s));
         }
     }

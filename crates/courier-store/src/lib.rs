@@ -129,23 +129,23 @@ impl Store {
         &self,
         ids: &[Uuid],
     ) -> Result<HashMap<Uuid, StoredProgress>, StoreError> {
-        let rows: Vec<(Uuid, String, i32)> =
-            sqlx::query_as("SELECT id, state, attempts FROM jobs WHERE id = ANY($1)")
+        let rows: Vec<(Uuid, String, i32, i32)> =
+            sqlx::query_as("SELECT id, state, attempts, generation FROM jobs WHERE id = ANY($1)")
                 .bind(ids)
                 .fetch_all(&self.pool)
                 .await
                 .map_err(StoreError::query("read job progress"))?;
         Ok(rows
             .into_iter()
-            .filter_map(|(id, state, attempts)| {
+            .filter_map(|(id, state, attempts, generation)| {
                 let state = JobState::parse(&state)?;
-                Some((
-                    id,
-                    StoredProgress {
-                        state,
-                        attempts: u32::try_from(attempts).unwrap_or(0),
-                    },
-                ))
+                let count = |n: i32| u32::try_from(n).unwrap_or(0);
+                let progress = StoredProgress {
+                    state,
+                    attempts: count(attempts),
+                    generation: count(generation),
+                };
+                Some((id, progress))
             })
             .collect())
     }

@@ -51,6 +51,8 @@ pub struct DeadLetterRow {
     pub reason: DeadReason,
     pub detail: String,
     pub attempts: u32,
+    /// How often an operator had requeued the job when it died.
+    pub generation: u32,
     pub last_status: Option<u16>,
     pub last_error: Option<String>,
     pub body: Vec<u8>,
@@ -231,7 +233,8 @@ async fn upsert_jobs<'a>(
              updated_at = EXCLUDED.updated_at,
              next_attempt_at = EXCLUDED.next_attempt_at,
              finished_at = EXCLUDED.finished_at
-         WHERE jobs.state = 'retrying' AND jobs.attempts < EXCLUDED.attempts",
+         WHERE jobs.state IN ('queued', 'retrying')
+           AND (jobs.attempts < EXCLUDED.attempts OR (jobs.state = 'queued' AND EXCLUDED.state = 'dead'))",
     )
     .bind(&ids)
     .bind(&providers)
@@ -262,12 +265,13 @@ async fn insert_dead_letters(tx: &mut Tx<'_>, rows: &[&DeadLetterRow]) -> Result
     let errors: Vec<Option<&str>> = rows.iter().map(|r| r.last_error.as_deref()).collect();
     let bodies: Vec<&[u8]> = rows.iter().map(|r| r.body.as_slice()).collect();
     let message_ids: Vec<Option<&str>> = rows.iter().map(|r| r.message_id.as_deref()).collect();
+    let generations: Vec<i32> = rows.iter().map(|r| i32_of(r.generation)).collect();
     sqlx::query(
         "INSERT INTO dead_letters (id, job_id, provider, operation, reason, detail, attempts, last_status,
-                                   last_error, body, message_id)
+                                   last_error, body, message_id, generation)
          SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[], $7::int[],
-                              $8::smallint[], $9::text[], $10::bytea[], $11::text[])
-         ON CONFLICT (job_id, attempts) WHERE job_id IS NOT NULL DO NOTHING",
+                              $8::smallint[], $9::text[], $10::bytea[], $11::text[], $12::int[])
+         ON CONFLICT (job_id, generation, attempts) WHERE job_id IS NOT NULL DO NOTHING",
     )
     .bind(&ids)
     .bind(&job_ids)
@@ -280,6 +284,7 @@ async fn insert_dead_letters(tx: &mut Tx<'_>, rows: &[&DeadLetterRow]) -> Result
     .bind(&errors)
     .bind(&bodies)
     .bind(&message_ids)
+    .bind(&generations)
     .execute(&mut **tx)
     .await
     .map_err(StoreError::query("insert dead letters"))?;

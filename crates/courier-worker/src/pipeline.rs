@@ -12,7 +12,7 @@ use courier_amqp::headers::DeadLetterHeaders;
 use courier_amqp::{Delivery, DeliveryMeta, Publisher, Topology};
 use courier_core::config::{Operation, ProviderConfig};
 use courier_core::retry::{DeadReason, Decision};
-use courier_core::state::{DeliveryVerdict, JobState, verdict};
+use courier_core::state::{DeliveredProgress, DeliveryVerdict, JobState, verdict};
 use courier_core::{AttemptClass, CallResult, Config, InvalidJob, Job, classify};
 use courier_provider::ProviderClient;
 use courier_store::{AttemptRow, DeadLetterRow, JobRow, Outcome, Store};
@@ -115,7 +115,11 @@ impl Pipeline {
             self.store.progress(&ids)
         })
         .await?;
-        if verdict(progress.get(&job.id).copied(), meta.attempts) == DeliveryVerdict::Duplicate {
+        let delivered = DeliveredProgress {
+            attempts: meta.attempts,
+            generation: meta.generation,
+        };
+        if verdict(progress.get(&job.id).copied(), delivered) == DeliveryVerdict::Duplicate {
             tracing::info!(
                 "duplicate delivery of a job already done; acknowledging without a call"
             );
@@ -163,7 +167,10 @@ impl Pipeline {
             _ = self.abandon.cancelled() => return Err(Abandoned),
         };
         let class = classify(&report.result, &provider.statuses);
-        let decision = provider.retry.decide(attempt, class, rand::random());
+        // The retry budget counts from the start of the current run (an
+        // operator's requeue starts a new one).
+        let attempt_in_run = attempt.saturating_sub(meta.run_base);
+        let decision = provider.retry.decide(attempt_in_run, class, rand::random());
         let status = match report.result {
             CallResult::Response { status, .. } => Some(status),
             CallResult::Timeout | CallResult::Connect | CallResult::Transport => None,
@@ -344,6 +351,7 @@ impl Pipeline {
             reason: death.reason,
             detail: death.detail,
             attempts,
+            generation: meta.generation,
             last_status: death.last_status,
             last_error: death.last_error,
             body: delivery.data.clone(),
