@@ -302,3 +302,115 @@ fn unreachable_services_are_named_with_their_address_and_a_hint() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("RabbitMQ at 127.0.0.1:1"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_operators_requeuing_the_same_1000_letters_republish_each_exactly_once() {
+    let env = TestEnv::new().await;
+    let jobs = env.fabricate_dead_letters(1000).await;
+    let config = temp_file("courier.toml", env.config_toml());
+    let config = config.to_str().expect("utf-8 path");
+
+    let dry = courier()
+        .args([
+            "dead",
+            "requeue",
+            "--config",
+            config,
+            "--provider",
+            PROVIDER,
+            "--dry-run",
+            "--json",
+        ])
+        .output()
+        .expect("run courier");
+    assert!(
+        dry.status.success(),
+        "{}",
+        String::from_utf8_lossy(&dry.stderr)
+    );
+    let preview: serde_json::Value = serde_json::from_slice(&dry.stdout).expect("JSON");
+    assert_eq!(preview["matched"], 1000);
+    assert_eq!(
+        env.store
+            .count_pending(&Default::default())
+            .await
+            .expect("count"),
+        1000,
+        "a dry run changes nothing"
+    );
+
+    let requeue = |actor: &str| {
+        courier()
+            .args([
+                "dead",
+                "requeue",
+                "--config",
+                config,
+                "--provider",
+                PROVIDER,
+                "--yes",
+                "--json",
+                "--actor",
+                actor,
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn courier dead requeue")
+    };
+    let (a, b) = (requeue("alice"), requeue("bob"));
+    let (a, b) = (
+        a.wait_with_output().expect("wait"),
+        b.wait_with_output().expect("wait"),
+    );
+    for out in [&a, &b] {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let affected = |out: &Output| {
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON report");
+        v["requeued"].as_u64().expect("count")
+    };
+    assert_eq!(
+        affected(&a) + affected(&b),
+        1000,
+        "together, every letter once"
+    );
+    assert_eq!(
+        env.message_count(&env.topology.work_queue(PROVIDER)).await,
+        1000,
+        "exactly 1000 republished"
+    );
+    let letters = env.store.dead_letters().await.expect("read");
+    assert!(letters.iter().all(|l| l.status == "requeued"));
+
+    let worker = env.start_worker().await;
+    let ids: Vec<_> = jobs.iter().map(|j| j.id).collect();
+    env.wait_terminal(&ids, WAIT).await;
+    worker.shutdown();
+    worker.wait().await;
+    assert_eq!(
+        env.store.state_counts().await.expect("count"),
+        [("succeeded".to_owned(), 1000)]
+    );
+    assert_eq!(env.mock.call_count(), 1000, "one provider call per job");
+}
+
+#[tokio::test]
+async fn dead_show_of_an_unknown_letter_says_so() {
+    let env = TestEnv::new().await;
+    let out = courier()
+        .args(["dead", "show", &uuid::Uuid::now_v7().to_string()])
+        .env("COURIER_NAMESPACE", &env.namespace)
+        .output()
+        .expect("run courier");
+    assert_eq!(
+        out.status.code(),
+        Some(6),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -9,6 +9,7 @@
 pub mod classify;
 pub mod config;
 pub mod envelope;
+pub mod patch;
 pub mod retry;
 pub mod state;
 pub mod template;

@@ -9,9 +9,11 @@
 
 mod outcome;
 mod queries;
+pub mod recovery;
 
 pub use outcome::{AttemptRow, DeadLetterRow, JobRow, Outcome};
 pub use queries::{AttemptRecord, DeadLetterRecord, JobRecord};
+pub use recovery::{ActionRecord, ClaimedLetter, DeadFilter, DeadStat};
 
 use courier_core::state::{JobState, StoredProgress};
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};

@@ -22,6 +22,8 @@ pub struct JobRecord {
     pub next_attempt_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
     pub duplicate_deliveries: i32,
+    pub run_base: i32,
+    pub generation: i32,
 }
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -50,6 +52,11 @@ pub struct DeadLetterRecord {
     pub message_id: Option<String>,
     pub dead_at: DateTime<Utc>,
     pub status: String,
+    pub generation: i32,
+    pub action_id: Option<Uuid>,
+    pub claimed_at: Option<DateTime<Utc>>,
+    pub settled_at: Option<DateTime<Utc>>,
+    pub requeued_body: Option<Vec<u8>>,
 }
 
 impl Store {

@@ -13,6 +13,7 @@
 pub mod consumer;
 pub mod patience;
 pub mod pipeline;
+pub mod recovery;
 pub mod writer;
 
 use courier_amqp::{AmqpError, Connection, Publisher, Topology};

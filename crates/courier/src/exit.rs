@@ -8,6 +8,7 @@
 //! | 3 | invalid config or input (the message names the key or field and the file) |
 //! | 4 | RabbitMQ or PostgreSQL cannot be reached (the message says which, where, and how to start it) |
 //! | 5 | the demo ended with jobs not in a terminal state |
+//! | 6 | the job or dead letter asked for does not exist |
 
 use courier_amqp::AmqpError;
 use courier_core::{ConfigError, InvalidJob};
@@ -18,6 +19,7 @@ use std::process::ExitCode;
 pub const INVALID: u8 = 3;
 pub const UNREACHABLE: u8 = 4;
 pub const INCOMPLETE: u8 = 5;
+pub const NOT_FOUND: u8 = 6;
 
 const START_HINT: &str = "start the local services with `scripts/services.sh` (installs and starts RabbitMQ and PostgreSQL), \
 or point Courier elsewhere with COURIER_AMQP_URL / COURIER_DATABASE_URL";

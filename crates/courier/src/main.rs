@@ -7,6 +7,7 @@
 
 mod demo;
 mod exit;
+mod operator;
 mod publish;
 mod settings;
 
@@ -47,13 +48,21 @@ enum Command {
     Publish(publish::Args),
     /// Run the whole pipeline against a built-in mock provider and show what happened
     Demo(demo::Args),
+    /// Find, inspect, requeue and purge dead letters
+    #[command(subcommand)]
+    Dead(operator::DeadCommand),
+    /// Look up any job, dead or alive
+    #[command(subcommand)]
+    Jobs(operator::JobsCommand),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let default_level = match cli.command {
+        Command::Run => "info",
+        // The demo's dead letters are expected; its summary tells of them.
         Command::Demo(_) => "error",
-        _ => "info",
+        Command::Migrate | Command::Publish(_) | Command::Dead(_) | Command::Jobs(_) => "warn",
     };
     init_logging(cli.log_format, default_level);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -72,6 +81,8 @@ fn main() -> ExitCode {
             Command::Migrate => migrate(cli.config.as_deref()).await,
             Command::Publish(args) => publish::publish(cli.config.as_deref(), args).await,
             Command::Demo(args) => demo::demo(args).await,
+            Command::Dead(command) => operator::dead(cli.config.as_deref(), command).await,
+            Command::Jobs(command) => operator::jobs(cli.config.as_deref(), command).await,
         }
     });
     match result {

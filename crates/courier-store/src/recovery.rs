@@ -1,0 +1,339 @@
+//! Operator recovery: finding dead letters and settling them exactly once.
+//!
+//! Owns the dead-letter lifecycle (pending → requeueing → requeued, or
+//! pending → purged) and the audit of every operator action. Claiming is one
+//! transaction with `FOR UPDATE SKIP LOCKED`, so two operators requeuing the
+//! same letters at once each get a disjoint share. A claim that was never
+//! finished (the process died mid-way) may be taken over after
+//! [`STALE_CLAIM_SECS`]; its job is already `queued`, so a second publish is
+//! absorbed by the idempotency rule. It must never publish anything: the
+//! caller republishes between [`Store::claim_requeue`] and
+//! [`Store::finish_requeue`].
+
+use crate::queries::{DeadLetterRecord, JobRecord};
+use crate::{Store, StoreError};
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use uuid::Uuid;
+
+/// A claim older than this is considered abandoned and may be taken over.
+pub const STALE_CLAIM_SECS: f64 = 300.0;
+
+/// Which dead letters an operator means. Empty fields match everything.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DeadFilter {
+    pub ids: Vec<Uuid>,
+    pub provider: Option<String>,
+    pub operation: Option<String>,
+    pub reason: Option<String>,
+    pub last_status: Option<i16>,
+    /// Dead at or after.
+    pub since: Option<DateTime<Utc>>,
+    /// Dead before.
+    pub until: Option<DateTime<Utc>>,
+    /// Case-insensitive substring of the detail or the last error.
+    pub text: Option<String>,
+}
+
+impl DeadFilter {
+    /// The filter as recorded in the audit trail.
+    pub fn to_json(&self) -> Value {
+        serde_json::json!({
+            "ids": self.ids,
+            "provider": self.provider,
+            "operation": self.operation,
+            "reason": self.reason,
+            "last_status": self.last_status,
+            "since": self.since,
+            "until": self.until,
+            "text": self.text,
+        })
+    }
+}
+
+/// `$1`..`$8` of every filtered query; further parameters start at `$9`.
+const FILTER: &str = "($1::uuid[] IS NULL OR id = ANY($1))
+    AND ($2::text IS NULL OR provider = $2)
+    AND ($3::text IS NULL OR operation = $3)
+    AND ($4::text IS NULL OR reason = $4)
+    AND ($5::smallint IS NULL OR last_status = $5)
+    AND ($6::timestamptz IS NULL OR dead_at >= $6)
+    AND ($7::timestamptz IS NULL OR dead_at < $7)
+    AND ($8::text IS NULL OR strpos(lower(detail), lower($8)) > 0 OR strpos(lower(coalesce(last_error, '')), lower($8)) > 0)";
+
+macro_rules! bind_filter {
+    ($query:expr, $f:expr) => {
+        $query
+            .bind((!$f.ids.is_empty()).then_some(&$f.ids))
+            .bind(&$f.provider)
+            .bind(&$f.operation)
+            .bind(&$f.reason)
+            .bind($f.last_status)
+            .bind($f.since)
+            .bind($f.until)
+            .bind(&$f.text)
+    };
+}
+
+/// A letter claimed for requeue, with what its republish needs.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ClaimedLetter {
+    pub id: Uuid,
+    pub job_id: Uuid,
+    pub provider: String,
+    pub body: Vec<u8>,
+    pub message_id: Option<String>,
+    /// The job's attempts so far: the new run starts after them.
+    pub attempts: i32,
+    /// The job's generation after this requeue.
+    pub generation: i32,
+}
+
+/// Dead letters per provider and reason.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct DeadStat {
+    pub provider: Option<String>,
+    pub reason: String,
+    pub count: i64,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ActionRecord {
+    pub id: Uuid,
+    pub actor: String,
+    pub action: String,
+    pub filter: Value,
+    pub patch: Option<Value>,
+    pub matched: i32,
+    pub affected: i32,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+impl Store {
+    /// Dead letters matching `filter` in one of `statuses`, newest first.
+    pub async fn list_dead(
+        &self,
+        filter: &DeadFilter,
+        statuses: &[&str],
+        limit: i64,
+    ) -> Result<Vec<DeadLetterRecord>, StoreError> {
+        let sql = format!(
+            "SELECT * FROM dead_letters WHERE {FILTER} AND status = ANY($9) ORDER BY dead_at DESC, id DESC LIMIT $10"
+        );
+        bind_filter!(sqlx::query_as(sqlx::AssertSqlSafe(sql)), filter)
+            .bind(statuses)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(StoreError::query("list dead letters"))
+    }
+
+    /// Pending dead letters matching `filter`.
+    pub async fn count_pending(&self, filter: &DeadFilter) -> Result<i64, StoreError> {
+        let sql =
+            format!("SELECT count(*) FROM dead_letters WHERE {FILTER} AND status = 'pending'");
+        bind_filter!(sqlx::query_scalar(sqlx::AssertSqlSafe(sql)), filter)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(StoreError::query("count dead letters"))
+    }
+
+    /// Pending dead letters per provider and reason.
+    pub async fn dead_stats(&self, filter: &DeadFilter) -> Result<Vec<DeadStat>, StoreError> {
+        let sql = format!(
+            "SELECT provider, reason, count(*) AS count FROM dead_letters WHERE {FILTER} AND status = 'pending'
+             GROUP BY provider, reason ORDER BY count DESC, provider, reason"
+        );
+        bind_filter!(sqlx::query_as(sqlx::AssertSqlSafe(sql)), filter)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(StoreError::query("count dead letters by reason"))
+    }
+
+    pub async fn dead_letter(&self, id: Uuid) -> Result<Option<DeadLetterRecord>, StoreError> {
+        sqlx::query_as("SELECT * FROM dead_letters WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(StoreError::query("read dead letter"))
+    }
+
+    /// A job's dead letters, oldest first.
+    pub async fn dead_letters_of(&self, job_id: Uuid) -> Result<Vec<DeadLetterRecord>, StoreError> {
+        sqlx::query_as("SELECT * FROM dead_letters WHERE job_id = $1 ORDER BY dead_at, id")
+            .bind(job_id)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(StoreError::query("read a job's dead letters"))
+    }
+
+    /// Jobs carrying `key` as their idempotency key.
+    pub async fn jobs_by_key(&self, key: &str) -> Result<Vec<JobRecord>, StoreError> {
+        sqlx::query_as("SELECT * FROM jobs WHERE idempotency_key = $1 ORDER BY created_at")
+            .bind(key)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(StoreError::query("find jobs by idempotency key"))
+    }
+
+    /// Operator actions that settled one of the job's dead letters.
+    pub async fn actions_of(&self, job_id: Uuid) -> Result<Vec<ActionRecord>, StoreError> {
+        sqlx::query_as(
+            "SELECT DISTINCT a.* FROM operator_actions a JOIN dead_letters d ON d.action_id = a.id
+             WHERE d.job_id = $1 ORDER BY a.started_at",
+        )
+        .bind(job_id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(StoreError::query("read a job's operator actions"))
+    }
+
+    pub async fn action(&self, id: Uuid) -> Result<Option<ActionRecord>, StoreError> {
+        sqlx::query_as("SELECT * FROM operator_actions WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(StoreError::query("read operator action"))
+    }
+
+    /// Records the start of an operator action; returns its id.
+    pub async fn begin_action(
+        &self,
+        actor: &str,
+        action: &str,
+        filter: &DeadFilter,
+        patch: Option<&Value>,
+    ) -> Result<Uuid, StoreError> {
+        let id = Uuid::now_v7();
+        sqlx::query("INSERT INTO operator_actions (id, actor, action, filter, patch) VALUES ($1, $2, $3, $4, $5)")
+            .bind(id)
+            .bind(actor)
+            .bind(action)
+            .bind(filter.to_json())
+            .bind(patch)
+            .execute(&self.pool)
+            .await
+            .map_err(StoreError::query("record operator action"))?;
+        Ok(id)
+    }
+
+    pub async fn finish_action(
+        &self,
+        id: Uuid,
+        matched: i64,
+        affected: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query("UPDATE operator_actions SET matched = $2, affected = $3, finished_at = now() WHERE id = $1")
+            .bind(id)
+            .bind(i32::try_from(matched).unwrap_or(i32::MAX))
+            .bind(i32::try_from(affected).unwrap_or(i32::MAX))
+            .execute(&self.pool)
+            .await
+            .map_err(StoreError::query("finish operator action"))?;
+        Ok(())
+    }
+
+    /// Claims up to `limit` matching letters for `action` and moves their jobs
+    /// to a new generation in state `queued`, in one transaction. Letters
+    /// whose job was never recorded (unreadable bodies) cannot be requeued.
+    pub async fn claim_requeue(
+        &self,
+        action: Uuid,
+        filter: &DeadFilter,
+        limit: i64,
+    ) -> Result<Vec<ClaimedLetter>, StoreError> {
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(StoreError::query("begin claim"))?;
+        let sql = format!(
+            "WITH picked AS (
+                 SELECT id FROM dead_letters
+                 WHERE {FILTER}
+                   AND provider IS NOT NULL
+                   AND EXISTS (SELECT 1 FROM jobs WHERE jobs.id = dead_letters.job_id)
+                   AND (status = 'pending'
+                        OR (status = 'requeueing' AND claimed_at < now() - make_interval(secs => $10)))
+                 ORDER BY dead_at, id
+                 LIMIT $9
+                 FOR UPDATE SKIP LOCKED)
+             UPDATE dead_letters d SET status = 'requeueing', claimed_at = now(), action_id = $11
+             FROM picked WHERE d.id = picked.id
+             RETURNING d.id, d.job_id"
+        );
+        let claimed: Vec<(Uuid, Uuid)> =
+            bind_filter!(sqlx::query_as(sqlx::AssertSqlSafe(sql)), filter)
+                .bind(limit)
+                .bind(STALE_CLAIM_SECS)
+                .bind(action)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(StoreError::query("claim dead letters"))?;
+        if claimed.is_empty() {
+            return Ok(Vec::new());
+        }
+        let job_ids: Vec<Uuid> = claimed.iter().map(|(_, j)| *j).collect();
+        sqlx::query(
+            "UPDATE jobs SET state = 'queued', run_base = attempts, generation = generation + 1,
+                             updated_at = now(), finished_at = NULL, next_attempt_at = NULL
+             WHERE id = ANY($1) AND state = 'dead'",
+        )
+        .bind(&job_ids)
+        .execute(&mut *tx)
+        .await
+        .map_err(StoreError::query("queue requeued jobs"))?;
+        let letter_ids: Vec<Uuid> = claimed.iter().map(|(l, _)| *l).collect();
+        let letters: Vec<ClaimedLetter> = sqlx::query_as(
+            "SELECT d.id, d.job_id, d.provider, d.body, d.message_id, j.attempts, j.generation
+             FROM dead_letters d JOIN jobs j ON j.id = d.job_id
+             WHERE d.id = ANY($1) ORDER BY d.dead_at, d.id",
+        )
+        .bind(&letter_ids)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(StoreError::query("read claimed letters"))?;
+        tx.commit()
+            .await
+            .map_err(StoreError::query("commit claim"))?;
+        Ok(letters)
+    }
+
+    /// Marks letters `action` republished; `bodies` holds the patched body
+    /// where a patch changed it.
+    pub async fn finish_requeue(
+        &self,
+        action: Uuid,
+        ids: &[Uuid],
+        bodies: &[Option<Vec<u8>>],
+    ) -> Result<u64, StoreError> {
+        let result = sqlx::query(
+            "UPDATE dead_letters d SET status = 'requeued', settled_at = now(), requeued_body = u.body
+             FROM UNNEST($2::uuid[], $3::bytea[]) AS u(id, body)
+             WHERE d.id = u.id AND d.action_id = $1 AND d.status = 'requeueing'",
+        )
+        .bind(action)
+        .bind(ids)
+        .bind(bodies)
+        .execute(&self.pool)
+        .await
+        .map_err(StoreError::query("mark dead letters requeued"))?;
+        Ok(result.rows_affected())
+    }
+
+    /// Discards the matching pending letters as a recorded decision: they
+    /// stay in the table, `purged`, linked to `action`.
+    pub async fn purge(&self, action: Uuid, filter: &DeadFilter) -> Result<u64, StoreError> {
+        let sql = format!(
+            "UPDATE dead_letters SET status = 'purged', settled_at = now(), action_id = $9
+             WHERE {FILTER} AND status = 'pending'"
+        );
+        let result = bind_filter!(sqlx::query(sqlx::AssertSqlSafe(sql)), filter)
+            .bind(action)
+            .execute(&self.pool)
+            .await
+            .map_err(StoreError::query("purge dead letters"))?;
+        Ok(result.rows_affected())
+    }
+}

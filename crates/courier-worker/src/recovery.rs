@@ -1,0 +1,180 @@
+//! Requeuing dead letters: claim in PostgreSQL, republish with confirms,
+//! mark done — batch by batch, paced, resumable.
+//!
+//! Owns the order that makes a requeue exactly-once: the claim (one
+//! transaction: letters `requeueing`, jobs `queued` in a new generation)
+//! commits before anything is published, and a letter is marked `requeued`
+//! only after its publish is confirmed. A requeue that dies mid-way is run
+//! again and finishes the rest (stale claims are taken over); a letter
+//! published twice that way carries the same generation and attempts, so the
+//! worker's idempotency rule runs it once. It must never publish a letter it
+//! has not claimed.
+
+use courier_amqp::{AmqpError, DeliveryMeta, Publisher, Topology};
+use courier_core::patch::merge_patch;
+use courier_core::{InvalidJob, Job};
+use courier_store::{ClaimedLetter, DeadFilter, Store, StoreError};
+use futures_util::future::join_all;
+use serde_json::Value;
+use std::time::{Duration, Instant};
+use uuid::Uuid;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RecoveryError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Amqp(#[from] AmqpError),
+    #[error("dead letter {letter}: the patched job is invalid: {problem}")]
+    InvalidPatch { letter: Uuid, problem: InvalidJob },
+}
+
+#[derive(Debug, Clone)]
+pub struct RequeueOptions {
+    /// Who asked (recorded in the audit trail).
+    pub actor: String,
+    /// JSON merge patch applied to each job's `payload`.
+    pub patch: Option<Value>,
+    /// Most letters republished per second; `None` for as fast as possible.
+    pub rate: Option<f64>,
+    /// Letters claimed per transaction.
+    pub batch: i64,
+    /// Largest job body accepted after patching.
+    pub max_body_bytes: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ActionReport {
+    pub action: Uuid,
+    /// Pending letters matching the filter when the action began.
+    pub matched: i64,
+    /// Letters this action requeued or purged.
+    pub affected: u64,
+}
+
+/// The body to republish: the original, or the original with its payload
+/// patched (and then validated against the contract).
+pub fn patched_body(
+    letter: Uuid,
+    body: &[u8],
+    patch: Option<&Value>,
+    max_body_bytes: usize,
+) -> Result<Option<Vec<u8>>, RecoveryError> {
+    let Some(patch) = patch else {
+        return Ok(None);
+    };
+    let invalid = |problem| RecoveryError::InvalidPatch { letter, problem };
+    let mut job: Value = serde_json::from_slice(body)
+        .map_err(|e| invalid(InvalidJob::new("body", format!("not valid JSON: {e}"))))?;
+    let Some(payload) = job.get_mut("payload") else {
+        return Err(invalid(InvalidJob::new("payload", "missing")));
+    };
+    merge_patch(payload, patch);
+    let patched = serde_json::to_vec(&job).map_err(|e| invalid(InvalidJob::new("body", e)))?;
+    Job::parse(&patched, max_body_bytes).map_err(invalid)?;
+    Ok(Some(patched))
+}
+
+/// Requeues every pending dead letter matching `filter`, calling `progress`
+/// with the running total after each batch.
+pub async fn requeue(
+    store: &Store,
+    publisher: &Publisher,
+    topology: &Topology,
+    filter: &DeadFilter,
+    options: &RequeueOptions,
+    mut progress: impl FnMut(u64),
+) -> Result<ActionReport, RecoveryError> {
+    let matched = store.count_pending(filter).await?;
+    if let Some(patch) = &options.patch {
+        // Refuse before claiming anything if the patch breaks any job.
+        for letter in store.list_dead(filter, &["pending"], i64::MAX).await? {
+            patched_body(letter.id, &letter.body, Some(patch), options.max_body_bytes)?;
+        }
+    }
+    let action = store
+        .begin_action(&options.actor, "requeue", filter, options.patch.as_ref())
+        .await?;
+    let started = Instant::now();
+    let mut requeued = 0u64;
+    loop {
+        let claimed = store.claim_requeue(action, filter, options.batch).await?;
+        if claimed.is_empty() {
+            break;
+        }
+        let bodies: Vec<Option<Vec<u8>>> = claimed
+            .iter()
+            .map(|l| {
+                patched_body(
+                    l.id,
+                    &l.body,
+                    options.patch.as_ref(),
+                    options.max_body_bytes,
+                )
+            })
+            .collect::<Result<_, _>>()?;
+        let publishes = claimed.iter().zip(&bodies).map(|(letter, patched)| {
+            let body = patched.as_deref().unwrap_or(&letter.body);
+            async move {
+                let meta = requeue_meta(letter);
+                publisher
+                    .publish_requeue(topology, &letter.provider, body, &meta)
+                    .await
+            }
+        });
+        for result in join_all(publishes).await {
+            result?;
+        }
+        let ids: Vec<Uuid> = claimed.iter().map(|l| l.id).collect();
+        requeued += store.finish_requeue(action, &ids, &bodies).await?;
+        progress(requeued);
+        if let Some(rate) = options.rate.filter(|r| *r > 0.0) {
+            let due = Duration::from_secs_f64(requeued as f64 / rate);
+            if let Some(wait) = due.checked_sub(started.elapsed()) {
+                tokio::time::sleep(wait).await;
+            }
+        }
+    }
+    store
+        .finish_action(action, matched, i64::try_from(requeued).unwrap_or(i64::MAX))
+        .await?;
+    Ok(ActionReport {
+        action,
+        matched,
+        affected: requeued,
+    })
+}
+
+fn requeue_meta(letter: &ClaimedLetter) -> DeliveryMeta {
+    let count = |n: i32| u32::try_from(n).unwrap_or(0);
+    DeliveryMeta {
+        message_id: letter
+            .message_id
+            .clone()
+            .or_else(|| Some(letter.job_id.to_string())),
+        attempts: count(letter.attempts),
+        run_base: count(letter.attempts),
+        generation: count(letter.generation),
+        delivery_count: 0,
+        traceparent: None,
+    }
+}
+
+/// Purges every pending dead letter matching `filter` as a recorded decision.
+pub async fn purge(
+    store: &Store,
+    filter: &DeadFilter,
+    actor: &str,
+) -> Result<ActionReport, RecoveryError> {
+    let matched = store.count_pending(filter).await?;
+    let action = store.begin_action(actor, "purge", filter, None).await?;
+    let purged = store.purge(action, filter).await?;
+    store
+        .finish_action(action, matched, i64::try_from(purged).unwrap_or(i64::MAX))
+        .await?;
+    Ok(ActionReport {
+        action,
+        matched,
+        affected: purged,
+    })
+}
