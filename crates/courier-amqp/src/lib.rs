@@ -158,6 +158,19 @@ pub async fn cancel(channel: &Channel, consumer: &Consumer) -> Result<(), AmqpEr
         .map_err(AmqpError::broker("basic.cancel"))
 }
 
+/// Takes one message from `queue` without consuming it for good: it stays
+/// unacked until acked or requeued. `None` when the queue is empty.
+pub async fn get(channel: &Channel, queue: &str) -> Result<Option<Delivery>, AmqpError> {
+    let message = channel
+        .basic_get(
+            queue.into(),
+            lapin::options::BasicGetOptions { no_ack: false },
+        )
+        .await
+        .map_err(AmqpError::broker(format!("basic.get from {queue}")))?;
+    Ok(message.map(|m| m.delivery))
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -13,7 +13,7 @@ pub mod recovery;
 
 pub use outcome::{AttemptRow, DeadLetterRow, JobRow, Outcome};
 pub use queries::{AttemptRecord, DeadLetterRecord, JobRecord};
-pub use recovery::{ActionRecord, ClaimedLetter, DeadFilter, DeadStat};
+pub use recovery::{ActionRecord, ClaimedLetter, DeadFilter, DeadStat, LetterKey};
 
 use courier_core::state::{JobState, StoredProgress};
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};

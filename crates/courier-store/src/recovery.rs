@@ -337,3 +337,45 @@ impl Store {
         Ok(result.rows_affected())
     }
 }
+
+/// How a dead-letter message in RabbitMQ names its PostgreSQL record.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct LetterKey {
+    pub message_id: String,
+    pub generation: i32,
+    pub attempts: i32,
+}
+
+impl Store {
+    /// Which of `keys` name a dead letter that is settled (requeued or
+    /// purged). A key with no record, or a pending one, is not settled.
+    pub async fn settled_letters(
+        &self,
+        keys: &[LetterKey],
+    ) -> Result<std::collections::HashSet<LetterKey>, StoreError> {
+        let ids: Vec<&str> = keys.iter().map(|k| k.message_id.as_str()).collect();
+        let generations: Vec<i32> = keys.iter().map(|k| k.generation).collect();
+        let attempts: Vec<i32> = keys.iter().map(|k| k.attempts).collect();
+        let rows: Vec<(String, i32, i32)> = sqlx::query_as(
+            "SELECT DISTINCT d.message_id, d.generation, d.attempts
+             FROM dead_letters d
+             JOIN UNNEST($1::text[], $2::int[], $3::int[]) AS k(message_id, generation, attempts)
+               ON d.message_id = k.message_id AND d.generation = k.generation AND d.attempts = k.attempts
+             WHERE d.status IN ('requeued', 'purged')",
+        )
+        .bind(&ids)
+        .bind(&generations)
+        .bind(&attempts)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(StoreError::query("look up settled dead letters"))?;
+        Ok(rows
+            .into_iter()
+            .map(|(message_id, generation, attempts)| LetterKey {
+                message_id,
+                generation,
+                attempts,
+            })
+            .collect())
+    }
+}

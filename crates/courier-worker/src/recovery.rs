@@ -13,7 +13,7 @@
 use courier_amqp::{AmqpError, DeliveryMeta, Publisher, Topology};
 use courier_core::patch::merge_patch;
 use courier_core::{InvalidJob, Job};
-use courier_store::{ClaimedLetter, DeadFilter, Store, StoreError};
+use courier_store::{ClaimedLetter, DeadFilter, LetterKey, Store, StoreError};
 use futures_util::future::join_all;
 use serde_json::Value;
 use std::time::{Duration, Instant};
@@ -176,5 +176,84 @@ pub async fn purge(
         action,
         matched,
         affected: purged,
+    })
+}
+
+/// Messages per round of [`sync_dead_letter_queue`].
+const SYNC_BATCH: usize = 500;
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueueSync {
+    /// Messages whose dead letter is settled, removed from the queue.
+    pub removed: u64,
+    /// Messages still pending (or unknown to PostgreSQL), kept.
+    pub kept: u64,
+}
+
+/// Makes a dead-letter queue agree with PostgreSQL: removes the messages
+/// whose dead letter was requeued or purged, keeps the rest (moved to the
+/// back of the queue, in order). PostgreSQL is the source of truth; this
+/// keeps a settled letter from being replayed from RabbitMQ by other means
+/// (and even if one were, the worker's generation rule would skip it).
+/// Cost: one pass over the queue; memory: one batch.
+pub async fn sync_dead_letter_queue(
+    store: &Store,
+    conn: &courier_amqp::Connection,
+    publisher: &Publisher,
+    topology: &Topology,
+    provider: Option<&str>,
+) -> Result<QueueSync, RecoveryError> {
+    let queue = topology.dead_queue(provider);
+    let channel = conn
+        .create_channel()
+        .await
+        .map_err(|cause| AmqpError::Broker {
+            op: "open channel".into(),
+            cause,
+        })?;
+    let depth = u64::from(courier_amqp::topology::message_count(&channel, &queue).await?);
+    let mut sync = QueueSync::default();
+    while sync.removed + sync.kept < depth {
+        let mut batch = Vec::with_capacity(SYNC_BATCH);
+        while batch.len() < SYNC_BATCH && sync.removed + sync.kept + (batch.len() as u64) < depth {
+            match courier_amqp::get(&channel, &queue).await? {
+                Some(d) => batch.push(d),
+                None => break,
+            }
+        }
+        if batch.is_empty() {
+            break;
+        }
+        let keys: Vec<Option<LetterKey>> = batch.iter().map(letter_key).collect();
+        let wanted: Vec<LetterKey> = keys.iter().flatten().cloned().collect();
+        let settled = store.settled_letters(&wanted).await?;
+        for (delivery, key) in batch.iter().zip(&keys) {
+            if key.as_ref().is_some_and(|k| settled.contains(k)) {
+                sync.removed += 1;
+            } else {
+                publisher
+                    .publish(
+                        &topology.dead_exchange(),
+                        &topology.dead_key(provider),
+                        &delivery.data,
+                        delivery.properties.clone(),
+                        true,
+                    )
+                    .await?;
+                sync.kept += 1;
+            }
+            courier_amqp::ack(&delivery.acker).await?;
+        }
+    }
+    Ok(sync)
+}
+
+fn letter_key(delivery: &courier_amqp::Delivery) -> Option<LetterKey> {
+    let meta = DeliveryMeta::of(&delivery.properties);
+    let signed = |n: u32| i32::try_from(n).unwrap_or(i32::MAX);
+    Some(LetterKey {
+        message_id: meta.message_id?,
+        generation: signed(meta.generation),
+        attempts: signed(meta.attempts),
     })
 }

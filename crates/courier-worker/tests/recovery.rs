@@ -140,6 +140,28 @@ async fn requeue_by_filter_applies_and_records_a_patch() {
     .await
     .expect("requeue");
     assert_eq!(report.affected, 3, "only the permanent ones");
+    let conn = courier_amqp::connect(&courier_testkit::amqp_url(), "sync-test")
+        .await
+        .expect("connect");
+    let sync = recovery::sync_dead_letter_queue(
+        &env.store,
+        &conn,
+        &env.publisher().await,
+        &env.topology,
+        Some(PROVIDER),
+    )
+    .await
+    .expect("sync the dead-letter queue");
+    assert_eq!(
+        (sync.removed, sync.kept),
+        (3, 1),
+        "settled letters leave RabbitMQ, the pending one stays"
+    );
+    assert_eq!(
+        env.message_count(&env.topology.dead_queue(Some(PROVIDER)))
+            .await,
+        1
+    );
     let bad_ids: Vec<_> = bad.iter().map(|j| j.id).collect();
     env.wait_until("the patched jobs to succeed", WAIT, |store| {
         let ids = bad_ids.clone();

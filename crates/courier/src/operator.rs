@@ -288,6 +288,7 @@ pub async fn dead(config: Option<&Path>, command: DeadCommand) -> anyhow::Result
             })
             .await?;
             bar.finish_and_clear();
+            sync_queues(&store, &conn, &publisher, &topology, &filter, change.json).await?;
             let _ = conn.close(200, "requeued".into()).await;
             report_action("requeued", &report, change.json);
         }
@@ -312,6 +313,11 @@ pub async fn dead(config: Option<&Path>, command: DeadCommand) -> anyhow::Result
                 return preview(&store, &filter, count, change.json, "purge").await;
             }
             let report = recovery::purge(&store, &filter, &actor(change.actor)).await?;
+            let conn = courier_amqp::connect(&config.broker.url, "courier dead purge").await?;
+            let publisher = Publisher::open(&conn).await?;
+            let topology = Topology::new(&config.namespace, config.providers.keys().cloned());
+            sync_queues(&store, &conn, &publisher, &topology, &filter, change.json).await?;
+            let _ = conn.close(200, "purged".into()).await;
             report_action("purged", &report, change.json);
         }
     }
@@ -385,6 +391,39 @@ pub async fn jobs(config: Option<&Path>, command: JobsCommand) -> anyhow::Result
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Removes settled letters from the RabbitMQ dead-letter queues the filter
+/// touches (all of them when it names no provider).
+async fn sync_queues(
+    store: &Store,
+    conn: &courier_amqp::Connection,
+    publisher: &Publisher,
+    topology: &Topology,
+    filter: &DeadFilter,
+    json: bool,
+) -> anyhow::Result<()> {
+    let providers: Vec<Option<&str>> = match &filter.provider {
+        Some(p) if topology.providers().contains(p) => vec![Some(p.as_str())],
+        Some(_) => Vec::new(),
+        None => topology
+            .providers()
+            .iter()
+            .map(|p| Some(p.as_str()))
+            .chain([None])
+            .collect(),
+    };
+    let mut removed = 0;
+    for provider in providers {
+        removed += recovery::sync_dead_letter_queue(store, conn, publisher, topology, provider)
+            .await
+            .with_context(|| format!("syncing {}", topology.dead_queue(provider)))?
+            .removed;
+    }
+    if !json && removed > 0 {
+        println!("removed {removed} settled messages from the RabbitMQ dead-letter queues");
+    }
+    Ok(())
 }
 
 fn read_patch(arg: &str) -> anyhow::Result<Value> {
