@@ -23,6 +23,7 @@ pub const DEFAULT_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 /// Our machines' database: trust auth on loopback.
 pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 pub const DEFAULT_NAMESPACE: &str = "courier";
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:8081";
 /// Highest `worker.delivery_limit`; the broker dead-letters on its own above
 /// this (courier-amqp's `BROKER_DELIVERY_LIMIT`).
 pub const MAX_DELIVERY_LIMIT: u32 = 15;
@@ -50,7 +51,32 @@ struct RawConfig {
     broker: RawBroker,
     database: RawDatabase,
     worker: RawWorker,
+    admin: RawAdmin,
+    retention: RawRetention,
     providers: BTreeMap<String, RawProvider>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawAdmin {
+    listen: Option<String>,
+    tokens: Vec<RawAdminToken>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAdminToken {
+    name: String,
+    token_env: Option<String>,
+    token_file: Option<PathBuf>,
+    scopes: Vec<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawRetention {
+    succeeded_attempts_days: Option<u32>,
+    interval_secs: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -133,7 +159,55 @@ pub struct Config {
     pub broker: BrokerConfig,
     pub database: DatabaseConfig,
     pub worker: WorkerConfig,
+    pub admin: AdminConfig,
+    pub retention: RetentionConfig,
     pub providers: BTreeMap<String, ProviderConfig>,
+}
+
+/// The admin HTTP API.
+#[derive(Debug, Clone)]
+pub struct AdminConfig {
+    pub listen: std::net::SocketAddr,
+    pub tokens: Vec<AdminToken>,
+}
+
+/// A bearer token for the admin API: a name (recorded as the actor), where
+/// its secret lives, and what it may do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminToken {
+    pub name: String,
+    pub secret: SecretRef,
+    pub scopes: Vec<Scope>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Scope {
+    /// See dead letters and jobs.
+    Read,
+    /// Requeue dead letters.
+    Requeue,
+    /// Purge dead letters.
+    Purge,
+}
+
+impl Scope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Read => "read",
+            Self::Requeue => "requeue",
+            Self::Purge => "purge",
+        }
+    }
+}
+
+/// How long the store keeps what it no longer needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetentionConfig {
+    /// Attempt rows of jobs that succeeded longer ago than this are deleted;
+    /// `None` keeps them forever. Dead letters are kept until settled.
+    pub succeeded_attempts: Option<Duration>,
+    /// How often a worker applies the retention.
+    pub interval: Duration,
 }
 
 #[derive(Clone)]
@@ -370,6 +444,20 @@ impl Validator<'_> {
                 format!("must be between 2 and {MAX_DELIVERY_LIMIT} (the broker's own backstop is higher)"),
             ));
         }
+        let admin = self.admin(raw.admin)?;
+        let retention = RetentionConfig {
+            succeeded_attempts: match raw.retention.succeeded_attempts_days {
+                None => None,
+                Some(0) => {
+                    return Err(self.err(
+                        "retention.succeeded_attempts_days",
+                        "must be at least 1 (leave it out to keep everything)",
+                    ));
+                }
+                Some(days) => Some(Duration::from_secs(u64::from(days) * 86_400)),
+            },
+            interval: Duration::from_secs(raw.retention.interval_secs.unwrap_or(3600).max(1)),
+        };
         let mut providers = BTreeMap::new();
         for (name, p) in raw.providers {
             let validated = self.provider(&name, p)?;
@@ -388,8 +476,65 @@ impl Validator<'_> {
                 migrate_on_start: raw.database.migrate_on_start.unwrap_or(true),
             },
             worker,
+            admin,
+            retention,
             providers,
         })
+    }
+
+    fn admin(&self, raw: RawAdmin) -> Result<AdminConfig, ConfigError> {
+        let listen = raw.listen.as_deref().unwrap_or(DEFAULT_ADMIN_LISTEN);
+        let listen = listen.parse().map_err(|e| {
+            self.err(
+                "admin.listen",
+                format!("{listen:?} is not an address like 127.0.0.1:8081: {e}"),
+            )
+        })?;
+        let mut tokens = Vec::new();
+        for (i, t) in raw.tokens.into_iter().enumerate() {
+            let key = |k: &str| format!("admin.tokens[{i}].{k}");
+            if t.name.is_empty() {
+                return Err(self.err(
+                    key("name"),
+                    "must not be empty (it is recorded as the actor)",
+                ));
+            }
+            let secret = match (t.token_env, t.token_file) {
+                (Some(e), None) if !e.is_empty() => SecretRef::Env(e),
+                (None, Some(f)) => SecretRef::File(f),
+                (Some(_), Some(_)) => {
+                    return Err(
+                        self.err(key("token_env"), "give token_env or token_file, not both")
+                    );
+                }
+                _ => {
+                    return Err(self.err(
+                        key("token_env"),
+                        "missing: a token needs token_env or token_file",
+                    ));
+                }
+            };
+            let mut scopes = Vec::new();
+            for s in &t.scopes {
+                scopes.push(match s.as_str() {
+                    "read" => Scope::Read,
+                    "requeue" => Scope::Requeue,
+                    "purge" => Scope::Purge,
+                    other => {
+                        return Err(self.err(
+                            key("scopes"),
+                            format!("{other:?} is not one of read, requeue, purge"),
+                        ));
+                    }
+                });
+            }
+            tokens.push(AdminToken {
+                name: t.name,
+                secret,
+                scopes,
+            });
+        }
+        Ok(AdminConfig { listen, tokens })
     }
 
     fn positive(&self, v: Option<usize>, default: usize, key: &str) -> Result<usize, ConfigError> {

@@ -10,6 +10,7 @@
 //! | 5 | the demo ended with jobs not in a terminal state |
 //! | 6 | the job or dead letter asked for does not exist |
 
+use courier_admin::StartError;
 use courier_amqp::AmqpError;
 use courier_core::{ConfigError, InvalidJob};
 use courier_store::StoreError;
@@ -44,6 +45,11 @@ fn unreachable(e: &anyhow::Error) -> bool {
     e.chain().any(|cause| {
         cause.downcast_ref::<AmqpError>().is_some_and(amqp)
             || cause.downcast_ref::<StoreError>().is_some_and(store)
+            || cause.downcast_ref::<StartError>().is_some_and(|a| match a {
+                StartError::Amqp(e) => amqp(e),
+                StartError::Store(e) => store(e),
+                StartError::Auth(_) | StartError::Listen { .. } => false,
+            })
             || cause
                 .downcast_ref::<WorkerError>()
                 .is_some_and(|w| match w {

@@ -54,12 +54,23 @@ enum Command {
     /// Look up any job, dead or alive
     #[command(subcommand)]
     Jobs(operator::JobsCommand),
+    /// The admin HTTP API
+    #[command(subcommand)]
+    Admin(AdminCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum AdminCommand {
+    /// Serve the admin API on admin.listen until SIGTERM / Ctrl-C
+    Serve,
+    /// Print the API's OpenAPI 3.1 document (kept in docs/openapi.json)
+    Openapi,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let default_level = match cli.command {
-        Command::Run => "info",
+        Command::Run | Command::Admin(_) => "info",
         // The demo's dead letters are expected; its summary tells of them.
         Command::Demo(_) => "error",
         Command::Migrate | Command::Publish(_) | Command::Dead(_) | Command::Jobs(_) => "warn",
@@ -83,6 +94,11 @@ fn main() -> ExitCode {
             Command::Demo(args) => demo::demo(args).await,
             Command::Dead(command) => operator::dead(cli.config.as_deref(), command).await,
             Command::Jobs(command) => operator::jobs(cli.config.as_deref(), command).await,
+            Command::Admin(AdminCommand::Serve) => admin_serve(cli.config.as_deref()).await,
+            Command::Admin(AdminCommand::Openapi) => {
+                println!("{}", courier_admin::openapi_json());
+                Ok(ExitCode::SUCCESS)
+            }
         }
     });
     match result {
@@ -118,6 +134,33 @@ async fn run(config: Option<&std::path::Path>) -> anyhow::Result<ExitCode> {
     wait_for_signal().await;
     worker.shutdown();
     worker.wait().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn admin_serve(config: Option<&std::path::Path>) -> anyhow::Result<ExitCode> {
+    let config = settings::load(config)?;
+    if config.admin.tokens.is_empty() {
+        anyhow::bail!(courier_core::ConfigError {
+            file: config.source.clone(),
+            key: "admin.tokens".into(),
+            problem: "no tokens configured: every admin request needs a bearer token".into(),
+        });
+    }
+    let listener = tokio::net::TcpListener::bind(config.admin.listen)
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "cannot listen on {} (admin.listen): {e}",
+                config.admin.listen
+            )
+        })?;
+    let server = courier_admin::AdminServer::start(&config, listener).await?;
+    println!(
+        "admin API on http://{} (OpenAPI at /openapi.json)",
+        server.addr
+    );
+    wait_for_signal().await;
+    drop(server);
     Ok(ExitCode::SUCCESS)
 }
 

@@ -1,0 +1,125 @@
+//! Courier's admin HTTP API: the operator's recovery tools over JSON.
+//!
+//! Owns the routes (`routes.rs`), bearer-token authorization with scopes
+//! (`auth.rs`) and the OpenAPI 3.1 document generated from the handlers'
+//! annotations ([`openapi`]). Every handler authorizes before it touches the
+//! store, so a caller without the right token learns nothing, not even
+//! whether a job exists. It must never implement recovery itself: requeue and
+//! purge are courier-worker's `recovery`, the same code the CLI runs.
+
+mod auth;
+mod error;
+mod routes;
+
+pub use auth::{AuthError, Tokens};
+pub use error::ApiError;
+
+use courier_amqp::{Connection, Publisher, Topology};
+use courier_core::Config;
+use courier_store::Store;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use utoipa::OpenApi as _;
+
+/// What every handler needs.
+#[derive(Debug)]
+pub struct AdminState {
+    pub store: Store,
+    pub conn: Connection,
+    pub publisher: Publisher,
+    pub topology: Topology,
+    pub tokens: Tokens,
+    pub max_body_bytes: usize,
+}
+
+/// The API's routes, without a listener.
+pub fn router(state: Arc<AdminState>) -> axum::Router {
+    routes::router(state)
+}
+
+/// The OpenAPI 3.1 document of [`router`], generated from the code.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    routes::ApiDoc::openapi()
+}
+
+/// The document as served at `/openapi.json` and kept in `docs/openapi.json`.
+pub fn openapi_json() -> String {
+    openapi().to_pretty_json().unwrap_or_default()
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Store(#[from] courier_store::StoreError),
+    #[error(transparent)]
+    Amqp(#[from] courier_amqp::AmqpError),
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A running admin server; stops when dropped.
+#[derive(Debug)]
+pub struct AdminServer {
+    pub addr: SocketAddr,
+    _stop: tokio::sync::oneshot::Sender<()>,
+    done: tokio::task::JoinHandle<()>,
+}
+
+impl AdminServer {
+    /// Connects to the store and broker of `config` and serves on `listener`
+    /// (bind `config.admin.listen`, or `127.0.0.1:0` in tests).
+    pub async fn start(
+        config: &Config,
+        listener: tokio::net::TcpListener,
+    ) -> Result<AdminServer, StartError> {
+        let tokens = Tokens::resolve(&config.admin.tokens)?;
+        let store = Store::connect(
+            &config.database.url,
+            &config.namespace,
+            config.database.max_connections,
+        )
+        .await?;
+        store.migrate().await?;
+        let conn = courier_amqp::connect(&config.broker.url, "courier admin").await?;
+        let publisher = Publisher::open(&conn).await?;
+        let state = Arc::new(AdminState {
+            store,
+            conn,
+            publisher,
+            topology: Topology::new(&config.namespace, config.providers.keys().cloned()),
+            tokens,
+            max_body_bytes: config.worker.max_body_bytes,
+        });
+        let addr = listener.local_addr().map_err(|source| StartError::Listen {
+            addr: config.admin.listen,
+            source,
+        })?;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let app = router(state);
+        let done = tokio::spawn(async move {
+            let serve = axum::serve(listener, app).with_graceful_shutdown(async {
+                let _ = stopped.await;
+            });
+            if let Err(e) = serve.await {
+                tracing::error!(error = %e, "admin server stopped");
+            }
+        });
+        tracing::info!(%addr, "admin API listening");
+        Ok(AdminServer {
+            addr,
+            _stop: stop,
+            done,
+        })
+    }
+
+    /// Serves until the task ends (it does not end by itself).
+    pub async fn wait(self) {
+        let _ = self.done.await;
+    }
+}

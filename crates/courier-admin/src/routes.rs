@@ -1,0 +1,518 @@
+//! The routes and their OpenAPI description.
+//!
+//! Owns request and response shapes and the mapping to store queries and
+//! recovery actions. Each handler's first line authorizes.
+
+use crate::AdminState;
+use crate::error::{ApiError, ErrorBody};
+use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use chrono::{DateTime, Utc};
+use courier_core::config::Scope;
+use courier_store::{DeadFilter, DeadLetterRecord, JobRecord};
+use courier_worker::recovery::{self, RequeueOptions};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::sync::Arc;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{IntoParams, Modify, OpenApi, ToSchema};
+use uuid::Uuid;
+
+type Shared = State<Arc<AdminState>>;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Courier admin API",
+        description = "Find, inspect, requeue and purge failed jobs. Bearer tokens carry scopes: read, requeue, purge."
+    ),
+    paths(list_dead, dead_stats, show_dead, requeue, purge, show_job, find_jobs),
+    components(schemas(ErrorBody, DeadLetterView, StatView, JobView, AttemptView, ActionView, JobTimeline,
+                       RequeueRequest, PurgeRequest, FilterBody, ActionResult)),
+    modifiers(&BearerAuth),
+    security(("bearer" = []))
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+pub fn router(state: Arc<AdminState>) -> Router {
+    Router::new()
+        .route("/openapi.json", get(openapi_document))
+        .route("/dead-letters", get(list_dead))
+        .route("/dead-letters/stats", get(dead_stats))
+        .route("/dead-letters/requeue", post(requeue))
+        .route("/dead-letters/purge", post(purge))
+        .route("/dead-letters/{id}", get(show_dead))
+        .route("/jobs", get(find_jobs))
+        .route("/jobs/{id}", get(show_job))
+        .with_state(state)
+}
+
+async fn openapi_document() -> ([(&'static str, &'static str); 1], String) {
+    (
+        [("content-type", "application/json")],
+        crate::openapi_json(),
+    )
+}
+
+/// Which dead letters: every field narrows the match.
+#[derive(Debug, Default, Deserialize, IntoParams, ToSchema)]
+#[into_params(parameter_in = Query)]
+pub struct FilterBody {
+    provider: Option<String>,
+    operation: Option<String>,
+    /// permanent, retries_exhausted, invalid or delivery_limit
+    reason: Option<String>,
+    /// Last HTTP status.
+    status: Option<i16>,
+    /// Dead at or after.
+    since: Option<DateTime<Utc>>,
+    /// Dead before.
+    until: Option<DateTime<Utc>>,
+    /// Text in the reason detail or the last error.
+    search: Option<String>,
+}
+
+impl FilterBody {
+    fn into_filter(self, ids: Vec<Uuid>) -> DeadFilter {
+        DeadFilter {
+            ids,
+            provider: self.provider,
+            operation: self.operation,
+            reason: self.reason,
+            last_status: self.status,
+            since: self.since,
+            until: self.until,
+            text: self.search,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListParams {
+    /// Most letters returned (default 50, at most 1000).
+    limit: Option<i64>,
+    /// Include requeued and purged letters.
+    all: Option<bool>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeadLetterView {
+    id: Uuid,
+    job_id: Option<Uuid>,
+    provider: Option<String>,
+    operation: Option<String>,
+    reason: String,
+    detail: String,
+    attempts: i32,
+    last_status: Option<i16>,
+    last_error: Option<String>,
+    dead_at: DateTime<Utc>,
+    /// pending, requeueing, requeued or purged
+    status: String,
+    /// The operator action that settled it.
+    action_id: Option<Uuid>,
+    /// The original job (as a string when it was not JSON).
+    job: Value,
+}
+
+impl From<&DeadLetterRecord> for DeadLetterView {
+    fn from(l: &DeadLetterRecord) -> Self {
+        DeadLetterView {
+            id: l.id,
+            job_id: l.job_id,
+            provider: l.provider.clone(),
+            operation: l.operation.clone(),
+            reason: l.reason.clone(),
+            detail: l.detail.clone(),
+            attempts: l.attempts,
+            last_status: l.last_status,
+            last_error: l.last_error.clone(),
+            dead_at: l.dead_at,
+            status: l.status.clone(),
+            action_id: l.action_id,
+            job: serde_json::from_slice(&l.body)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&l.body).into_owned())),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StatView {
+    provider: Option<String>,
+    reason: String,
+    pending: i64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct JobView {
+    id: Uuid,
+    provider: String,
+    operation: String,
+    idempotency_key: String,
+    /// queued, retrying, succeeded or dead
+    state: String,
+    attempts: i32,
+    generation: i32,
+    last_status: Option<i16>,
+    last_error: Option<String>,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+    finished_at: Option<DateTime<Utc>>,
+}
+
+impl From<&JobRecord> for JobView {
+    fn from(j: &JobRecord) -> Self {
+        JobView {
+            id: j.id,
+            provider: j.provider.clone(),
+            operation: j.operation.clone(),
+            idempotency_key: j.idempotency_key.clone(),
+            state: j.state.clone(),
+            attempts: j.attempts,
+            generation: j.generation,
+            last_status: j.last_status,
+            last_error: j.last_error.clone(),
+            created_at: j.created_at,
+            updated_at: j.updated_at,
+            finished_at: j.finished_at,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AttemptView {
+    attempt: i32,
+    started_at: DateTime<Utc>,
+    duration_us: i64,
+    http_status: Option<i16>,
+    error_class: String,
+    error: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ActionView {
+    id: Uuid,
+    actor: String,
+    /// requeue or purge
+    action: String,
+    filter: Value,
+    patch: Option<Value>,
+    matched: i32,
+    affected: i32,
+    started_at: DateTime<Utc>,
+}
+
+/// A job with everything that happened to it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct JobTimeline {
+    job: JobView,
+    attempts: Vec<AttemptView>,
+    dead_letters: Vec<DeadLetterView>,
+    operator_actions: Vec<ActionView>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct RequeueRequest {
+    /// Dead letter ids; with a filter, both must match.
+    #[serde(default)]
+    ids: Vec<Uuid>,
+    #[serde(default)]
+    filter: FilterBody,
+    /// JSON merge patch applied to each job's payload.
+    patch: Option<Value>,
+    /// Count and list, change nothing.
+    #[serde(default)]
+    dry_run: bool,
+    /// Most jobs republished per second.
+    rate: Option<f64>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct PurgeRequest {
+    #[serde(default)]
+    ids: Vec<Uuid>,
+    #[serde(default)]
+    filter: FilterBody,
+    /// Only letters dead for longer than this many seconds.
+    older_than_secs: Option<u64>,
+    #[serde(default)]
+    dry_run: bool,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ActionResult {
+    /// The audit record; absent on a dry run.
+    action_id: Option<Uuid>,
+    dry_run: bool,
+    /// Pending letters matching.
+    matched: i64,
+    /// Letters requeued or purged by this call.
+    affected: u64,
+    /// Up to 20 of the matching letters (dry run only).
+    sample: Vec<Uuid>,
+}
+
+fn limit_of(p: &ListParams) -> i64 {
+    p.limit.unwrap_or(50).clamp(1, 1000)
+}
+
+fn refuse_everything(ids: &[Uuid], filter: &DeadFilter) -> Result<(), ApiError> {
+    if ids.is_empty() && *filter == DeadFilter::default() {
+        return Err(ApiError::BadRequest(
+            "say which letters: give ids or at least one filter".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// List dead letters, newest first.
+#[utoipa::path(get, path = "/dead-letters", params(FilterBody, ListParams),
+    responses((status = 200, body = [DeadLetterView]), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+async fn list_dead(
+    State(s): Shared,
+    headers: HeaderMap,
+    Query(filter): Query<FilterBody>,
+    Query(list): Query<ListParams>,
+) -> Result<Json<Vec<DeadLetterView>>, ApiError> {
+    s.tokens.authorize(&headers, Scope::Read)?;
+    let statuses: &[&str] = if list.all.unwrap_or(false) {
+        &["pending", "requeueing", "requeued", "purged"]
+    } else {
+        &["pending"]
+    };
+    let letters = s
+        .store
+        .list_dead(&filter.into_filter(Vec::new()), statuses, limit_of(&list))
+        .await?;
+    Ok(Json(letters.iter().map(DeadLetterView::from).collect()))
+}
+
+/// Pending dead letters counted by provider and reason.
+#[utoipa::path(get, path = "/dead-letters/stats", params(FilterBody),
+    responses((status = 200, body = [StatView]), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+async fn dead_stats(
+    State(s): Shared,
+    headers: HeaderMap,
+    Query(filter): Query<FilterBody>,
+) -> Result<Json<Vec<StatView>>, ApiError> {
+    s.tokens.authorize(&headers, Scope::Read)?;
+    let stats = s.store.dead_stats(&filter.into_filter(Vec::new())).await?;
+    Ok(Json(
+        stats
+            .into_iter()
+            .map(|st| StatView {
+                provider: st.provider,
+                reason: st.reason,
+                pending: st.count,
+            })
+            .collect(),
+    ))
+}
+
+/// One dead letter.
+#[utoipa::path(get, path = "/dead-letters/{id}", params(("id" = Uuid, Path, description = "Dead letter id")),
+    responses((status = 200, body = DeadLetterView), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+              (status = 404, body = ErrorBody)))]
+async fn show_dead(
+    State(s): Shared,
+    headers: HeaderMap,
+    Path(id): Path<Uuid>,
+) -> Result<Json<DeadLetterView>, ApiError> {
+    s.tokens.authorize(&headers, Scope::Read)?;
+    let letter = s.store.dead_letter(id).await?.ok_or(ApiError::NotFound)?;
+    Ok(Json(DeadLetterView::from(&letter)))
+}
+
+/// Requeue dead letters, each exactly once, optionally patching the payload.
+#[utoipa::path(post, path = "/dead-letters/requeue", request_body = RequeueRequest,
+    responses((status = 200, body = ActionResult), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+              (status = 403, body = ErrorBody)))]
+async fn requeue(
+    State(s): Shared,
+    headers: HeaderMap,
+    Json(req): Json<RequeueRequest>,
+) -> Result<Json<ActionResult>, ApiError> {
+    let actor = s.tokens.authorize(&headers, Scope::Requeue)?;
+    let filter = req.filter.into_filter(req.ids.clone());
+    refuse_everything(&req.ids, &filter)?;
+    if let Some(patch) = &req.patch
+        && !patch.is_object()
+    {
+        return Err(ApiError::BadRequest(
+            "patch must be a JSON object (a merge patch for the payload)".into(),
+        ));
+    }
+    if req.dry_run {
+        return dry_run(&s, &filter).await;
+    }
+    let options = RequeueOptions {
+        actor: format!("api:{actor}"),
+        patch: req.patch,
+        rate: req.rate,
+        batch: 500,
+        max_body_bytes: s.max_body_bytes,
+    };
+    let report = recovery::requeue(
+        &s.store,
+        &s.publisher,
+        &s.topology,
+        &filter,
+        &options,
+        |_| {},
+    )
+    .await?;
+    sync_queues(&s, &filter).await;
+    Ok(Json(ActionResult {
+        action_id: Some(report.action),
+        dry_run: false,
+        matched: report.matched,
+        affected: report.affected,
+        sample: Vec::new(),
+    }))
+}
+
+/// Purge dead letters: a recorded decision, never a delete.
+#[utoipa::path(post, path = "/dead-letters/purge", request_body = PurgeRequest,
+    responses((status = 200, body = ActionResult), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+              (status = 403, body = ErrorBody)))]
+async fn purge(
+    State(s): Shared,
+    headers: HeaderMap,
+    Json(req): Json<PurgeRequest>,
+) -> Result<Json<ActionResult>, ApiError> {
+    let actor = s.tokens.authorize(&headers, Scope::Purge)?;
+    let mut filter = req.filter.into_filter(req.ids.clone());
+    if let Some(secs) = req.older_than_secs {
+        let cutoff =
+            Utc::now() - chrono::Duration::seconds(i64::try_from(secs).unwrap_or(i64::MAX / 1000));
+        filter.until = Some(filter.until.map_or(cutoff, |u| u.min(cutoff)));
+    }
+    refuse_everything(&req.ids, &filter)?;
+    if req.dry_run {
+        return dry_run(&s, &filter).await;
+    }
+    let report = recovery::purge(&s.store, &filter, &format!("api:{actor}")).await?;
+    sync_queues(&s, &filter).await;
+    Ok(Json(ActionResult {
+        action_id: Some(report.action),
+        dry_run: false,
+        matched: report.matched,
+        affected: report.affected,
+        sample: Vec::new(),
+    }))
+}
+
+async fn dry_run(s: &AdminState, filter: &DeadFilter) -> Result<Json<ActionResult>, ApiError> {
+    let matched = s.store.count_pending(filter).await?;
+    let sample = s.store.list_dead(filter, &["pending"], 20).await?;
+    Ok(Json(ActionResult {
+        action_id: None,
+        dry_run: true,
+        matched,
+        affected: 0,
+        sample: sample.iter().map(|l| l.id).collect(),
+    }))
+}
+
+/// Removes settled letters from the RabbitMQ dead-letter queues; a failure
+/// here leaves extra messages, never lost ones, so it is logged, not returned.
+async fn sync_queues(s: &AdminState, filter: &DeadFilter) {
+    let providers: Vec<Option<&str>> = match &filter.provider {
+        Some(p) if s.topology.providers().contains(p) => vec![Some(p.as_str())],
+        Some(_) => Vec::new(),
+        None => s
+            .topology
+            .providers()
+            .iter()
+            .map(|p| Some(p.as_str()))
+            .chain([None])
+            .collect(),
+    };
+    for provider in providers {
+        if let Err(e) =
+            recovery::sync_dead_letter_queue(&s.store, &s.conn, &s.publisher, &s.topology, provider)
+                .await
+        {
+            tracing::warn!(error = %e, queue = %s.topology.dead_queue(provider), "syncing the dead-letter queue failed");
+        }
+    }
+}
+
+/// A job, dead or alive, with its attempts, dead letters and operator actions.
+#[utoipa::path(get, path = "/jobs/{id}", params(("id" = Uuid, Path, description = "Job id")),
+    responses((status = 200, body = JobTimeline), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+              (status = 404, body = ErrorBody)))]
+async fn show_job(
+    State(s): Shared,
+    headers: HeaderMap,
+    Path(id): Path<Uuid>,
+) -> Result<Json<JobTimeline>, ApiError> {
+    s.tokens.authorize(&headers, Scope::Read)?;
+    let job = s.store.job(id).await?.ok_or(ApiError::NotFound)?;
+    let attempts = s.store.attempts(id).await?;
+    let letters = s.store.dead_letters_of(id).await?;
+    let actions = s.store.actions_of(id).await?;
+    Ok(Json(JobTimeline {
+        job: JobView::from(&job),
+        attempts: attempts
+            .into_iter()
+            .map(|a| AttemptView {
+                attempt: a.attempt,
+                started_at: a.started_at,
+                duration_us: a.duration_us,
+                http_status: a.http_status,
+                error_class: a.error_class,
+                error: a.error,
+            })
+            .collect(),
+        dead_letters: letters.iter().map(DeadLetterView::from).collect(),
+        operator_actions: actions
+            .into_iter()
+            .map(|a| ActionView {
+                id: a.id,
+                actor: a.actor,
+                action: a.action,
+                filter: a.filter,
+                patch: a.patch,
+                matched: a.matched,
+                affected: a.affected,
+                started_at: a.started_at,
+            })
+            .collect(),
+    }))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct FindParams {
+    /// The idempotency key the job carried.
+    idempotency_key: String,
+}
+
+/// Jobs carrying an idempotency key.
+#[utoipa::path(get, path = "/jobs", params(FindParams),
+    responses((status = 200, body = [JobView]), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+async fn find_jobs(
+    State(s): Shared,
+    headers: HeaderMap,
+    Query(p): Query<FindParams>,
+) -> Result<Json<Vec<JobView>>, ApiError> {
+    s.tokens.authorize(&headers, Scope::Read)?;
+    let jobs = s.store.jobs_by_key(&p.idempotency_key).await?;
+    Ok(Json(jobs.iter().map(JobView::from).collect()))
+}
