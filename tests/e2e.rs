@@ -414,3 +414,18 @@ async fn dead_show_of_an_unknown_letter_says_so() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn bench_requeue_runs_at_a_tiny_size_and_cleans_up() {
+    let out = courier()
+        .args(["bench", "requeue", "--letters", "300", "--batch", "100"])
+        .output()
+        .expect("run courier bench");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(table.contains("exactly once    yes"), "{table}");
+}

@@ -10,6 +10,7 @@
 mod outcome;
 mod queries;
 pub mod recovery;
+pub mod synthetic;
 
 pub use outcome::{AttemptRow, DeadLetterRow, JobRow, Outcome};
 pub use queries::{AttemptRecord, DeadLetterRecord, JobRecord};

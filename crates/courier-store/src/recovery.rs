@@ -236,7 +236,7 @@ impl Store {
 
     /// Claims up to `limit` matching letters for `action` and moves their jobs
     /// to a new generation in state `queued`, in one transaction. Letters
-    /// whose job was never recorded (unreadable bodies) cannot be requeued.
+    /// whose body never parsed as a job cannot be requeued.
     pub async fn claim_requeue(
         &self,
         action: Uuid,
@@ -248,29 +248,41 @@ impl Store {
             .begin()
             .await
             .map_err(StoreError::query("begin claim"))?;
-        let sql = format!(
-            "WITH picked AS (
-                 SELECT id FROM dead_letters
-                 WHERE {FILTER}
-                   AND provider IS NOT NULL
-                   AND EXISTS (SELECT 1 FROM jobs WHERE jobs.id = dead_letters.job_id)
-                   AND (status = 'pending'
-                        OR (status = 'requeueing' AND claimed_at < now() - make_interval(secs => $10)))
-                 ORDER BY dead_at, id
-                 LIMIT $9
-                 FOR UPDATE SKIP LOCKED)
-             UPDATE dead_letters d SET status = 'requeueing', claimed_at = now(), action_id = $11
-             FROM picked WHERE d.id = picked.id
-             RETURNING d.id, d.job_id"
-        );
-        let claimed: Vec<(Uuid, Uuid)> =
-            bind_filter!(sqlx::query_as(sqlx::AssertSqlSafe(sql)), filter)
-                .bind(limit)
-                .bind(STALE_CLAIM_SECS)
-                .bind(action)
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(StoreError::query("claim dead letters"))?;
+        // Two passes, each walking an index and stopping at `limit`: first
+        // claims abandoned by a requeue that died, then pending letters,
+        // oldest first. Letters without an operation never parsed as a job
+        // (so there is no job row to requeue); they can only be purged.
+        let mut claimed: Vec<(Uuid, Uuid)> = Vec::new();
+        for candidates in [
+            "status = 'requeueing' AND claimed_at < now() - make_interval(secs => $10)",
+            "status = 'pending'",
+        ] {
+            let room = limit - i64::try_from(claimed.len()).unwrap_or(i64::MAX);
+            if room <= 0 {
+                break;
+            }
+            let sql = format!(
+                "WITH picked AS (
+                     SELECT id FROM dead_letters
+                     WHERE {FILTER} AND {candidates}
+                       AND job_id IS NOT NULL AND provider IS NOT NULL AND operation IS NOT NULL
+                     ORDER BY dead_at, id
+                     LIMIT $9
+                     FOR UPDATE SKIP LOCKED)
+                 UPDATE dead_letters d SET status = 'requeueing', claimed_at = now(), action_id = $11
+                 FROM picked WHERE d.id = picked.id
+                 RETURNING d.id, d.job_id"
+            );
+            let rows: Vec<(Uuid, Uuid)> =
+                bind_filter!(sqlx::query_as(sqlx::AssertSqlSafe(sql)), filter)
+                    .bind(room)
+                    .bind(STALE_CLAIM_SECS)
+                    .bind(action)
+                    .fetch_all(&mut *tx)
+                    .await
+                    .map_err(StoreError::query("claim dead letters"))?;
+            claimed.extend(rows);
+        }
         if claimed.is_empty() {
             return Ok(Vec::new());
         }
@@ -377,5 +389,35 @@ impl Store {
                 attempts,
             })
             .collect())
+    }
+}
+
+impl Store {
+    /// Deletes attempt rows of jobs that succeeded before `cutoff`, at most
+    /// `batch` per statement, until none are left; returns how many. Dead
+    /// and unfinished jobs keep their history.
+    pub async fn prune_succeeded_attempts(
+        &self,
+        cutoff: DateTime<Utc>,
+        batch: i64,
+    ) -> Result<u64, StoreError> {
+        let mut pruned = 0;
+        loop {
+            let result = sqlx::query(
+                "DELETE FROM attempts WHERE (job_id, attempt) IN (
+                     SELECT a.job_id, a.attempt FROM attempts a JOIN jobs j ON j.id = a.job_id
+                     WHERE j.state = 'succeeded' AND j.finished_at < $1
+                     LIMIT $2)",
+            )
+            .bind(cutoff)
+            .bind(batch)
+            .execute(&self.pool)
+            .await
+            .map_err(StoreError::query("prune attempts of succeeded jobs"))?;
+            pruned += result.rows_affected();
+            if result.rows_affected() == 0 {
+                return Ok(pruned);
+            }
+        }
     }
 }

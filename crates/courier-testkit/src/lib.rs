@@ -275,50 +275,10 @@ impl TestEnv {
     /// dead letters, as the worker would have, without running them: the
     /// starting point of operator-recovery tests at scale.
     pub async fn fabricate_dead_letters(&self, n: usize) -> Vec<JobEnvelope> {
-        use courier_core::retry::DeadReason;
-        use courier_core::state::JobState;
-        use courier_store::{AttemptRow, DeadLetterRow, JobRow, Outcome};
         let jobs: Vec<JobEnvelope> = (0..n).map(|_| self.job(None)).collect();
-        let outcomes: Vec<Outcome> = jobs
+        let outcomes: Vec<_> = jobs
             .iter()
-            .map(|j| Outcome::Attempted {
-                job: JobRow {
-                    id: j.id,
-                    provider: j.provider.clone(),
-                    operation: j.operation.clone(),
-                    idempotency_key: j.id.to_string(),
-                    state: JobState::Dead,
-                    attempts: 1,
-                    last_status: Some(422),
-                    last_error_class: Some("client_error"),
-                    last_error: Some("HTTP 422 Unprocessable Entity".into()),
-                    created_at: j.created_at,
-                    next_attempt_at: None,
-                },
-                attempt: AttemptRow {
-                    job_id: j.id,
-                    attempt: 1,
-                    started_at: chrono::Utc::now(),
-                    duration: Duration::from_millis(3),
-                    http_status: Some(422),
-                    error_class: "client_error",
-                    error: Some("HTTP 422 Unprocessable Entity".into()),
-                },
-                dead_letter: Some(DeadLetterRow {
-                    id: Uuid::now_v7(),
-                    job_id: Some(j.id),
-                    provider: Some(j.provider.clone()),
-                    operation: Some(j.operation.clone()),
-                    reason: DeadReason::Permanent,
-                    detail: "HTTP 422 Unprocessable Entity is not retryable".into(),
-                    attempts: 1,
-                    generation: 0,
-                    last_status: Some(422),
-                    last_error: Some("HTTP 422 Unprocessable Entity".into()),
-                    body: j.to_body(),
-                    message_id: Some(j.id.to_string()),
-                }),
-            })
+            .map(courier_store::synthetic::dead_on_first_attempt)
             .collect();
         for chunk in outcomes.chunks(500) {
             self.store

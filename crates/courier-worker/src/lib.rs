@@ -138,6 +138,14 @@ impl Worker {
             })));
         }
         drop(outcomes);
+        if let Some(age) = pipeline.config().retention.succeeded_attempts {
+            tokio::spawn(retention(
+                store.clone(),
+                age,
+                pipeline.config().retention.interval,
+                stop.clone(),
+            ));
+        }
         tracing::info!(namespace = %pipeline.config().namespace, providers = pipeline.config().providers.len(), "worker started");
 
         let main = tokio::spawn(shutdown_sequence(Shutdown {
@@ -164,6 +172,29 @@ impl Worker {
     pub async fn wait(self) {
         if let Err(e) = self.main.await {
             tracing::error!(error = %e, "worker shutdown task failed");
+        }
+    }
+}
+
+/// Applies `retention.succeeded_attempts` every `interval` until `stop`.
+async fn retention(store: Store, age: Duration, interval: Duration, stop: CancellationToken) {
+    let mut ticks = tokio::time::interval(interval);
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => {}
+            _ = stop.cancelled() => return,
+        }
+        let cutoff =
+            chrono::Utc::now() - chrono::Duration::from_std(age).unwrap_or(chrono::Duration::MAX);
+        match store.prune_succeeded_attempts(cutoff, 10_000).await {
+            Ok(0) => {}
+            Ok(pruned) => tracing::info!(
+                pruned,
+                "retention: deleted attempt rows of old succeeded jobs"
+            ),
+            Err(e) => {
+                tracing::warn!(error = %e, "retention pass failed; trying again next interval")
+            }
         }
     }
 }

@@ -288,3 +288,42 @@ async fn purge_is_a_recorded_decision_not_a_delete() {
     );
     assert_eq!(jobs.len(), 5);
 }
+
+#[tokio::test]
+async fn retention_prunes_only_the_history_of_succeeded_jobs() {
+    let env = TestEnv::new().await;
+    let worker = env.start_worker().await;
+    let ok = env.job(None);
+    env.publish(&ok).await;
+    env.wait_state(ok.id, "succeeded", WAIT).await;
+    worker.shutdown();
+    worker.wait().await;
+    let dead = env.fabricate_dead_letters(1).await;
+
+    let before_now = chrono::Utc::now() - chrono::Duration::hours(1);
+    assert_eq!(
+        env.store
+            .prune_succeeded_attempts(before_now, 10)
+            .await
+            .expect("prune"),
+        0,
+        "too recent"
+    );
+    let pruned = env
+        .store
+        .prune_succeeded_attempts(chrono::Utc::now(), 10)
+        .await
+        .expect("prune");
+    assert_eq!(pruned, 1);
+    assert!(env.store.attempts(ok.id).await.expect("read").is_empty());
+    assert_eq!(
+        env.store.attempts(dead[0].id).await.expect("read").len(),
+        1,
+        "dead jobs keep their history"
+    );
+    assert_eq!(
+        env.state_of(ok.id).await.as_deref(),
+        Some("succeeded"),
+        "the job's outcome stays"
+    );
+}

@@ -5,6 +5,7 @@
 //! exit codes. Only this crate prints. It must never contain pipeline logic;
 //! it wires the library crates together.
 
+mod bench;
 mod demo;
 mod exit;
 mod operator;
@@ -57,6 +58,9 @@ enum Command {
     /// The admin HTTP API
     #[command(subcommand)]
     Admin(AdminCommand),
+    /// Measure a scenario against the local services (figures go in docs/BENCHMARKS.md)
+    #[command(subcommand)]
+    Bench(bench::Scenario),
 }
 
 #[derive(Debug, Subcommand)]
@@ -73,7 +77,11 @@ fn main() -> ExitCode {
         Command::Run | Command::Admin(_) => "info",
         // The demo's dead letters are expected; its summary tells of them.
         Command::Demo(_) => "error",
-        Command::Migrate | Command::Publish(_) | Command::Dead(_) | Command::Jobs(_) => "warn",
+        Command::Migrate
+        | Command::Publish(_)
+        | Command::Dead(_)
+        | Command::Jobs(_)
+        | Command::Bench(_) => "warn",
     };
     init_logging(cli.log_format, default_level);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -94,6 +102,7 @@ fn main() -> ExitCode {
             Command::Demo(args) => demo::demo(args).await,
             Command::Dead(command) => operator::dead(cli.config.as_deref(), command).await,
             Command::Jobs(command) => operator::jobs(cli.config.as_deref(), command).await,
+            Command::Bench(scenario) => bench::bench(scenario).await,
             Command::Admin(AdminCommand::Serve) => admin_serve(cli.config.as_deref()).await,
             Command::Admin(AdminCommand::Openapi) => {
                 println!("{}", courier_admin::openapi_json());

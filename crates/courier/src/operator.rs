@@ -90,6 +90,14 @@ pub enum JobsCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Delete attempt rows of jobs that succeeded long ago (dead letters stay)
+    Prune {
+        /// Age [default: retention.succeeded_attempts_days from the config]
+        #[arg(long, value_parser = age)]
+        older_than: Option<Duration>,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -325,8 +333,27 @@ pub async fn dead(config: Option<&Path>, command: DeadCommand) -> anyhow::Result
 }
 
 pub async fn jobs(config: Option<&Path>, command: JobsCommand) -> anyhow::Result<ExitCode> {
-    let (_, store) = open(config).await?;
+    let (config, store) = open(config).await?;
     match command {
+        JobsCommand::Prune { older_than, json } => {
+            let Some(age) = older_than.or(config.retention.succeeded_attempts) else {
+                bail!(
+                    "give --older-than, or set retention.succeeded_attempts_days in {}",
+                    config.source
+                );
+            };
+            let cutoff = Utc::now()
+                - chrono::Duration::from_std(age).context("--older-than is too large")?;
+            let pruned = store.prune_succeeded_attempts(cutoff, 10_000).await?;
+            if json {
+                println!("{}", json!({"pruned_attempts": pruned, "cutoff": cutoff}));
+            } else {
+                println!(
+                    "deleted {pruned} attempt rows of jobs that succeeded before {}",
+                    cutoff.to_rfc3339()
+                );
+            }
+        }
         JobsCommand::Show { id, json } => {
             let Some(job) = store.job(id).await? else {
                 eprintln!("error: no job {id} is recorded (it may not have been attempted yet)");
