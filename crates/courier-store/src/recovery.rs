@@ -253,10 +253,17 @@ impl Store {
         // oldest first. Letters without an operation never parsed as a job
         // (so there is no job row to requeue); they can only be purged.
         let mut claimed: Vec<(Uuid, Uuid)> = Vec::new();
-        for candidates in [
+        // Jobs of newly claimed letters start a new generation; a taken-over
+        // claim's job already did (and may have run since), so it is left as
+        // it is and the republished copy is judged by the idempotency rule.
+        let mut new_generation: Vec<Uuid> = Vec::new();
+        for (pass, candidates) in [
             "status = 'requeueing' AND claimed_at < now() - make_interval(secs => $10)",
             "status = 'pending'",
-        ] {
+        ]
+        .into_iter()
+        .enumerate()
+        {
             let room = limit - i64::try_from(claimed.len()).unwrap_or(i64::MAX);
             if room <= 0 {
                 break;
@@ -281,18 +288,20 @@ impl Store {
                     .fetch_all(&mut *tx)
                     .await
                     .map_err(StoreError::query("claim dead letters"))?;
+            if pass == 1 {
+                new_generation.extend(rows.iter().map(|(_, job)| *job));
+            }
             claimed.extend(rows);
         }
         if claimed.is_empty() {
             return Ok(Vec::new());
         }
-        let job_ids: Vec<Uuid> = claimed.iter().map(|(_, j)| *j).collect();
         sqlx::query(
             "UPDATE jobs SET state = 'queued', run_base = attempts, generation = generation + 1,
                              updated_at = now(), finished_at = NULL, next_attempt_at = NULL
              WHERE id = ANY($1) AND state = 'dead'",
         )
-        .bind(&job_ids)
+        .bind(&new_generation)
         .execute(&mut *tx)
         .await
         .map_err(StoreError::query("queue requeued jobs"))?;
