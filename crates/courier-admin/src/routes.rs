@@ -432,24 +432,10 @@ async fn dry_run(s: &AdminState, filter: &DeadFilter) -> Result<Json<ActionResul
 /// Removes settled letters from the RabbitMQ dead-letter queues; a failure
 /// here leaves extra messages, never lost ones, so it is logged, not returned.
 async fn sync_queues(s: &AdminState, filter: &DeadFilter) {
-    let providers: Vec<Option<&str>> = match &filter.provider {
-        Some(p) if s.topology.providers().contains(p) => vec![Some(p.as_str())],
-        Some(_) => Vec::new(),
-        None => s
-            .topology
-            .providers()
-            .iter()
-            .map(|p| Some(p.as_str()))
-            .chain([None])
-            .collect(),
-    };
-    for provider in providers {
-        if let Err(e) =
-            recovery::sync_dead_letter_queue(&s.store, &s.conn, &s.publisher, &s.topology, provider)
-                .await
-        {
-            tracing::warn!(error = %e, queue = %s.topology.dead_queue(provider), "syncing the dead-letter queue failed");
-        }
+    if let Err(e) =
+        recovery::sync_affected_queues(&s.store, &s.conn, &s.publisher, &s.topology, filter).await
+    {
+        tracing::warn!(error = %e, "syncing the dead-letter queues failed");
     }
 }
 

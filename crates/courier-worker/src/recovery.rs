@@ -257,3 +257,31 @@ fn letter_key(delivery: &courier_amqp::Delivery) -> Option<LetterKey> {
         attempts: signed(meta.attempts),
     })
 }
+
+/// Syncs every dead-letter queue a filter can touch: the named provider's,
+/// or all of them (unrouted included) when it names none.
+pub async fn sync_affected_queues(
+    store: &Store,
+    conn: &courier_amqp::Connection,
+    publisher: &Publisher,
+    topology: &Topology,
+    filter: &DeadFilter,
+) -> Result<QueueSync, RecoveryError> {
+    let providers: Vec<Option<&str>> = match &filter.provider {
+        Some(p) if topology.providers().contains(p) => vec![Some(p.as_str())],
+        Some(_) => Vec::new(),
+        None => topology
+            .providers()
+            .iter()
+            .map(|p| Some(p.as_str()))
+            .chain([None])
+            .collect(),
+    };
+    let mut total = QueueSync::default();
+    for provider in providers {
+        let sync = sync_dead_letter_queue(store, conn, publisher, topology, provider).await?;
+        total.removed += sync.removed;
+        total.kept += sync.kept;
+    }
+    Ok(total)
+}

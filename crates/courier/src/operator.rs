@@ -421,7 +421,7 @@ pub async fn jobs(config: Option<&Path>, command: JobsCommand) -> anyhow::Result
 }
 
 /// Removes settled letters from the RabbitMQ dead-letter queues the filter
-/// touches (all of them when it names no provider).
+/// touches.
 async fn sync_queues(
     store: &Store,
     conn: &courier_amqp::Connection,
@@ -430,25 +430,14 @@ async fn sync_queues(
     filter: &DeadFilter,
     json: bool,
 ) -> anyhow::Result<()> {
-    let providers: Vec<Option<&str>> = match &filter.provider {
-        Some(p) if topology.providers().contains(p) => vec![Some(p.as_str())],
-        Some(_) => Vec::new(),
-        None => topology
-            .providers()
-            .iter()
-            .map(|p| Some(p.as_str()))
-            .chain([None])
-            .collect(),
-    };
-    let mut removed = 0;
-    for provider in providers {
-        removed += recovery::sync_dead_letter_queue(store, conn, publisher, topology, provider)
-            .await
-            .with_context(|| format!("syncing {}", topology.dead_queue(provider)))?
-            .removed;
-    }
-    if !json && removed > 0 {
-        println!("removed {removed} settled messages from the RabbitMQ dead-letter queues");
+    let sync = recovery::sync_affected_queues(store, conn, publisher, topology, filter)
+        .await
+        .context("syncing the RabbitMQ dead-letter queues")?;
+    if !json && sync.removed > 0 {
+        println!(
+            "removed {} settled messages from the RabbitMQ dead-letter queues",
+            sync.removed
+        );
     }
     Ok(())
 }
