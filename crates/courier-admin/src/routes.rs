@@ -202,6 +202,8 @@ pub struct AttemptView {
     http_status: Option<i16>,
     error_class: String,
     error: Option<String>,
+    /// The W3C trace id the provider request carried.
+    trace_id: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -464,6 +466,7 @@ async fn show_job(
                 http_status: a.http_status,
                 error_class: a.error_class,
                 error: a.error,
+                trace_id: a.trace_id,
             })
             .collect(),
         dead_letters: letters.iter().map(DeadLetterView::from).collect(),

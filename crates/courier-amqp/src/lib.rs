@@ -171,6 +171,53 @@ pub async fn get(channel: &Channel, queue: &str) -> Result<Option<Delivery>, Amq
     Ok(message.map(|m| m.delivery))
 }
 
+/// Whether the broker is usable right now: the connection is up (not
+/// reconnecting or closed) and the publisher's confirm channel is open.
+/// Cheap to clone and to ask; it reads state lapin keeps, no round trip.
+#[derive(Clone, Debug)]
+pub struct BrokerHealth {
+    connection: lapin::ConnectionStatus,
+    publisher: lapin::ChannelStatus,
+}
+
+impl BrokerHealth {
+    pub fn of(conn: &Connection, publisher: &Publisher) -> Self {
+        Self {
+            connection: conn.status().clone(),
+            publisher: publisher.channel_status(),
+        }
+    }
+
+    /// `Err` says what is wrong, for a readiness answer.
+    pub fn check(&self) -> Result<(), String> {
+        if self.connection.reconnecting() {
+            return Err("connection lost; reconnecting".into());
+        }
+        if !self.connection.connected() {
+            return Err("not connected".into());
+        }
+        if !self.publisher.connected() {
+            return Err("publisher channel not open".into());
+        }
+        Ok(())
+    }
+}
+
+/// Yields once each time auto-recovery re-establishes `conn`.
+pub fn reconnections(conn: &Connection) -> impl futures_util::Stream<Item = ()> + Send + 'static {
+    use futures_util::StreamExt;
+    conn.events_listener().filter_map(|event| async move {
+        match event {
+            lapin::Event::Connected => Some(()),
+            lapin::Event::Error(e) => {
+                tracing::warn!(error = %e, "RabbitMQ connection error");
+                None
+            }
+            _ => None,
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

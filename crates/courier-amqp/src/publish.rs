@@ -31,6 +31,10 @@ impl Publisher {
         Ok(Self { channel })
     }
 
+    pub(crate) fn channel_status(&self) -> lapin::ChannelStatus {
+        self.channel.status().clone()
+    }
+
     /// Publishes and waits for the broker's confirm. With `mandatory`, a
     /// message no queue takes is an error instead of silently dropped.
     pub async fn publish(

@@ -95,6 +95,11 @@ impl Topology {
         q
     }
 
+    /// The delay cascade's queues, shortest wait first.
+    pub fn delay_queues(&self) -> Vec<String> {
+        (0..LEVELS).map(|l| self.delay_exchange(l)).collect()
+    }
+
     /// Every exchange this topology declares.
     pub fn exchanges(&self) -> Vec<String> {
         let mut e = vec![

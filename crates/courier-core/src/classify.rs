@@ -99,6 +99,17 @@ pub enum AttemptClass {
 }
 
 impl AttemptClass {
+    pub const ALL: [AttemptClass; 8] = [
+        Self::Success,
+        Self::Throttled,
+        Self::ServerError,
+        Self::ClientError,
+        Self::UnexpectedStatus,
+        Self::Timeout,
+        Self::Connect,
+        Self::Transport,
+    ];
+
     pub fn of(result: &CallResult) -> Self {
         match *result {
             CallResult::Timeout => Self::Timeout,

@@ -24,6 +24,8 @@ pub const DEFAULT_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 pub const DEFAULT_NAMESPACE: &str = "courier";
 pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:8081";
+/// Where a worker serves `/metrics`, `/healthz` and `/readyz` by default.
+pub const DEFAULT_TELEMETRY_LISTEN: &str = "127.0.0.1:9464";
 /// Highest `worker.delivery_limit`; the broker dead-letters on its own above
 /// this (courier-amqp's `BROKER_DELIVERY_LIMIT`).
 pub const MAX_DELIVERY_LIMIT: u32 = 15;
@@ -32,6 +34,7 @@ pub const MAX_DELIVERY_LIMIT: u32 = 15;
 pub const ENV_NAMESPACE: &str = "COURIER_NAMESPACE";
 pub const ENV_AMQP_URL: &str = "COURIER_AMQP_URL";
 pub const ENV_DATABASE_URL: &str = "COURIER_DATABASE_URL";
+pub const ENV_LOG_FORMAT: &str = "COURIER_LOG_FORMAT";
 
 /// A config error: which file, which key, what is wrong.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -53,7 +56,16 @@ struct RawConfig {
     worker: RawWorker,
     admin: RawAdmin,
     retention: RawRetention,
+    telemetry: RawTelemetry,
     providers: BTreeMap<String, RawProvider>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawTelemetry {
+    listen: Option<String>,
+    poll_interval_ms: Option<u64>,
+    log_format: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -161,7 +173,41 @@ pub struct Config {
     pub worker: WorkerConfig,
     pub admin: AdminConfig,
     pub retention: RetentionConfig,
+    pub telemetry: TelemetryConfig,
     pub providers: BTreeMap<String, ProviderConfig>,
+}
+
+/// A worker's own observability: the metrics and health endpoints, and how
+/// it logs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TelemetryConfig {
+    /// Serves `/metrics`, `/healthz` and `/readyz`.
+    pub listen: std::net::SocketAddr,
+    /// How often queue depths and pending dead letters are sampled.
+    pub poll_interval: Duration,
+    pub log_format: LogFormat,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One JSON object per line, for a log pipeline (production default).
+    Json,
+    /// Human-readable lines, for a terminal.
+    Pretty,
+}
+
+impl std::str::FromStr for LogFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "json" => Ok(LogFormat::Json),
+            "pretty" => Ok(LogFormat::Pretty),
+            other => Err(format!(
+                "{other:?} is not a log format: use \"json\" or \"pretty\""
+            )),
+        }
+    }
 }
 
 /// The admin HTTP API.
@@ -458,6 +504,7 @@ impl Validator<'_> {
             },
             interval: Duration::from_secs(raw.retention.interval_secs.unwrap_or(3600).max(1)),
         };
+        let telemetry = self.telemetry(raw.telemetry, env)?;
         let mut providers = BTreeMap::new();
         for (name, p) in raw.providers {
             let validated = self.provider(&name, p)?;
@@ -478,7 +525,38 @@ impl Validator<'_> {
             worker,
             admin,
             retention,
+            telemetry,
             providers,
+        })
+    }
+
+    fn telemetry(
+        &self,
+        raw: RawTelemetry,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<TelemetryConfig, ConfigError> {
+        let listen = raw.listen.as_deref().unwrap_or(DEFAULT_TELEMETRY_LISTEN);
+        let listen = listen.parse().map_err(|e| {
+            self.err(
+                "telemetry.listen",
+                format!("{listen:?} is not an address like {DEFAULT_TELEMETRY_LISTEN}: {e}"),
+            )
+        })?;
+        let poll_interval_ms = raw.poll_interval_ms.unwrap_or(15_000);
+        if poll_interval_ms < 10 {
+            return Err(self.err("telemetry.poll_interval_ms", "must be at least 10"));
+        }
+        let log_format = match env(ENV_LOG_FORMAT) {
+            Some(v) => v.parse().map_err(|p| self.err(ENV_LOG_FORMAT, p))?,
+            None => match raw.log_format {
+                Some(v) => v.parse().map_err(|p| self.err("telemetry.log_format", p))?,
+                None => LogFormat::Json,
+            },
+        };
+        Ok(TelemetryConfig {
+            listen,
+            poll_interval: Duration::from_millis(poll_interval_ms),
+            log_format,
         })
     }
 
@@ -807,6 +885,32 @@ fn looks_secret(header: &str) -> bool {
 }
 
 /// A URL with its password replaced, fit for logs and messages.
+/// The password in a connection URL, decoded, if it has one (to keep it
+/// out of logs).
+pub fn url_password(url: &str) -> Option<String> {
+    let u = url::Url::parse(url).ok()?;
+    let encoded = u.password()?.as_bytes();
+    let mut bytes = Vec::with_capacity(encoded.len());
+    let mut i = 0;
+    while i < encoded.len() {
+        let hex = encoded
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (encoded[i], hex) {
+            (b'%', Some(b)) => {
+                bytes.push(b);
+                i += 3;
+            }
+            (b, _) => {
+                bytes.push(b);
+                i += 1;
+            }
+        }
+    }
+    Some(String::from_utf8_lossy(&bytes).into_owned())
+}
+
 pub fn redact_url(url: &str) -> String {
     match url::Url::parse(url) {
         Ok(mut u) if u.password().is_some() => {
@@ -913,6 +1017,37 @@ path = "/v1/customers/{customer}/charges"
             err_key(&GOOD.replace("timeout_ms = 5000", "timeout_secs = 5")),
             "timeout_secs"
         );
+    }
+
+    #[test]
+    fn url_passwords_are_decoded() {
+        assert_eq!(
+            url_password("postgres://u:p%40ss%2Fw0rd@h/db").as_deref(),
+            Some("p@ss/w0rd")
+        );
+        assert_eq!(url_password("amqp://guest@h:5672/%2f"), None);
+    }
+
+    #[test]
+    fn telemetry_defaults_and_overrides() {
+        let c = load(GOOD).expect("valid");
+        assert_eq!(c.telemetry.listen.to_string(), DEFAULT_TELEMETRY_LISTEN);
+        assert_eq!(c.telemetry.log_format, LogFormat::Json);
+        assert_eq!(c.telemetry.poll_interval, Duration::from_secs(15));
+
+        let pretty =
+            format!("{GOOD}\n[telemetry]\nlog_format = \"pretty\"\npoll_interval_ms = 250\n");
+        let c = load(&pretty).expect("valid");
+        assert_eq!(c.telemetry.log_format, LogFormat::Pretty);
+        assert_eq!(c.telemetry.poll_interval, Duration::from_millis(250));
+        let env = |k: &str| (k == ENV_LOG_FORMAT).then(|| "json".to_owned());
+        let c = Config::from_toml(&pretty, "f.toml", &env).expect("valid");
+        assert_eq!(c.telemetry.log_format, LogFormat::Json, "the env wins");
+
+        let bad = format!("{GOOD}\n[telemetry]\nlog_format = \"xml\"\n");
+        assert_eq!(err_key(&bad), "telemetry.log_format");
+        let bad = format!("{GOOD}\n[telemetry]\nlisten = \"nowhere\"\n");
+        assert_eq!(err_key(&bad), "telemetry.listen");
     }
 
     #[test]

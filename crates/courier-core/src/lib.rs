@@ -13,9 +13,11 @@ pub mod patch;
 pub mod retry;
 pub mod state;
 pub mod template;
+pub mod trace;
 
 pub use classify::{AttemptClass, CallResult, Classification, classify};
 pub use config::{Config, ConfigError};
 pub use envelope::{InvalidJob, Job, JobEnvelope};
 pub use retry::{DeadReason, Decision, RetryPolicy};
 pub use state::{DeliveryVerdict, JobState, StoredProgress};
+pub use trace::TraceContext;

@@ -63,6 +63,13 @@ pub enum DeadReason {
 }
 
 impl DeadReason {
+    pub const ALL: [DeadReason; 4] = [
+        Self::Permanent,
+        Self::RetriesExhausted,
+        Self::Invalid,
+        Self::DeliveryLimit,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Permanent => "permanent",

@@ -56,6 +56,7 @@ pub fn resolve(reference: &SecretRef) -> Result<Secret, SecretError> {
     if value.is_empty() {
         return Err(SecretError::Empty(origin));
     }
+    courier_telemetry::redact::register_secret(&value);
     Ok(Secret(value))
 }
 

@@ -13,7 +13,7 @@ pub mod recovery;
 pub mod synthetic;
 
 pub use outcome::{AttemptRow, DeadLetterRow, JobRow, Outcome};
-pub use queries::{AttemptRecord, DeadLetterRecord, JobRecord};
+pub use queries::{AttemptRecord, Backlog, DeadLetterRecord, JobRecord};
 pub use recovery::{ActionRecord, ClaimedLetter, DeadFilter, DeadStat, LetterKey};
 
 use courier_core::state::{JobState, StoredProgress};
@@ -70,6 +70,17 @@ impl Store {
         schema: &str,
         max_connections: u32,
     ) -> Result<Store, StoreError> {
+        Self::connect_observed(url, schema, max_connections, None).await
+    }
+
+    /// [`Store::connect`], calling `on_connect` for every connection the
+    /// pool opens (the worker counts them: reopening means reconnecting).
+    pub async fn connect_observed(
+        url: &str,
+        schema: &str,
+        max_connections: u32,
+        on_connect: Option<std::sync::Arc<dyn Fn() + Send + Sync>>,
+    ) -> Result<Store, StoreError> {
         courier_core::config::check_namespace(schema)
             .map_err(|p| StoreError::Url(sqlx::Error::Configuration(p.into())))?;
         let base = PgConnectOptions::from_str(url).map_err(StoreError::Url)?;
@@ -99,6 +110,15 @@ impl Store {
         let pool = PgPoolOptions::new()
             .max_connections(max_connections)
             .acquire_timeout(Duration::from_secs(10))
+            .after_connect(move |_, _| {
+                let on_connect = on_connect.clone();
+                Box::pin(async move {
+                    if let Some(hook) = on_connect {
+                        hook();
+                    }
+                    Ok(())
+                })
+            })
             .connect_with(base.options([("search_path", schema)]))
             .await
             .map_err(connect_err)?;

@@ -40,6 +40,8 @@ pub struct AttemptRow {
     pub http_status: Option<u16>,
     pub error_class: &'static str,
     pub error: Option<String>,
+    /// The trace id the provider request carried (32 hex digits).
+    pub trace_id: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -182,9 +184,10 @@ async fn insert_attempts(tx: &mut Tx<'_>, rows: &[&AttemptRow]) -> Result<(), St
     let statuses: Vec<Option<i16>> = rows.iter().map(|r| status_of(r.http_status)).collect();
     let classes: Vec<&str> = rows.iter().map(|r| r.error_class).collect();
     let errors: Vec<Option<&str>> = rows.iter().map(|r| r.error.as_deref()).collect();
+    let traces: Vec<Option<&str>> = rows.iter().map(|r| r.trace_id.as_deref()).collect();
     sqlx::query(
-        "INSERT INTO attempts (job_id, attempt, started_at, duration_us, http_status, error_class, error)
-         SELECT * FROM UNNEST($1::uuid[], $2::int[], $3::timestamptz[], $4::bigint[], $5::smallint[], $6::text[], $7::text[])
+        "INSERT INTO attempts (job_id, attempt, started_at, duration_us, http_status, error_class, error, trace_id)
+         SELECT * FROM UNNEST($1::uuid[], $2::int[], $3::timestamptz[], $4::bigint[], $5::smallint[], $6::text[], $7::text[], $8::text[])
          ON CONFLICT (job_id, attempt) DO NOTHING",
     )
     .bind(&job_ids)
@@ -194,6 +197,7 @@ async fn insert_attempts(tx: &mut Tx<'_>, rows: &[&AttemptRow]) -> Result<(), St
     .bind(&statuses)
     .bind(&classes)
     .bind(&errors)
+    .bind(&traces)
     .execute(&mut **tx)
     .await
     .map_err(StoreError::query("insert attempts"))?;

@@ -35,6 +35,7 @@ pub struct AttemptRecord {
     pub http_status: Option<i16>,
     pub error_class: String,
     pub error: Option<String>,
+    pub trace_id: Option<String>,
 }
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -118,6 +119,40 @@ impl Store {
             .await
             .map_err(StoreError::query("count attempts"))
     }
+
+    /// What the metrics sample from PostgreSQL: dead letters awaiting an
+    /// operator per provider (served by the unsettled-letters index) and the
+    /// letters operators have settled (one row per action, not per letter).
+    pub async fn backlog(&self) -> Result<Backlog, StoreError> {
+        let pending: Vec<(Option<String>, i64)> = sqlx::query_as(
+            "SELECT provider, count(*) FROM dead_letters WHERE status = 'pending' GROUP BY provider",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(StoreError::query("count pending dead letters"))?;
+        let (requeued, purged): (i64, i64) = sqlx::query_as(
+            "SELECT coalesce(sum(affected) FILTER (WHERE action = 'requeue'), 0)::bigint,
+                    coalesce(sum(affected) FILTER (WHERE action = 'purge'), 0)::bigint
+             FROM operator_actions",
+        )
+        .fetch_one(&self.pool)
+        .await
+        .map_err(StoreError::query("sum operator actions"))?;
+        Ok(Backlog {
+            pending,
+            requeued: u64::try_from(requeued).unwrap_or(0),
+            purged: u64::try_from(purged).unwrap_or(0),
+        })
+    }
+}
+
+/// See [`Store::backlog`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Backlog {
+    /// Pending dead letters per provider (`None`: unrouted letters).
+    pub pending: Vec<(Option<String>, i64)>,
+    pub requeued: u64,
+    pub purged: u64,
 }
 
 impl Store {

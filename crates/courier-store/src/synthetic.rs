@@ -41,6 +41,7 @@ pub fn dead_on_first_attempt(job: &JobEnvelope) -> Outcome {
             http_status: Some(422),
             error_class: "client_error",
             error: Some(ERROR.into()),
+            trace_id: None,
         },
         dead_letter: Some(DeadLetterRow {
             id: Uuid::now_v7(),

@@ -8,6 +8,9 @@
 //! and tearing it all down when the [`TestEnv`] is dropped, even after a
 //! failed assertion. It must never touch another namespace.
 
+pub mod proxy;
+pub mod scrape;
+
 use courier_amqp::{Connection, Publisher, Topology};
 use courier_core::config::{Config, ENV_AMQP_URL, ENV_DATABASE_URL};
 use courier_core::envelope::JobEnvelope;
@@ -67,9 +70,17 @@ impl TestEnv {
         let mock = MockProvider::start(mix)
             .await
             .expect("start the mock provider");
+        // Any free port for the worker's endpoints, and gauges sampled
+        // often enough for a test to wait on them.
+        let telemetry = if extra_toml.contains("[telemetry]") {
+            ""
+        } else {
+            "[telemetry]\nlisten = \"127.0.0.1:0\"\npoll_interval_ms = 100\n"
+        };
         let toml = format!(
             r#"namespace = "{namespace}"
 {extra_toml}
+{telemetry}
 
 [providers.{PROVIDER}]
 base_url = "{base}"
@@ -174,6 +185,34 @@ path = "/v1/customers/{{customer}}/charges"
         courier_amqp::topology::message_count(&ch, queue)
             .await
             .expect("inspect queue")
+    }
+
+    /// Waits until a scrape of `worker`'s `/metrics` satisfies `check`:
+    /// counters are bumped just after a commit, gauges on an interval.
+    /// Panics with `what` and the last scrape after `timeout`.
+    pub async fn wait_for_metrics(
+        &self,
+        worker: &Worker,
+        what: &str,
+        timeout: Duration,
+        check: impl Fn(&scrape::Scrape) -> bool,
+    ) -> scrape::Scrape {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let scrape = scrape::metrics(worker.telemetry_addr()).await;
+            if check(&scrape) {
+                return scrape;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "timed out waiting for {what}; last scrape:\n{}",
+                    scrape.text
+                );
+            }
+            // Counters move within microseconds of the commit this test
+            // already awaited; gauges every poll_interval_ms (100 here).
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// Waits until `check` holds, re-checking after every outcome commit in

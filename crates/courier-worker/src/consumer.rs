@@ -55,16 +55,19 @@ pub async fn run(mut c: Consumer) -> (Channel, courier_amqp::Consumer) {
                 }
             },
         };
+        let in_flight = c.pipeline.metrics().received(c.provider.as_deref());
         let pipeline = c.pipeline.clone();
         let provider = c.provider.clone();
         let outcomes = c.outcomes.clone();
         c.tasks.spawn(async move {
             let _permit = permit;
+            let _in_flight = in_flight;
             match pipeline.process(provider.as_deref(), &delivery).await {
                 Ok(outcome) => {
                     let done = Completed {
                         outcome,
                         acker: delivery.acker,
+                        queue_provider: provider,
                     };
                     if outcomes.send(done).await.is_err() {
                         tracing::error!("outcome writer is gone; the delivery will be redelivered");

@@ -6,11 +6,13 @@
 //!
 //! Owns the wiring ([`Worker::start`]), the per-delivery pipeline
 //! ([`pipeline`]), the consumers ([`consumer`]), the outcome writer
-//! ([`writer`]) and shutdown. Decisions come from courier-core; I/O goes
+//! ([`writer`]), what the worker reports about itself ([`observe`]: the
+//! readiness probe and the sampled gauges) and shutdown. Decisions come from courier-core; I/O goes
 //! through courier-amqp, courier-provider and courier-store. It must never
 //! ack a delivery before its outcome is committed.
 
 pub mod consumer;
+pub mod observe;
 pub mod patience;
 pub mod pipeline;
 pub mod recovery;
@@ -20,8 +22,10 @@ use courier_amqp::{AmqpError, Connection, Publisher, Topology};
 use courier_core::Config;
 use courier_provider::{ProviderClient, ProviderError};
 use courier_store::{Store, StoreError};
+use courier_telemetry::Metrics;
 use pipeline::Pipeline;
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{Semaphore, mpsc};
@@ -41,6 +45,12 @@ pub enum WorkerError {
     Amqp(#[from] AmqpError),
     #[error(transparent)]
     Provider(#[from] ProviderError),
+    #[error("telemetry.listen: cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// A running worker.
@@ -48,16 +58,47 @@ pub enum WorkerError {
 pub struct Worker {
     stop: CancellationToken,
     main: JoinHandle<()>,
+    telemetry_addr: SocketAddr,
+    metrics: Arc<Metrics>,
 }
 
 impl Worker {
     /// Connects, migrates (when configured), declares the topology and starts
     /// consuming every provider's queue and the unrouted queue.
     pub async fn start(config: Config) -> Result<Worker, WorkerError> {
-        let store = Store::connect(
+        for url in [&config.broker.url, &config.database.url] {
+            if let Some(password) = courier_core::config::url_password(url) {
+                courier_telemetry::redact::register_secret(&password);
+            }
+        }
+        let listen = config.telemetry.listen;
+        let telemetry_listener =
+            courier_telemetry::server::bind(listen)
+                .await
+                .map_err(|source| WorkerError::Listen {
+                    addr: listen,
+                    source,
+                })?;
+        let telemetry_addr =
+            telemetry_listener
+                .local_addr()
+                .map_err(|source| WorkerError::Listen {
+                    addr: listen,
+                    source,
+                })?;
+        let metrics = Arc::new(Metrics::new(
+            &config.providers,
+            courier_telemetry::BUILD_COMMIT,
+        ));
+        for io in patience::Io::ALL {
+            metrics.io_operation(io.label());
+        }
+        let counted = metrics.clone();
+        let store = Store::connect_observed(
             &config.database.url,
             &config.namespace,
             config.database.max_connections,
+            Some(Arc::new(move || counted.database_connection_opened())),
         )
         .await?;
         if config.database.migrate_on_start {
@@ -68,7 +109,7 @@ impl Worker {
             config.namespace,
             std::process::id()
         );
-        let conn = courier_amqp::connect(&config.broker.url, &name).await?;
+        let conn = Arc::new(courier_amqp::connect(&config.broker.url, &name).await?);
         let topology = Topology::new(&config.namespace, config.providers.keys().cloned());
         let setup = conn
             .create_channel()
@@ -86,6 +127,32 @@ impl Worker {
 
         let stop = CancellationToken::new();
         let abandon = CancellationToken::new();
+        let telemetry_stop = CancellationToken::new();
+        let probe = observe::WorkerProbe::new(
+            courier_amqp::BrokerHealth::of(&conn, &publisher),
+            store.clone(),
+            stop.clone(),
+        );
+        tokio::spawn(courier_telemetry::server::serve(
+            telemetry_listener,
+            metrics.clone(),
+            Arc::new(probe),
+            telemetry_stop.clone(),
+        ));
+        tokio::spawn(observe::count_reconnections(
+            courier_amqp::reconnections(&conn),
+            metrics.clone(),
+        ));
+        tokio::spawn(observe::sample(
+            observe::Sampler::new(
+                conn.clone(),
+                topology.clone(),
+                store.clone(),
+                metrics.clone(),
+            ),
+            config.telemetry.poll_interval,
+            stop.clone(),
+        ));
         let pipeline = Arc::new(Pipeline::new(
             config,
             topology,
@@ -93,6 +160,7 @@ impl Worker {
             store.clone(),
             clients,
             abandon.clone(),
+            metrics.clone(),
         ));
 
         let in_flight: usize = pipeline
@@ -106,6 +174,7 @@ impl Worker {
         let flush_abandon = CancellationToken::new();
         let writer = tokio::spawn(writer::run(
             store.clone(),
+            metrics.clone(),
             outcome_rx,
             pipeline.config().worker.outcome_batch_max,
             flush_abandon.clone(),
@@ -146,7 +215,12 @@ impl Worker {
                 stop.clone(),
             ));
         }
-        tracing::info!(namespace = %pipeline.config().namespace, providers = pipeline.config().providers.len(), "worker started");
+        tracing::info!(
+            namespace = %pipeline.config().namespace,
+            providers = pipeline.config().providers.len(),
+            telemetry = %telemetry_addr,
+            "worker started"
+        );
 
         let main = tokio::spawn(shutdown_sequence(Shutdown {
             stop: stop.clone(),
@@ -158,8 +232,24 @@ impl Worker {
             writer,
             conn,
             store,
+            telemetry_stop,
         }));
-        Ok(Worker { stop, main })
+        Ok(Worker {
+            stop,
+            main,
+            telemetry_addr,
+            metrics,
+        })
+    }
+
+    /// Where `/metrics`, `/healthz` and `/readyz` are served (the real port
+    /// when `telemetry.listen` asked for port 0).
+    pub fn telemetry_addr(&self) -> SocketAddr {
+        self.telemetry_addr
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     /// Begins graceful shutdown: stop consuming, finish or requeue in-flight
@@ -207,8 +297,10 @@ struct Shutdown {
     consumers: Vec<JoinHandle<(courier_amqp::Channel, courier_amqp::Consumer)>>,
     tasks: TaskTracker,
     writer: JoinHandle<()>,
-    conn: Connection,
+    conn: Arc<Connection>,
     store: Store,
+    /// Fired last: `/readyz` answers "draining" until the very end.
+    telemetry_stop: CancellationToken,
 }
 
 async fn shutdown_sequence(s: Shutdown) {
@@ -249,5 +341,6 @@ async fn shutdown_sequence(s: Shutdown) {
         tracing::debug!(error = %e, "closing the broker connection");
     }
     s.store.close().await;
+    s.telemetry_stop.cancel();
     tracing::info!("worker stopped");
 }

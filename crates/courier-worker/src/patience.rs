@@ -6,6 +6,7 @@
 //! retry forever past a cancellation.
 
 use backon::{BackoffBuilder, ExponentialBuilder};
+use courier_telemetry::Metrics;
 use std::fmt::Display;
 use std::future::Future;
 use std::time::Duration;
@@ -16,11 +17,49 @@ use tokio_util::sync::CancellationToken;
 #[error("abandoned")]
 pub struct Abandoned;
 
-/// Runs `op` until it succeeds, backing off 50 ms → 10 s between failures
-/// and logging each one, until `abandon` fires.
+/// The operations the pipeline persists in; each failure is counted under
+/// its label (`courier_io_failures_total{operation=…}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Io {
+    ReadProgress,
+    PublishRetry,
+    PublishDeadLetter,
+    RecordOutcomes,
+}
+
+impl Io {
+    pub const ALL: [Io; 4] = [
+        Io::ReadProgress,
+        Io::PublishRetry,
+        Io::PublishDeadLetter,
+        Io::RecordOutcomes,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Io::ReadProgress => "read_progress",
+            Io::PublishRetry => "publish_retry",
+            Io::PublishDeadLetter => "publish_dead_letter",
+            Io::RecordOutcomes => "record_outcomes",
+        }
+    }
+
+    fn describe(self) -> &'static str {
+        match self {
+            Io::ReadProgress => "reading job progress",
+            Io::PublishRetry => "publishing a retry",
+            Io::PublishDeadLetter => "publishing a dead letter",
+            Io::RecordOutcomes => "recording outcomes",
+        }
+    }
+}
+
+/// Runs `op` until it succeeds, backing off 50 ms → 10 s between failures,
+/// logging and counting each one, until `abandon` fires.
 pub async fn persist<T, E: Display, F: Future<Output = Result<T, E>>>(
-    what: &str,
+    io: Io,
     abandon: &CancellationToken,
+    metrics: &Metrics,
     mut op: impl FnMut() -> F,
 ) -> Result<T, Abandoned> {
     let mut delays = ExponentialBuilder::default()
@@ -33,6 +72,8 @@ pub async fn persist<T, E: Display, F: Future<Output = Result<T, E>>>(
         match op().await {
             Ok(v) => return Ok(v),
             Err(e) => {
+                metrics.io_failed(io.label());
+                let what = io.describe();
                 let delay = delays.next().unwrap_or(Duration::from_secs(10));
                 tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "{what} failed; retrying");
                 tokio::select! {

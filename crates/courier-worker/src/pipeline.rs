@@ -6,17 +6,19 @@
 //! nothing is dropped. It must never ack (the writer does, after the commit)
 //! and never sleep for a retry (the delay queues wait instead).
 
-use crate::patience::{Abandoned, persist};
+use crate::patience::{Abandoned, Io, persist};
 use chrono::Utc;
 use courier_amqp::headers::DeadLetterHeaders;
 use courier_amqp::{Delivery, DeliveryMeta, Publisher, Topology};
 use courier_core::config::{Operation, ProviderConfig};
 use courier_core::retry::{DeadReason, Decision};
 use courier_core::state::{DeliveredProgress, DeliveryVerdict, JobState, verdict};
-use courier_core::{AttemptClass, CallResult, Config, InvalidJob, Job, classify};
+use courier_core::{AttemptClass, CallResult, Config, InvalidJob, Job, TraceContext, classify};
 use courier_provider::ProviderClient;
 use courier_store::{AttemptRow, DeadLetterRow, JobRow, Outcome, Store};
+use courier_telemetry::Metrics;
 use std::collections::HashMap;
+use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use uuid::Uuid;
@@ -30,6 +32,7 @@ pub struct Pipeline {
     store: Store,
     clients: HashMap<String, ProviderClient>,
     abandon: CancellationToken,
+    metrics: Arc<Metrics>,
 }
 
 /// Why a job dies, with the words an operator reads.
@@ -48,6 +51,7 @@ impl Pipeline {
         store: Store,
         clients: HashMap<String, ProviderClient>,
         abandon: CancellationToken,
+        metrics: Arc<Metrics>,
     ) -> Self {
         Self {
             config,
@@ -56,7 +60,12 @@ impl Pipeline {
             store,
             clients,
             abandon,
+            metrics,
         }
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     pub fn config(&self) -> &Config {
@@ -97,6 +106,7 @@ impl Pipeline {
             provider = %job.provider,
             operation = %job.operation,
             attempt = meta.attempts + 1,
+            trace_id = tracing::field::Empty,
         );
         self.process_job(queue_provider, delivery, &meta, job)
             .instrument(span)
@@ -111,7 +121,7 @@ impl Pipeline {
         job: Job,
     ) -> Result<Outcome, Abandoned> {
         let ids = [job.id];
-        let progress = persist("reading job progress", &self.abandon, || {
+        let progress = persist(Io::ReadProgress, &self.abandon, &self.metrics, || {
             self.store.progress(&ids)
         })
         .await?;
@@ -159,11 +169,15 @@ impl Pipeline {
         };
 
         let attempt = meta.attempts + 1;
+        let trace =
+            TraceContext::for_attempt(meta.traceparent.as_deref(), rand::random(), rand::random());
+        tracing::Span::current().record("trace_id", trace.trace_id());
+        let traceparent = trace.to_string();
         // Shutdown may abandon a call that outlives the grace period: the
         // delivery goes back to the queue and the next try carries the same
         // Idempotency-Key.
         let report = tokio::select! {
-            report = client.call(&job, operation, &path, meta.traceparent.as_deref()) => report,
+            report = client.call(&job, operation, &path, Some(&traceparent)) => report,
             _ = self.abandon.cancelled() => return Err(Abandoned),
         };
         let class = classify(&report.result, &provider.statuses);
@@ -176,6 +190,13 @@ impl Pipeline {
             CallResult::Timeout | CallResult::Connect | CallResult::Transport => None,
         };
         let attempt_class = AttemptClass::of(&report.result);
+        self.metrics.provider_request(
+            &provider.name,
+            &job.operation,
+            attempt_class,
+            class,
+            report.duration,
+        );
         tracing::info!(
             status,
             class = attempt_class.as_str(),
@@ -191,6 +212,7 @@ impl Pipeline {
             http_status: status,
             error_class: attempt_class.as_str(),
             error: report.error.clone(),
+            trace_id: Some(trace.trace_id()),
         };
         let mut job_row = job_row(&job, JobState::Retrying, attempt);
         job_row.last_status = status;
@@ -206,7 +228,7 @@ impl Pipeline {
             Decision::Retry { delay } => {
                 // The cascade counts whole seconds; never retry early.
                 let secs = delay.as_secs() + u64::from(delay.subsec_nanos() > 0);
-                persist("publishing a retry", &self.abandon, || {
+                persist(Io::PublishRetry, &self.abandon, &self.metrics, || {
                     self.publisher.publish_retry(
                         &self.topology,
                         &provider.name,
@@ -328,7 +350,7 @@ impl Pipeline {
             attempts,
             last_status: death.last_status,
         };
-        persist("publishing a dead letter", &self.abandon, || {
+        persist(Io::PublishDeadLetter, &self.abandon, &self.metrics, || {
             self.publisher.publish_dead_letter(
                 &self.topology,
                 queue_provider,

@@ -143,6 +143,10 @@ fn demo_config(namespace: &str, base_url: &str) -> anyhow::Result<Config> {
 [worker]
 shutdown_grace_secs = 10
 
+# Any free port: the demo must not collide with a running worker's.
+[telemetry]
+listen = "127.0.0.1:0"
+
 [providers.{PROVIDER}]
 base_url = "{base_url}"
 timeout_ms = 300

@@ -55,7 +55,7 @@ fn unreachable(e: &anyhow::Error) -> bool {
                 .is_some_and(|w| match w {
                     WorkerError::Amqp(a) => amqp(a),
                     WorkerError::Store(s) => store(s),
-                    WorkerError::Provider(_) => false,
+                    WorkerError::Provider(_) | WorkerError::Listen { .. } => false,
                 })
     })
 }

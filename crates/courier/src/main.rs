@@ -26,9 +26,10 @@ struct Cli {
     /// Config file [default: ./courier.toml if present, else built-in defaults]
     #[arg(long, global = true, env = "COURIER_CONFIG")]
     config: Option<PathBuf>,
-    /// Log format
-    #[arg(long, global = true, env = "COURIER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Pretty)]
-    log_format: LogFormat,
+    /// Log format [default: `run` and `admin serve` take telemetry.log_format
+    /// (json unless configured), other commands pretty]
+    #[arg(long, global = true, env = "COURIER_LOG_FORMAT", value_enum)]
+    log_format: Option<LogFormat>,
     #[command(subcommand)]
     command: Command,
 }
@@ -83,7 +84,20 @@ fn main() -> ExitCode {
         | Command::Jobs(_)
         | Command::Bench(_) => "warn",
     };
-    init_logging(cli.log_format, default_level);
+    let format = match (cli.log_format, &cli.command) {
+        (Some(LogFormat::Json), _) => courier_core::config::LogFormat::Json,
+        (Some(LogFormat::Pretty), _) => courier_core::config::LogFormat::Pretty,
+        // A service logs for a log pipeline; a bad config is reported
+        // after logging starts, by the command itself.
+        (None, Command::Run | Command::Admin(AdminCommand::Serve)) => {
+            settings::load(cli.config.as_deref())
+                .map_or(courier_core::config::LogFormat::Json, |c| {
+                    c.telemetry.log_format
+                })
+        }
+        (None, _) => courier_core::config::LogFormat::Pretty,
+    };
+    courier_telemetry::logging::init(format, default_level);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -113,18 +127,6 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => exit::report(&e),
-    }
-}
-
-fn init_logging(format: LogFormat, default_level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Pretty => builder.init(),
-        LogFormat::Json => builder.json().init(),
     }
 }
 

@@ -547,7 +547,8 @@ fn attempts_json(attempts: &[courier_store::AttemptRecord]) -> Value {
         attempts
             .iter()
             .map(|a| json!({"attempt": a.attempt, "started_at": a.started_at, "duration_us": a.duration_us,
-                "http_status": a.http_status, "error_class": a.error_class, "error": a.error}))
+                "http_status": a.http_status, "error_class": a.error_class, "error": a.error,
+                "trace_id": a.trace_id}))
             .collect(),
     )
 }
@@ -616,13 +617,16 @@ fn print_job(j: &courier_store::JobRecord) {
 fn print_attempts(attempts: &[courier_store::AttemptRecord]) {
     for a in attempts {
         println!(
-            "  attempt {:>2}  {}  {:>8.1} ms  {:>4}  {:<14} {}",
+            "  attempt {:>2}  {}  {:>8.1} ms  {:>4}  {:<14} {}{}",
             a.attempt,
             a.started_at.format("%F %T%.3f"),
             a.duration_us as f64 / 1000.0,
             a.http_status.map_or("-".to_owned(), |s| s.to_string()),
             a.error_class,
             a.error.as_deref().unwrap_or(""),
+            a.trace_id
+                .as_deref()
+                .map_or(String::new(), |t| format!("  trace {t}")),
         );
     }
 }
