@@ -3,9 +3,9 @@
 //! Owns parsing the `traceparent` a publisher attached to a job and deriving
 //! the one each provider request carries: the same trace id, a new span id
 //! (the attempt is a child of whatever published the job). A job that came
-//! without a valid `traceparent` starts a trace of its own, so every attempt
-//! can be found by trace id. Randomness is passed in; this module never
-//! draws it.
+//! without a valid `traceparent` gets a trace id derived from its job id
+//! (both are 128 bits), so all its attempts, retries included, share one
+//! trace. Randomness is passed in; this module never draws it.
 //!
 //! Spec: <https://www.w3.org/TR/trace-context/#traceparent-header>.
 
@@ -54,14 +54,14 @@ impl TraceContext {
     }
 
     /// The context of an attempt: a child of `parent` when the job carried
-    /// one, else the root of a new trace. `trace_seed` and `span_seed` are
-    /// random; zero (which the spec forbids) is replaced by one.
-    pub fn for_attempt(parent: Option<&str>, trace_seed: u128, span_seed: u64) -> TraceContext {
+    /// one, else a span of the job's own trace `job_trace` (its id's bits).
+    /// `span_seed` is random; zero (which the spec forbids) becomes one.
+    pub fn for_attempt(parent: Option<&str>, job_trace: u128, span_seed: u64) -> TraceContext {
         let span_id = span_seed.max(1);
         match parent.and_then(TraceContext::parse) {
             Some(parent) => TraceContext { span_id, ..parent },
             None => TraceContext {
-                trace_id: trace_seed.max(1),
+                trace_id: job_trace.max(1),
                 span_id,
                 sampled: true,
             },

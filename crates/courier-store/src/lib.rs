@@ -12,8 +12,8 @@ mod queries;
 pub mod recovery;
 pub mod synthetic;
 
-pub use outcome::{AttemptRow, DeadLetterRow, JobRow, Outcome};
-pub use queries::{AttemptRecord, Backlog, DeadLetterRecord, JobRecord};
+pub use outcome::{AttemptRow, Committed, DeadLetterRow, JobRow, Outcome};
+pub use queries::{AttemptRecord, Backlog, DeadLetterRecord, JobRecord, Timing};
 pub use recovery::{ActionRecord, ClaimedLetter, DeadFilter, DeadStat, LetterKey};
 
 use courier_core::state::{JobState, StoredProgress};

@@ -10,7 +10,7 @@ use crate::{Store, StoreError};
 use chrono::{DateTime, Utc};
 use courier_core::retry::DeadReason;
 use courier_core::state::JobState;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -93,9 +93,10 @@ impl Store {
     /// Records a batch of outcomes in one transaction and announces it on
     /// [`Store::notify_channel`]. When this returns `Ok`, every outcome in the
     /// batch is durable.
-    pub async fn commit(&self, batch: &[Outcome]) -> Result<(), StoreError> {
+    pub async fn commit(&self, batch: &[Outcome]) -> Result<Committed, StoreError> {
+        let mut committed = Committed::default();
         if batch.is_empty() {
-            return Ok(());
+            return Ok(committed);
         }
         // One statement cannot touch a row twice: keep each job's latest state.
         let mut jobs: HashMap<Uuid, &JobRow> = HashMap::new();
@@ -139,13 +140,13 @@ impl Store {
             .await
             .map_err(StoreError::query("begin outcome batch"))?;
         if !attempts.is_empty() {
-            insert_attempts(&mut tx, &attempts).await?;
+            committed.attempts = insert_attempts(&mut tx, &attempts).await?;
         }
         if !jobs.is_empty() {
             upsert_jobs(&mut tx, jobs.values().copied()).await?;
         }
         if !dead.is_empty() {
-            insert_dead_letters(&mut tx, &dead).await?;
+            committed.dead_letters = insert_dead_letters(&mut tx, &dead).await?;
         }
         if !duplicates.is_empty() {
             sqlx::query(
@@ -167,13 +168,39 @@ impl Store {
         tx.commit()
             .await
             .map_err(StoreError::query("commit outcome batch"))?;
-        Ok(())
+        Ok(committed)
+    }
+}
+
+/// What a [`Store::commit`] newly recorded: the rest of its batch was
+/// already there (a redelivery, or a second copy of one delivery).
+#[derive(Debug, Default)]
+pub struct Committed {
+    attempts: HashSet<(Uuid, i32)>,
+    dead_letters: HashSet<Uuid>,
+}
+
+impl Committed {
+    /// Whether `outcome` changed the record, answered once per attempt or
+    /// dead letter: a second outcome carrying the same one gets `false`.
+    /// Duplicates always count (they are recorded as such).
+    pub fn take(&mut self, outcome: &Outcome) -> bool {
+        match outcome {
+            Outcome::Attempted { job, attempt, .. } => {
+                self.attempts.remove(&(job.id, i32_of(attempt.attempt)))
+            }
+            Outcome::Rejected { dead_letter, .. } => self.dead_letters.remove(&dead_letter.id),
+            Outcome::Duplicate { .. } => true,
+        }
     }
 }
 
 type Tx<'a> = sqlx::Transaction<'a, sqlx::Postgres>;
 
-async fn insert_attempts(tx: &mut Tx<'_>, rows: &[&AttemptRow]) -> Result<(), StoreError> {
+async fn insert_attempts(
+    tx: &mut Tx<'_>,
+    rows: &[&AttemptRow],
+) -> Result<HashSet<(Uuid, i32)>, StoreError> {
     let job_ids: Vec<Uuid> = rows.iter().map(|r| r.job_id).collect();
     let numbers: Vec<i32> = rows.iter().map(|r| i32_of(r.attempt)).collect();
     let started: Vec<DateTime<Utc>> = rows.iter().map(|r| r.started_at).collect();
@@ -185,10 +212,11 @@ async fn insert_attempts(tx: &mut Tx<'_>, rows: &[&AttemptRow]) -> Result<(), St
     let classes: Vec<&str> = rows.iter().map(|r| r.error_class).collect();
     let errors: Vec<Option<&str>> = rows.iter().map(|r| r.error.as_deref()).collect();
     let traces: Vec<Option<&str>> = rows.iter().map(|r| r.trace_id.as_deref()).collect();
-    sqlx::query(
+    let inserted: Vec<(Uuid, i32)> = sqlx::query_as(
         "INSERT INTO attempts (job_id, attempt, started_at, duration_us, http_status, error_class, error, trace_id)
          SELECT * FROM UNNEST($1::uuid[], $2::int[], $3::timestamptz[], $4::bigint[], $5::smallint[], $6::text[], $7::text[], $8::text[])
-         ON CONFLICT (job_id, attempt) DO NOTHING",
+         ON CONFLICT (job_id, attempt) DO NOTHING
+         RETURNING job_id, attempt",
     )
     .bind(&job_ids)
     .bind(&numbers)
@@ -198,10 +226,10 @@ async fn insert_attempts(tx: &mut Tx<'_>, rows: &[&AttemptRow]) -> Result<(), St
     .bind(&classes)
     .bind(&errors)
     .bind(&traces)
-    .execute(&mut **tx)
+    .fetch_all(&mut **tx)
     .await
     .map_err(StoreError::query("insert attempts"))?;
-    Ok(())
+    Ok(inserted.into_iter().collect())
 }
 
 async fn upsert_jobs<'a>(
@@ -257,7 +285,10 @@ async fn upsert_jobs<'a>(
     Ok(())
 }
 
-async fn insert_dead_letters(tx: &mut Tx<'_>, rows: &[&DeadLetterRow]) -> Result<(), StoreError> {
+async fn insert_dead_letters(
+    tx: &mut Tx<'_>,
+    rows: &[&DeadLetterRow],
+) -> Result<HashSet<Uuid>, StoreError> {
     let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
     let job_ids: Vec<Option<Uuid>> = rows.iter().map(|r| r.job_id).collect();
     let providers: Vec<Option<&str>> = rows.iter().map(|r| r.provider.as_deref()).collect();
@@ -270,12 +301,13 @@ async fn insert_dead_letters(tx: &mut Tx<'_>, rows: &[&DeadLetterRow]) -> Result
     let bodies: Vec<&[u8]> = rows.iter().map(|r| r.body.as_slice()).collect();
     let message_ids: Vec<Option<&str>> = rows.iter().map(|r| r.message_id.as_deref()).collect();
     let generations: Vec<i32> = rows.iter().map(|r| i32_of(r.generation)).collect();
-    sqlx::query(
+    let inserted: Vec<Uuid> = sqlx::query_scalar(
         "INSERT INTO dead_letters (id, job_id, provider, operation, reason, detail, attempts, last_status,
                                    last_error, body, message_id, generation)
          SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[], $7::int[],
                               $8::smallint[], $9::text[], $10::bytea[], $11::text[], $12::int[])
-         ON CONFLICT (job_id, generation, attempts) WHERE job_id IS NOT NULL DO NOTHING",
+         ON CONFLICT (job_id, generation, attempts) WHERE job_id IS NOT NULL DO NOTHING
+         RETURNING id",
     )
     .bind(&ids)
     .bind(&job_ids)
@@ -289,8 +321,8 @@ async fn insert_dead_letters(tx: &mut Tx<'_>, rows: &[&DeadLetterRow]) -> Result
     .bind(&bodies)
     .bind(&message_ids)
     .bind(&generations)
-    .execute(&mut **tx)
+    .fetch_all(&mut **tx)
     .await
     .map_err(StoreError::query("insert dead letters"))?;
-    Ok(())
+    Ok(inserted.into_iter().collect())
 }

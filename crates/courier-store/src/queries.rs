@@ -146,6 +146,65 @@ impl Store {
     }
 }
 
+impl Store {
+    /// How the jobs created in `[from, to)` fared: latency from `created_at`
+    /// to the terminal outcome's commit, and the processing window (first
+    /// attempt to last terminal commit). For benchmarks.
+    pub async fn timing(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Timing, StoreError> {
+        #[derive(sqlx::FromRow)]
+        struct Row {
+            terminal: i64,
+            percentiles: Option<Vec<f64>>,
+            max: Option<f64>,
+            first_attempt: Option<DateTime<Utc>>,
+            last_finish: Option<DateTime<Utc>>,
+        }
+        let row: Row =
+            sqlx::query_as(
+                "WITH j AS (
+                     SELECT id, extract(epoch FROM finished_at - created_at)::float8 AS latency, finished_at
+                     FROM jobs WHERE created_at >= $1 AND created_at < $2 AND finished_at IS NOT NULL)
+                 SELECT count(*) AS terminal,
+                        percentile_cont(ARRAY[0.5, 0.9, 0.99]) WITHIN GROUP (ORDER BY latency) AS percentiles,
+                        max(latency) AS max,
+                        (SELECT min(a.started_at) FROM attempts a JOIN j ON j.id = a.job_id) AS first_attempt,
+                        max(finished_at) AS last_finish
+                 FROM j",
+            )
+            .bind(from)
+            .bind(to)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(StoreError::query("measure job timing"))?;
+        let p = row.percentiles.unwrap_or_default();
+        Ok(Timing {
+            terminal: row.terminal,
+            p50: p.first().copied().unwrap_or(0.0),
+            p90: p.get(1).copied().unwrap_or(0.0),
+            p99: p.get(2).copied().unwrap_or(0.0),
+            max: row.max.unwrap_or(0.0),
+            first_attempt: row.first_attempt,
+            last_finish: row.last_finish,
+        })
+    }
+}
+
+/// See [`Store::timing`]. Latencies in seconds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Timing {
+    pub terminal: i64,
+    pub p50: f64,
+    pub p90: f64,
+    pub p99: f64,
+    pub max: f64,
+    pub first_attempt: Option<DateTime<Utc>>,
+    pub last_finish: Option<DateTime<Utc>>,
+}
+
 /// See [`Store::backlog`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Backlog {

@@ -24,6 +24,14 @@ where
 {
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
+    install(format, filter, writer);
+}
+
+/// Installs the subscriber with exactly `filter` (`RUST_LOG` is not read).
+pub fn install<W>(format: LogFormat, filter: EnvFilter, writer: W)
+where
+    W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
+{
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(Redacting(writer));

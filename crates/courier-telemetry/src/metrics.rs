@@ -23,7 +23,6 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 /// The provider label of a delivery from the unrouted queue.
@@ -153,8 +152,7 @@ pub struct Metrics {
     provider_retry_after: Family<ProviderLabels, Histogram>,
     queue_messages: Family<QueueLabels, Gauge>,
     dead_letters_pending: Family<ProviderLabels, Gauge>,
-    operator_letters: Family<ActionLabels, Counter>,
-    operator_seen: [AtomicU64; 2],
+    operator_letters: Family<ActionLabels, Gauge>,
     outcome_batch_size: Histogram,
     outcome_commit_duration: Histogram,
     io_failures: Family<IoLabels, Counter>,
@@ -265,7 +263,7 @@ impl Metrics {
         let operator_letters = Family::default();
         registry.register(
             "courier_operator_letters",
-            "Dead letters settled by operators (CLI or admin API), by action (from PostgreSQL, sampled)",
+            "Dead letters settled by operators (CLI or admin API) so far, by action: PostgreSQL's total, sampled (the same in every worker: aggregate with max)",
             operator_letters.clone(),
         );
         let outcome_batch_size = Histogram::new([
@@ -324,7 +322,6 @@ impl Metrics {
             queue_messages,
             dead_letters_pending,
             operator_letters,
-            operator_seen: [AtomicU64::new(0), AtomicU64::new(0)],
             outcome_batch_size,
             outcome_commit_duration,
             io_failures,
@@ -546,24 +543,14 @@ impl Metrics {
             .set(letters);
     }
 
-    /// Letters settled by operators so far, as PostgreSQL counts them. The
-    /// counter advances by what is new since the last sample.
+    /// Letters settled by operators so far, as PostgreSQL counts them. A
+    /// gauge, not a counter: every worker reports the same global total,
+    /// and a restarted worker must not add the history again.
     pub fn operator_settled(&self, requeued: u64, purged: u64) {
-        for (i, (action, total)) in [("requeue", requeued), ("purge", purged)]
-            .into_iter()
-            .enumerate()
-        {
-            let seen = self.operator_seen[i].fetch_max(total, Ordering::Relaxed);
-            if total > seen {
-                self.operator_letters
-                    .get_or_create(&ActionLabels { action })
-                    .inc_by(total - seen);
-            } else {
-                // Make the series exist at 0 before the first action.
-                let _ = self
-                    .operator_letters
-                    .get_or_create(&ActionLabels { action });
-            }
+        for (action, total) in [("requeue", requeued), ("purge", purged)] {
+            self.operator_letters
+                .get_or_create(&ActionLabels { action })
+                .set(i64::try_from(total).unwrap_or(i64::MAX));
         }
     }
 
@@ -698,18 +685,13 @@ path = "/c"
     }
 
     #[test]
-    fn operator_totals_advance_by_what_is_new() {
+    fn operator_totals_are_the_sampled_totals() {
         let m = metrics();
-        m.operator_settled(0, 0);
-        assert!(
-            m.encode()
-                .contains(r#"courier_operator_letters_total{action="requeue"} 0"#)
-        );
         m.operator_settled(5, 2);
         m.operator_settled(7, 2);
         let text = m.encode();
-        assert!(text.contains(r#"courier_operator_letters_total{action="requeue"} 7"#));
-        assert!(text.contains(r#"courier_operator_letters_total{action="purge"} 2"#));
+        assert!(text.contains(r#"courier_operator_letters{action="requeue"} 7"#));
+        assert!(text.contains(r#"courier_operator_letters{action="purge"} 2"#));
     }
 
     #[test]

@@ -19,14 +19,38 @@ const MIN_SECRET_LEN: usize = 6;
 
 static SECRETS: RwLock<Vec<String>> = RwLock::new(Vec::new());
 
-/// Registers a value that must never appear in a log line.
+/// Registers a value that must never appear in a log line, as written and
+/// as JSON or `Debug` output would escape it.
 pub fn register_secret(value: &str) {
     if value.len() < MIN_SECRET_LEN {
         return;
     }
+    let escaped = value.replace('\\', "\\\\").replace('"', "\\\"");
     let mut secrets = SECRETS.write().unwrap_or_else(|e| e.into_inner());
-    if !secrets.iter().any(|s| s == value) {
-        secrets.push(value.to_owned());
+    for form in [value.to_owned(), escaped] {
+        if !secrets.contains(&form) {
+            secrets.push(form);
+        }
+    }
+    // Longest first: a secret that is a prefix of another must not be
+    // replaced inside it, leaving the other's tail behind.
+    secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+}
+
+/// Registers the passwords of connection URLs, decoded and as written.
+pub fn register_url_passwords<'a>(urls: impl IntoIterator<Item = &'a str>) {
+    for url in urls {
+        if let Some(password) = courier_core::config::url_password(url) {
+            register_secret(&password);
+        }
+        if let Some(raw) = url
+            .split_once("://")
+            .and_then(|(_, rest)| rest.split_once('@'))
+            .and_then(|(userinfo, _)| userinfo.split_once(':'))
+            .map(|(_, password)| password)
+        {
+            register_secret(raw);
+        }
     }
 }
 
@@ -74,6 +98,24 @@ impl<W: Write> Write for RedactingWriter<W> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_secret_inside_a_longer_one_does_not_leave_a_tail() {
+        register_secret("tok_prefix");
+        register_secret("tok_prefix_and_more");
+        assert_eq!(scrub("x tok_prefix_and_more y"), "x [redacted] y");
+    }
+
+    #[test]
+    fn escaped_forms_and_url_passwords_are_scrubbed() {
+        register_secret("pa\"ss\\word");
+        assert_eq!(scrub(r#"{"v":"pa\"ss\\word"}"#), r#"{"v":"[redacted]"}"#);
+        register_url_passwords(["postgres://u:s3cr%40t-pw@h/db"]);
+        assert_eq!(
+            scrub("s3cr@t-pw and s3cr%40t-pw"),
+            "[redacted] and [redacted]"
+        );
+    }
 
     #[test]
     fn registered_secrets_are_scrubbed_and_short_values_ignored() {

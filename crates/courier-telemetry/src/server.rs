@@ -27,9 +27,13 @@ const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=
 /// One readiness check's result: its name and, when failing, why.
 pub type Check = (&'static str, Result<(), String>);
 
-/// What decides readiness.
+/// What decides liveness and readiness.
 pub trait Probe: Send + Sync + 'static {
+    /// Readiness: may the worker be sent work?
     fn checks(&self) -> Pin<Box<dyn Future<Output = Vec<Check>> + Send + '_>>;
+    /// Liveness: `Err` when the process can no longer recover by itself
+    /// and should be restarted.
+    fn alive(&self) -> Result<(), String>;
 }
 
 #[derive(Clone)]
@@ -42,7 +46,7 @@ struct AppState {
 pub fn router(metrics: Arc<Metrics>, probe: Arc<dyn Probe>) -> Router {
     Router::new()
         .route("/metrics", get(metrics_text))
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .with_state(AppState { metrics, probe })
 }
@@ -76,7 +80,20 @@ async fn metrics_text(State(state): State<AppState>) -> Response {
         .into_response()
 }
 
-/// 200 when every check passes, else 503; the body lists each check.
+/// 200 while the worker can recover by itself, else 503 with the reason.
+async fn healthz(State(state): State<AppState>) -> Response {
+    match state.probe.alive() {
+        Ok(()) => "ok\n".into_response(),
+        Err(why) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("{}\n", crate::redact::scrub(&why)),
+        )
+            .into_response(),
+    }
+}
+
+/// 200 when every check passes, else 503; the body lists each check
+/// (error texts scrubbed of secrets: the endpoint needs no token).
 async fn readyz(State(state): State<AppState>) -> Response {
     let checks = match tokio::time::timeout(PROBE_DEADLINE, state.probe.checks()).await {
         Ok(checks) => checks,
@@ -87,7 +104,7 @@ async fn readyz(State(state): State<AppState>) -> Response {
     for (name, result) in &checks {
         match result {
             Ok(()) => body.push_str(&format!("{name}: ok\n")),
-            Err(why) => body.push_str(&format!("{name}: {why}\n")),
+            Err(why) => body.push_str(&format!("{name}: {}\n", crate::redact::scrub(why))),
         }
     }
     let status = if ready {

@@ -5,11 +5,13 @@
 //! abandoned (it goes back to its queue). It must never ack: acks belong to
 //! the writer, after the commit.
 
+use crate::observe::Running;
 use crate::pipeline::Pipeline;
 use crate::writer::Completed;
 use courier_amqp::Channel;
 use futures_util::StreamExt;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -26,6 +28,8 @@ pub struct Consumer {
     pub outcomes: mpsc::Sender<Completed>,
     pub tasks: TaskTracker,
     pub stop: CancellationToken,
+    /// Told when this consumer's loop ends.
+    pub running: Arc<Running>,
 }
 
 /// Consumes until `stop`, then cancels the broker subscription and hands the
@@ -81,6 +85,7 @@ pub async fn run(mut c: Consumer) -> (Channel, courier_amqp::Consumer) {
             }
         });
     }
+    c.running.consumers_ended.fetch_add(1, Ordering::SeqCst);
     // Stop the broker sending more; what it already sent and we did not take
     // stays unacked and returns to the queue when the channel closes.
     if let Err(e) = courier_amqp::cancel(&c.channel, &c.deliveries).await {

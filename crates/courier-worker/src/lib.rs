@@ -27,6 +27,7 @@ use pipeline::Pipeline;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinHandle;
@@ -66,11 +67,10 @@ impl Worker {
     /// Connects, migrates (when configured), declares the topology and starts
     /// consuming every provider's queue and the unrouted queue.
     pub async fn start(config: Config) -> Result<Worker, WorkerError> {
-        for url in [&config.broker.url, &config.database.url] {
-            if let Some(password) = courier_core::config::url_password(url) {
-                courier_telemetry::redact::register_secret(&password);
-            }
-        }
+        courier_telemetry::redact::register_url_passwords([
+            config.broker.url.as_str(),
+            config.database.url.as_str(),
+        ]);
         let listen = config.telemetry.listen;
         let telemetry_listener =
             courier_telemetry::server::bind(listen)
@@ -127,32 +127,6 @@ impl Worker {
 
         let stop = CancellationToken::new();
         let abandon = CancellationToken::new();
-        let telemetry_stop = CancellationToken::new();
-        let probe = observe::WorkerProbe::new(
-            courier_amqp::BrokerHealth::of(&conn, &publisher),
-            store.clone(),
-            stop.clone(),
-        );
-        tokio::spawn(courier_telemetry::server::serve(
-            telemetry_listener,
-            metrics.clone(),
-            Arc::new(probe),
-            telemetry_stop.clone(),
-        ));
-        tokio::spawn(observe::count_reconnections(
-            courier_amqp::reconnections(&conn),
-            metrics.clone(),
-        ));
-        tokio::spawn(observe::sample(
-            observe::Sampler::new(
-                conn.clone(),
-                topology.clone(),
-                store.clone(),
-                metrics.clone(),
-            ),
-            config.telemetry.poll_interval,
-            stop.clone(),
-        ));
         let pipeline = Arc::new(Pipeline::new(
             config,
             topology,
@@ -163,25 +137,9 @@ impl Worker {
             metrics.clone(),
         ));
 
-        let in_flight: usize = pipeline
-            .config()
-            .providers
-            .values()
-            .map(|p| p.concurrency)
-            .sum::<usize>()
-            + 16;
-        let (outcomes, outcome_rx) = mpsc::channel(in_flight);
-        let flush_abandon = CancellationToken::new();
-        let writer = tokio::spawn(writer::run(
-            store.clone(),
-            metrics.clone(),
-            outcome_rx,
-            pipeline.config().worker.outcome_batch_max,
-            flush_abandon.clone(),
-        ));
-
-        let tasks = TaskTracker::new();
-        let mut consumers = Vec::new();
+        // Subscribe to every queue before starting anything that runs on
+        // its own: a failure here leaves no task behind.
+        let mut subscriptions = Vec::new();
         let queues = pipeline
             .config()
             .providers
@@ -195,6 +153,38 @@ impl Worker {
             };
             let (channel, deliveries) =
                 courier_amqp::consume(&conn, &queue, pipeline.config().broker.prefetch, "").await?;
+            subscriptions.push((provider, concurrency, channel, deliveries));
+        }
+
+        let running = Arc::new(observe::Running::default());
+        let in_flight: usize = pipeline
+            .config()
+            .providers
+            .values()
+            .map(|p| p.concurrency)
+            .sum::<usize>()
+            + 16;
+        let (outcomes, outcome_rx) = mpsc::channel(in_flight);
+        let flush_abandon = CancellationToken::new();
+        let writer = tokio::spawn({
+            let writer = writer::run(
+                store.clone(),
+                metrics.clone(),
+                outcome_rx,
+                pipeline.config().worker.outcome_batch_max,
+                flush_abandon.clone(),
+            );
+            let running = running.clone();
+            async move {
+                writer.await;
+                running.writer_ended.store(true, Ordering::SeqCst);
+            }
+        });
+
+        let tasks = TaskTracker::new();
+        let mut consumers = Vec::new();
+        for (provider, concurrency, channel, deliveries) in subscriptions {
+            running.consumers_started.fetch_add(1, Ordering::SeqCst);
             consumers.push(tokio::spawn(consumer::run(consumer::Consumer {
                 pipeline: pipeline.clone(),
                 provider,
@@ -204,6 +194,7 @@ impl Worker {
                 outcomes: outcomes.clone(),
                 tasks: tasks.clone(),
                 stop: stop.clone(),
+                running: running.clone(),
             })));
         }
         drop(outcomes);
@@ -215,6 +206,39 @@ impl Worker {
                 stop.clone(),
             ));
         }
+
+        // What the worker reports about itself; `/readyz` answers
+        // "draining" until the very end of shutdown.
+        let telemetry_stop = CancellationToken::new();
+        let probe = observe::WorkerProbe::new(
+            courier_amqp::BrokerHealth::of(&conn, pipeline.publisher()),
+            store.clone(),
+            stop.clone(),
+            running,
+        );
+        let reporters = vec![
+            tokio::spawn(courier_telemetry::server::serve(
+                telemetry_listener,
+                metrics.clone(),
+                Arc::new(probe),
+                telemetry_stop.clone(),
+            )),
+            tokio::spawn(observe::count_reconnections(
+                courier_amqp::reconnections(&conn),
+                metrics.clone(),
+                telemetry_stop.clone(),
+            )),
+            tokio::spawn(observe::sample(
+                observe::Sampler::new(
+                    conn.clone(),
+                    pipeline.topology().clone(),
+                    store.clone(),
+                    metrics.clone(),
+                ),
+                pipeline.config().telemetry.poll_interval,
+                stop.clone(),
+            )),
+        ];
         tracing::info!(
             namespace = %pipeline.config().namespace,
             providers = pipeline.config().providers.len(),
@@ -233,6 +257,7 @@ impl Worker {
             conn,
             store,
             telemetry_stop,
+            reporters,
         }));
         Ok(Worker {
             stop,
@@ -301,6 +326,8 @@ struct Shutdown {
     store: Store,
     /// Fired last: `/readyz` answers "draining" until the very end.
     telemetry_stop: CancellationToken,
+    /// The telemetry server, the reconnection counter, the sampler.
+    reporters: Vec<JoinHandle<()>>,
 }
 
 async fn shutdown_sequence(s: Shutdown) {
@@ -342,5 +369,8 @@ async fn shutdown_sequence(s: Shutdown) {
     }
     s.store.close().await;
     s.telemetry_stop.cancel();
+    for reporter in s.reporters {
+        let _ = reporter.await;
+    }
     tracing::info!("worker stopped");
 }

@@ -15,24 +15,48 @@ use futures_util::{Stream, StreamExt};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
-/// Readiness: the broker is connected, the database answers, and the
-/// worker is not shutting down.
+/// Longest the database check may take.
+const PING_DEADLINE: Duration = Duration::from_secs(1);
+
+/// Which of the worker's long-running parts still run.
+#[derive(Debug, Default)]
+pub struct Running {
+    /// Queue consumers started.
+    pub consumers_started: AtomicUsize,
+    /// Queue consumers whose loop has ended (shutdown, or the broker
+    /// cancelled them: a deleted queue).
+    pub consumers_ended: AtomicUsize,
+    /// Set when the outcome writer has ended.
+    pub writer_ended: AtomicBool,
+}
+
+/// Readiness: the broker is connected, the database answers, every queue is
+/// consumed, and the worker is not shutting down. Liveness: the broker
+/// connection is not lost for good and the outcome writer runs.
 #[derive(Debug)]
 pub struct WorkerProbe {
     broker: BrokerHealth,
     store: Store,
     draining: CancellationToken,
+    running: Arc<Running>,
 }
 
 impl WorkerProbe {
-    pub fn new(broker: BrokerHealth, store: Store, draining: CancellationToken) -> Self {
+    pub fn new(
+        broker: BrokerHealth,
+        store: Store,
+        draining: CancellationToken,
+        running: Arc<Running>,
+    ) -> Self {
         Self {
             broker,
             store,
             draining,
+            running,
         }
     }
 }
@@ -45,22 +69,61 @@ impl Probe for WorkerProbe {
             } else {
                 Ok(())
             };
-            let database = self.store.ping().await.map_err(|e| e.to_string());
+            let database = match tokio::time::timeout(PING_DEADLINE, self.store.ping()).await {
+                Ok(result) => result.map_err(|e| e.to_string()),
+                Err(_) => Err(format!("no answer within {PING_DEADLINE:?}")),
+            };
+            let started = self.running.consumers_started.load(Ordering::SeqCst);
+            let ended = self.running.consumers_ended.load(Ordering::SeqCst);
+            let consumers = if ended == 0 {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{} of {started} queue consumers running (the broker cancelled the others: was a queue deleted?)",
+                    started - ended.min(started)
+                ))
+            };
             vec![
                 ("broker", self.broker.check()),
                 ("database", database),
+                ("consumers", consumers),
                 ("draining", draining),
             ]
         })
     }
+
+    fn alive(&self) -> Result<(), String> {
+        if self.draining.is_cancelled() {
+            return Ok(());
+        }
+        if self.broker.lost() {
+            return Err("the RabbitMQ connection is lost and auto-recovery gave up".into());
+        }
+        if self.running.writer_ended.load(Ordering::SeqCst) {
+            return Err("the outcome writer stopped: nothing can be acknowledged".into());
+        }
+        Ok(())
+    }
 }
 
-/// Counts every reconnection the broker connection reports.
-pub async fn count_reconnections(reconnections: impl Stream<Item = ()>, metrics: Arc<Metrics>) {
+/// Counts every reconnection the broker connection reports, until `stop`.
+pub async fn count_reconnections(
+    reconnections: impl Stream<Item = ()>,
+    metrics: Arc<Metrics>,
+    stop: CancellationToken,
+) {
     let mut reconnections = std::pin::pin!(reconnections);
-    while reconnections.next().await.is_some() {
-        tracing::info!("RabbitMQ connection re-established");
-        metrics.broker_reconnected();
+    loop {
+        tokio::select! {
+            next = reconnections.next() => match next {
+                Some(()) => {
+                    tracing::info!("RabbitMQ connection re-established");
+                    metrics.broker_reconnected();
+                }
+                None => return,
+            },
+            _ = stop.cancelled() => return,
+        }
     }
 }
 

@@ -76,6 +76,10 @@ impl Pipeline {
         &self.topology
     }
 
+    pub fn publisher(&self) -> &Publisher {
+        &self.publisher
+    }
+
     /// Processes one delivery from `queue_provider`'s work queue (`None`: the
     /// unrouted queue). `Err` only when shutdown abandoned it mid-way; the
     /// caller then returns the delivery to its queue.
@@ -169,8 +173,11 @@ impl Pipeline {
         };
 
         let attempt = meta.attempts + 1;
-        let trace =
-            TraceContext::for_attempt(meta.traceparent.as_deref(), rand::random(), rand::random());
+        let trace = TraceContext::for_attempt(
+            meta.traceparent.as_deref(),
+            job.id.as_u128(),
+            rand::random(),
+        );
         tracing::Span::current().record("trace_id", trace.trace_id());
         let traceparent = trace.to_string();
         // Shutdown may abandon a call that outlives the grace period: the

@@ -2,9 +2,10 @@
 //!
 //! Owns the moment a delivery is acknowledged. Outcomes arrive on a channel;
 //! the writer takes as many as are waiting (up to the batch limit), commits
-//! them in one transaction, and only then counts them in the metrics and
-//! acks their deliveries, so the job counters only ever show what
-//! PostgreSQL holds. It must never ack before the commit returns.
+//! them in one transaction, and only then counts what the commit newly
+//! recorded in the metrics and acks the deliveries, so the job counters show
+//! exactly what PostgreSQL holds. It must never ack before the commit
+//! returns.
 
 use crate::patience::{Io, persist};
 use chrono::Utc;
@@ -46,22 +47,26 @@ pub async fn run(
             outcomes.push(c.outcome);
             settle.push((c.acker, c.queue_provider));
         }
-        let clock = Instant::now();
-        if persist(Io::RecordOutcomes, &abandon, &metrics, || {
-            store.commit(&outcomes)
-        })
-        .await
-        .is_err()
-        {
+        let commit = || async {
+            let clock = Instant::now();
+            let committed = store.commit(&outcomes).await?;
+            metrics.batch_committed(outcomes.len(), clock.elapsed());
+            Ok::<_, courier_store::StoreError>(committed)
+        };
+        let Ok(mut committed) = persist(Io::RecordOutcomes, &abandon, &metrics, commit).await
+        else {
             tracing::error!(
                 outcomes = outcomes.len(),
                 "gave up recording outcomes; their deliveries will be redelivered"
             );
             return;
-        }
-        metrics.batch_committed(outcomes.len(), clock.elapsed());
+        };
         for (outcome, (_, queue_provider)) in outcomes.iter().zip(&settle) {
-            count(&metrics, outcome, queue_provider.as_deref());
+            // A second copy of work already recorded changed nothing: not
+            // counted again.
+            if committed.take(outcome) {
+                count(&metrics, outcome, queue_provider.as_deref());
+            }
         }
         let acks = join_all(settle.iter().map(|(acker, _)| courier_amqp::ack(acker))).await;
         for result in acks {

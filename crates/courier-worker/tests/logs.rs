@@ -46,7 +46,12 @@ impl<'a> MakeWriter<'a> for Captured {
 #[tokio::test]
 async fn the_provider_token_and_payloads_never_reach_the_logs() {
     let logs = Captured::default();
-    courier_telemetry::logging::init_with_writer(LogFormat::Json, "trace", logs.clone());
+    // Exactly "trace", whatever RUST_LOG says.
+    courier_telemetry::logging::install(
+        LogFormat::Json,
+        tracing_subscriber::EnvFilter::new("trace"),
+        logs.clone(),
+    );
 
     let token = format!("sk_live_{}", uuid::Uuid::now_v7().simple());
     let token_file =

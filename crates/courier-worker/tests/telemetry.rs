@@ -161,18 +161,16 @@ async fn metrics_count_exactly_what_a_known_mix_of_jobs_did() {
     );
 
     // Sampled: the dead-letter queue and the PostgreSQL backlog hold the 3.
+    // (The dead letter is published before its commit: wait for both.)
     let m = env
         .wait_for_metrics(&worker, "sampled queue depths", WAIT, |m| {
             m.get(&series(
                 "courier_queue_messages",
                 &format!(r#"kind="dead",provider="{PROVIDER}""#),
             )) == Some(3.0)
+                && m.get(&series("courier_dead_letters_pending", &provider)) == Some(3.0)
         })
         .await;
-    assert_eq!(
-        m.get(&series("courier_dead_letters_pending", &provider)),
-        Some(3.0)
-    );
     assert_eq!(
         m.get(&series(
             "courier_queue_messages",
@@ -221,13 +219,13 @@ async fn metrics_count_exactly_what_a_known_mix_of_jobs_did() {
     env.wait_state(permanent.id, "succeeded", WAIT).await;
     let m = env
         .wait_for_metrics(&worker, "the requeue sampled", WAIT, |m| {
-            m.get(r#"courier_operator_letters_total{action="requeue"}"#) == Some(1.0)
+            m.get(r#"courier_operator_letters{action="requeue"}"#) == Some(1.0)
                 && m.get(&series("courier_dead_letters_pending", &provider)) == Some(2.0)
         })
         .await;
     assert_eq!(completed_after(&m, "succeeded"), 7.0);
     assert_eq!(
-        m.get(r#"courier_operator_letters_total{action="purge"}"#),
+        m.get(r#"courier_operator_letters{action="purge"}"#),
         Some(0.0)
     );
 
@@ -276,7 +274,10 @@ async fn readyz_follows_the_broker_connection_and_goes_unready_while_draining() 
     let (status, body) = scrape::get(worker.telemetry_addr(), "/healthz").await;
     assert_eq!((status, body.as_str()), (200, "ok\n"));
     let body = wait_ready_status(&worker, 200, "a fresh worker").await;
-    assert_eq!(body, "broker: ok\ndatabase: ok\ndraining: ok\n");
+    assert_eq!(
+        body,
+        "broker: ok\ndatabase: ok\nconsumers: ok\ndraining: ok\n"
+    );
 
     proxy.cut();
     let body = wait_ready_status(&worker, 503, "RabbitMQ cut off").await;
@@ -319,7 +320,7 @@ async fn a_trace_continues_from_the_amqp_headers_to_the_provider_and_the_attempt
     let traced = env.job(Some(json!({"fail_first": 1})));
     env.publish_raw(PROVIDER, &traced.to_body(), Some(parent))
         .await;
-    let untraced = env.job(None);
+    let untraced = env.job(Some(json!({"fail_first": 1})));
     env.publish(&untraced).await;
     env.wait_terminal(&[traced.id, untraced.id], WAIT).await;
 
@@ -352,20 +353,26 @@ async fn a_trace_continues_from_the_amqp_headers_to_the_provider_and_the_attempt
         [Some("4bf92f3577b34da6a3ce929d0e0e4736"); 2]
     );
 
-    // A job published without one starts its own trace, sent and recorded.
-    let call = &env.mock.calls_for(&key_of(&untraced))[0];
-    let ctx = TraceContext::parse(call.traceparent.as_deref().expect("traceparent sent"))
-        .expect("a valid traceparent");
+    // A job published without one gets the trace its id spells, on every
+    // attempt, sent and recorded.
+    let own_trace = untraced.id.simple().to_string();
+    let calls = env.mock.calls_for(&key_of(&untraced));
+    assert_eq!(calls.len(), 2);
+    for call in &calls {
+        let ctx = TraceContext::parse(call.traceparent.as_deref().expect("traceparent sent"))
+            .expect("a valid traceparent");
+        assert_eq!(ctx.trace_id(), own_trace);
+    }
     let attempts = env
         .store
         .attempts(untraced.id)
         .await
         .expect("read attempts");
-    assert_eq!(
-        attempts[0].trace_id.as_deref(),
-        Some(ctx.trace_id().as_str())
+    assert!(
+        attempts
+            .iter()
+            .all(|a| a.trace_id.as_deref() == Some(own_trace.as_str()))
     );
-    assert_ne!(ctx.trace_id(), "4bf92f3577b34da6a3ce929d0e0e4736");
 
     worker.shutdown();
     worker.wait().await;

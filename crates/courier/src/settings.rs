@@ -10,6 +10,15 @@ use std::path::Path;
 const DEFAULT_FILE: &str = "courier.toml";
 
 pub fn load(path: Option<&Path>) -> anyhow::Result<Config> {
+    let config = read(path)?;
+    courier_telemetry::redact::register_url_passwords([
+        config.broker.url.as_str(),
+        config.database.url.as_str(),
+    ]);
+    Ok(config)
+}
+
+fn read(path: Option<&Path>) -> anyhow::Result<Config> {
     let env = |k: &str| std::env::var(k).ok();
     let path = match path {
         Some(p) => Some(p.to_path_buf()),

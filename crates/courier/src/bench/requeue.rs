@@ -1,8 +1,5 @@
-//! `courier bench <scenario>`: measured runs against the local RabbitMQ and
-//! PostgreSQL, each in a namespace of its own that is removed afterwards.
-//!
-//! Owns the scenarios' scripts and their reports (a table for people, JSON
-//! for machines). Figures belong in docs/BENCHMARKS.md, never in tests.
+//! The `requeue` scenario: 100,000 dead letters sent back through the same
+//! code path as `courier dead requeue`.
 
 use anyhow::Context as _;
 use courier_amqp::{Publisher, Topology};
@@ -16,36 +13,7 @@ use std::time::Instant;
 
 const PROVIDER: &str = "mockpay";
 
-#[derive(Debug, clap::Subcommand)]
-pub enum Scenario {
-    /// Requeue N dead letters with `courier dead requeue`'s code path
-    Requeue {
-        #[arg(long, default_value_t = 100_000)]
-        letters: usize,
-        /// Letters claimed per transaction (the CLI uses 500)
-        #[arg(long, default_value_t = 500)]
-        batch: i64,
-        /// Write the results as JSON to this file
-        #[arg(long)]
-        json: Option<PathBuf>,
-        /// Keep the namespace afterwards
-        #[arg(long)]
-        keep: bool,
-    },
-}
-
-pub async fn bench(scenario: Scenario) -> anyhow::Result<ExitCode> {
-    match scenario {
-        Scenario::Requeue {
-            letters,
-            batch,
-            json,
-            keep,
-        } => requeue(letters, batch, json, keep).await,
-    }
-}
-
-async fn requeue(
+pub async fn requeue(
     letters: usize,
     batch: i64,
     json_out: Option<PathBuf>,

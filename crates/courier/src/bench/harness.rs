@@ -1,0 +1,411 @@
+//! What every throughput scenario shares: a namespace of its own, the
+//! built-in mock provider, publishing jobs fast (confirmed, many in flight),
+//! worker processes started from this very binary, and the measurements
+//! (wall time, latency from PostgreSQL, CPU and peak RSS from /proc).
+//!
+//! Owns setting up and tearing down a bench namespace and turning a run into
+//! a [`RunResult`]. It must never measure anything the worker does not do
+//! in production: the worker is a real `courier run` process.
+
+use anyhow::{Context as _, bail};
+use chrono::{DateTime, Utc};
+use courier_amqp::{Channel, Connection, Publisher, Topology};
+use courier_core::Config;
+use courier_core::envelope::JobEnvelope;
+use courier_provider::{FailureMix, MockProvider};
+use courier_store::Store;
+use futures_util::StreamExt;
+use serde::Serialize;
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The operation every bench job runs.
+pub const OPERATION: &str = "charge";
+/// Confirmed publishes in flight while loading a queue.
+const PUBLISH_WINDOW: usize = 2048;
+/// Linux reports process CPU time in these ticks (USER_HZ, fixed ABI).
+const TICKS_PER_SECOND: f64 = 100.0;
+
+/// One measured run.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunResult {
+    pub label: String,
+    pub jobs: u64,
+    pub worker_processes: usize,
+    pub wall_seconds: f64,
+    pub jobs_per_second: f64,
+    /// Throughput ÷ the broker's consume-and-ack rate measured in the same run.
+    pub ratio_to_baseline: Option<f64>,
+    pub latency_ms: Latency,
+    pub worker_cpu_seconds_per_1000_jobs: f64,
+    pub worker_peak_rss_mb: f64,
+    /// Jobs by state, from PostgreSQL.
+    pub outcomes: BTreeMap<String, i64>,
+    pub attempts: i64,
+}
+
+/// From the job's `created_at` to its terminal outcome's commit.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Latency {
+    pub p50: f64,
+    pub p90: f64,
+    pub p99: f64,
+    pub max: f64,
+}
+
+/// A bench namespace: queues, schema and mock provider.
+pub struct Bench {
+    pub namespace: String,
+    pub config: Config,
+    pub store: Store,
+    pub conn: Connection,
+    pub topology: Topology,
+    pub publisher: Publisher,
+    pub channel: Channel,
+    pub mock: MockProvider,
+    pub providers: Vec<String>,
+    workers_started: usize,
+}
+
+impl std::fmt::Debug for Bench {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bench")
+            .field("namespace", &self.namespace)
+            .finish()
+    }
+}
+
+impl Bench {
+    /// A fresh namespace `bench_<scenario>_<millis>` with `providers`, all
+    /// served by one mock provider failing per `mix`.
+    pub async fn new(
+        scenario: &str,
+        providers: Vec<String>,
+        mix: FailureMix,
+    ) -> anyhow::Result<Bench> {
+        let config = Config::from_toml("", "(bench)", &|k| std::env::var(k).ok())?;
+        let namespace = format!("bench_{scenario}_{}", Utc::now().timestamp_millis());
+        let store = Store::connect(&config.database.url, &namespace, 4).await?;
+        store.migrate().await?;
+        let conn = courier_amqp::connect(&config.broker.url, "courier bench").await?;
+        let topology = Topology::new(&namespace, providers.iter().cloned());
+        let channel = conn.create_channel().await.context("opening a channel")?;
+        topology.declare(&channel).await?;
+        let publisher = Publisher::open(&conn).await?;
+        let mock = MockProvider::start(mix)
+            .await
+            .context("starting the mock provider")?;
+        Ok(Bench {
+            namespace,
+            config,
+            store,
+            conn,
+            topology,
+            publisher,
+            channel,
+            mock,
+            providers,
+            workers_started: 0,
+        })
+    }
+
+    /// Publishes `count` jobs (provider `i % providers`), confirmed, with
+    /// `created_at` = now. Returns how long it took.
+    pub async fn publish(&self, count: usize) -> anyhow::Result<Duration> {
+        let clock = Instant::now();
+        let publishes = futures_util::stream::iter(0..count).map(|i| async move {
+            let provider = &self.providers[i % self.providers.len()];
+            let job = bench_job(provider, i);
+            self.publisher
+                .publish_job(&self.topology, provider, job.id, &job.to_body(), None)
+                .await
+        });
+        let mut results = publishes.buffer_unordered(PUBLISH_WINDOW);
+        while let Some(result) = results.next().await {
+            result?;
+        }
+        Ok(clock.elapsed())
+    }
+
+    /// Publishes `rate` jobs per second for `duration`, paced every 10 ms.
+    pub async fn publish_at(&self, rate: f64, duration: Duration) -> anyhow::Result<u64> {
+        let tick = Duration::from_millis(10);
+        let mut ticks = tokio::time::interval(tick);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+        let start = Instant::now();
+        let mut sent = 0u64;
+        while start.elapsed() < duration {
+            ticks.tick().await;
+            let due = (rate * start.elapsed().as_secs_f64()) as u64;
+            let batch: Vec<_> = (sent..due)
+                .map(|i| {
+                    let provider = &self.providers[i as usize % self.providers.len()];
+                    let job = bench_job(provider, i as usize);
+                    (provider, job.id, job.to_body())
+                })
+                .collect();
+            let publishes = batch.iter().map(|(provider, id, body)| {
+                self.publisher
+                    .publish_job(&self.topology, provider, *id, body, None)
+            });
+            for result in futures_util::future::join_all(publishes).await {
+                result?;
+            }
+            sent = due;
+        }
+        Ok(sent)
+    }
+
+    /// The config a bench worker runs with: every provider at the mock,
+    /// `retry` as each provider's `[retry]` table.
+    fn worker_toml(&self, telemetry_port: u16, retry: &str) -> String {
+        let mut toml = format!(
+            "namespace = \"{}\"\n\n[telemetry]\nlisten = \"127.0.0.1:{telemetry_port}\"\npoll_interval_ms = 1000\n",
+            self.namespace
+        );
+        for provider in &self.providers {
+            toml.push_str(&format!(
+                "\n[providers.{provider}]\nbase_url = \"{}\"\n\n[providers.{provider}.retry]\n{retry}\n\n[providers.{provider}.operations.{OPERATION}]\nmethod = \"POST\"\npath = \"/v1/customers/{{customer}}/charges\"\n",
+                self.mock.base_url()
+            ));
+        }
+        toml
+    }
+
+    /// Starts a `courier run` process on this namespace and waits until it
+    /// is ready.
+    pub async fn start_worker(&mut self, retry: &str) -> anyhow::Result<WorkerProcess> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        self.workers_started += 1;
+        let dir = std::env::temp_dir();
+        let config_path = dir.join(format!("{}-{}.toml", self.namespace, self.workers_started));
+        std::fs::write(&config_path, self.worker_toml(port, retry))?;
+        let log_path = dir.join(format!("{}-{}.log", self.namespace, self.workers_started));
+        let log = std::fs::File::create(&log_path)?;
+        let child = Command::new(std::env::current_exe()?)
+            .arg("run")
+            .arg("--config")
+            .arg(&config_path)
+            .env("RUST_LOG", "warn")
+            .env("COURIER_LOG_FORMAT", "json")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .context("starting a worker process")?;
+        let worker = WorkerProcess {
+            child,
+            telemetry: SocketAddr::from(([127, 0, 0, 1], port)),
+            config_path,
+            log_path,
+            http: reqwest::Client::new(),
+        };
+        worker.wait_ready().await?;
+        Ok(worker)
+    }
+
+    /// Waits until `workers` together have committed `n` terminal outcomes
+    /// more than `before`, reporting progress on stderr.
+    pub async fn wait_terminal(
+        &self,
+        workers: &mut [WorkerProcess],
+        before: u64,
+        n: u64,
+        timeout: Duration,
+    ) -> anyhow::Result<()> {
+        let deadline = Instant::now() + timeout;
+        let mut last_report = Instant::now();
+        loop {
+            let mut done = 0;
+            for w in workers.iter_mut() {
+                done += w.terminal_outcomes().await?;
+            }
+            let done = done.saturating_sub(before);
+            if done >= n {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("only {done} of {n} jobs terminal after {timeout:?}");
+            }
+            if last_report.elapsed() > Duration::from_secs(5) {
+                eprintln!("  … {done}/{n} terminal");
+                last_report = Instant::now();
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// The result of a run over the jobs created in `[from, to)`. `wall`
+    /// defaults to first attempt → last terminal commit.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn result(
+        &self,
+        label: &str,
+        jobs: u64,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        wall: Option<f64>,
+        cpu_seconds: f64,
+        peak_rss_mb: f64,
+        workers: usize,
+    ) -> anyhow::Result<RunResult> {
+        let timing = self.store.timing(from, to).await?;
+        if u64::try_from(timing.terminal).unwrap_or(0) != jobs {
+            bail!(
+                "{label}: {} of {jobs} jobs are recorded as finished in PostgreSQL",
+                timing.terminal
+            );
+        }
+        let wall = wall.unwrap_or_else(|| match (timing.first_attempt, timing.last_finish) {
+            (Some(a), Some(b)) => (b - a).as_seconds_f64().max(1e-3),
+            _ => f64::NAN,
+        });
+        let outcomes = self.store.state_counts().await?.into_iter().collect();
+        Ok(RunResult {
+            label: label.to_owned(),
+            jobs,
+            worker_processes: workers,
+            wall_seconds: wall,
+            jobs_per_second: jobs as f64 / wall,
+            ratio_to_baseline: None,
+            latency_ms: Latency {
+                p50: timing.p50 * 1000.0,
+                p90: timing.p90 * 1000.0,
+                p99: timing.p99 * 1000.0,
+                max: timing.max * 1000.0,
+            },
+            worker_cpu_seconds_per_1000_jobs: cpu_seconds / jobs as f64 * 1000.0,
+            worker_peak_rss_mb: peak_rss_mb,
+            outcomes,
+            attempts: self.store.count_attempts().await?,
+        })
+    }
+
+    /// Removes the namespace's queues, exchanges and schema.
+    pub async fn cleanup(self) -> anyhow::Result<()> {
+        self.topology.teardown(&self.channel).await?;
+        self.store.drop_schema().await?;
+        let _ = self.conn.close(200, "bench done".into()).await;
+        Ok(())
+    }
+}
+
+fn bench_job(provider: &str, i: usize) -> JobEnvelope {
+    JobEnvelope::new(
+        provider,
+        OPERATION,
+        json!({
+            "customer": format!("cus_{i:08}"),
+            "amount": 1999,
+            "currency": "eur",
+            "description": "Order #A-10042, 2 items",
+        }),
+        Utc::now(),
+    )
+}
+
+/// A `courier run` child process.
+#[derive(Debug)]
+pub struct WorkerProcess {
+    child: Child,
+    telemetry: SocketAddr,
+    config_path: PathBuf,
+    log_path: PathBuf,
+    http: reqwest::Client,
+}
+
+impl WorkerProcess {
+    async fn wait_ready(&self) -> anyhow::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let url = format!("http://{}/readyz", self.telemetry);
+            if let Ok(r) = self.http.get(&url).send().await
+                && r.status().is_success()
+            {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "the worker did not become ready; its log: {}",
+                    self.log_path.display()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Succeeded, dead and invalid outcomes committed so far.
+    pub async fn terminal_outcomes(&mut self) -> anyhow::Result<u64> {
+        let text = self
+            .http
+            .get(format!("http://{}/metrics", self.telemetry))
+            .send()
+            .await?
+            .text()
+            .await?;
+        let terminal = text
+            .lines()
+            .filter(|l| l.starts_with("courier_jobs_completed_total{"))
+            .filter(|l| {
+                ["succeeded", "dead", "invalid"]
+                    .iter()
+                    .any(|o| l.contains(&format!("outcome=\"{o}\"")))
+            })
+            .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+            .sum::<f64>();
+        Ok(terminal as u64)
+    }
+
+    /// User + system CPU seconds so far.
+    pub fn cpu_seconds(&self) -> anyhow::Result<f64> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))?;
+        // Fields after the command name (which may hold spaces) start at ")".
+        let after = stat
+            .rsplit_once(')')
+            .map(|(_, rest)| rest)
+            .context("unreadable /proc stat")?;
+        let fields: Vec<&str> = after.split_whitespace().collect();
+        let ticks = |i: usize| {
+            fields
+                .get(i)
+                .and_then(|f| f.parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
+        // utime and stime are fields 14 and 15; `after` starts at field 3.
+        Ok((ticks(11) + ticks(12)) / TICKS_PER_SECOND)
+    }
+
+    /// Peak resident memory (VmHWM) in MiB.
+    pub fn peak_rss_mb(&self) -> anyhow::Result<f64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
+        let kib = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+            .context("no VmHWM in /proc status")?;
+        Ok(kib / 1024.0)
+    }
+
+    /// SIGTERM, then wait for the graceful shutdown.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let status = tokio::task::spawn_blocking(move || {
+            let status = self.child.wait();
+            let _ = std::fs::remove_file(&self.config_path);
+            let _ = std::fs::remove_file(&self.log_path);
+            status
+        })
+        .await??;
+        if !status.success() {
+            bail!("the worker exited with {status}");
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,393 @@
+//! `courier bench <scenario>`: measured runs against the local RabbitMQ and
+//! PostgreSQL, each in a namespace of its own that is removed afterwards.
+//!
+//! Owns the scenarios' scripts and their reports (a table for people, JSON
+//! for machines). The worker under test is a real `courier run` process;
+//! every throughput is also given as a ratio to the broker's own limit
+//! ([`baseline`]) measured in the same run. Figures belong in
+//! docs/BENCHMARKS.md, never in tests.
+
+mod baseline;
+mod harness;
+mod requeue;
+
+use anyhow::Context as _;
+use baseline::Baseline;
+use chrono::Utc;
+use courier_provider::FailureMix;
+use harness::{Bench, RunResult};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+/// The retry policy of bench workers unless a scenario says otherwise.
+const RETRY: &str = "max_attempts = 5\nbase_delay_ms = 1000\nmax_delay_secs = 8\njitter = 0.2";
+const TERMINAL_TIMEOUT: Duration = Duration::from_secs(1800);
+
+#[derive(Debug, clap::Args)]
+pub struct Output {
+    /// Write the results as JSON to this file
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum Scenario {
+    /// The broker's own limit: confirmed publish, then consume + ack, no HTTP, no database
+    Baseline {
+        #[arg(long, default_value_t = 100_000)]
+        jobs: u64,
+        #[command(flatten)]
+        out: Output,
+    },
+    /// N jobs published first, then one worker drains them against the mock provider (instant 200)
+    Drain {
+        #[arg(long, default_value_t = 100_000)]
+        jobs: u64,
+        #[command(flatten)]
+        out: Output,
+    },
+    /// Fixed offered rates (shares of a calibration drain's rate) for a fixed time: latency at each
+    Steady {
+        /// Shares of the drain rate to offer
+        #[arg(long, value_delimiter = ',', default_value = "0.25,0.5,0.9")]
+        shares: Vec<f64>,
+        /// Seconds at each rate
+        #[arg(long, default_value_t = 20)]
+        seconds: u64,
+        /// Jobs in the calibration drain
+        #[arg(long, default_value_t = 20_000)]
+        calibrate: u64,
+        #[command(flatten)]
+        out: Output,
+    },
+    /// 30% of calls fail retryably, 5% permanently: throughput and time until every job is terminal
+    Failing {
+        #[arg(long, default_value_t = 20_000)]
+        jobs: u64,
+        #[command(flatten)]
+        out: Output,
+    },
+    /// 50 providers at once, each its own queue
+    Providers {
+        #[arg(long, default_value_t = 100_000)]
+        jobs: u64,
+        #[arg(long, default_value_t = 50)]
+        providers: usize,
+        #[command(flatten)]
+        out: Output,
+    },
+    /// Per-job cost with a small and a large backlog waiting (it must stay flat)
+    Backlog {
+        #[arg(long, default_value_t = 10_000)]
+        small: u64,
+        #[arg(long, default_value_t = 1_000_000)]
+        large: u64,
+        /// Jobs measured in each phase
+        #[arg(long, default_value_t = 10_000)]
+        measure: u64,
+        #[command(flatten)]
+        out: Output,
+    },
+    /// The same drain with 1 and then 2 worker processes on the same queues
+    Processes {
+        #[arg(long, default_value_t = 100_000)]
+        jobs: u64,
+        #[command(flatten)]
+        out: Output,
+    },
+    /// Requeue N dead letters with `courier dead requeue`'s code path
+    Requeue {
+        #[arg(long, default_value_t = 100_000)]
+        letters: usize,
+        /// Letters claimed per transaction (the CLI uses 500)
+        #[arg(long, default_value_t = 500)]
+        batch: i64,
+        /// Keep the namespace afterwards
+        #[arg(long)]
+        keep: bool,
+        #[command(flatten)]
+        out: Output,
+    },
+}
+
+pub async fn bench(scenario: Scenario) -> anyhow::Result<ExitCode> {
+    let (name, out, baseline, runs) = match scenario {
+        Scenario::Requeue {
+            letters,
+            batch,
+            keep,
+            out,
+        } => return requeue::requeue(letters, batch, out.json, keep).await,
+        Scenario::Baseline { jobs, out } => {
+            ("baseline", out, baseline::measure(jobs).await?, vec![])
+        }
+        Scenario::Drain { jobs, out } => {
+            let baseline = baseline::measure(jobs).await?;
+            let runs = vec![drain("drain", jobs, 1, FailureMix::default(), 1).await?];
+            ("drain", out, baseline, runs)
+        }
+        Scenario::Processes { jobs, out } => {
+            let baseline = baseline::measure(jobs).await?;
+            let runs = vec![
+                drain("1 process", jobs, 1, FailureMix::default(), 1).await?,
+                drain("2 processes", jobs, 1, FailureMix::default(), 2).await?,
+            ];
+            ("processes", out, baseline, runs)
+        }
+        Scenario::Failing { jobs, out } => {
+            let baseline = baseline::measure(jobs).await?;
+            let mix = FailureMix {
+                server_error: 0.30,
+                permanent: 0.05,
+                ..FailureMix::default()
+            };
+            let runs = vec![drain("30% retryable, 5% permanent", jobs, 1, mix, 1).await?];
+            ("failing", out, baseline, runs)
+        }
+        Scenario::Providers {
+            jobs,
+            providers,
+            out,
+        } => {
+            let baseline = baseline::measure(jobs).await?;
+            let label = format!("{providers} providers");
+            let runs = vec![drain(&label, jobs, providers, FailureMix::default(), 1).await?];
+            ("providers", out, baseline, runs)
+        }
+        Scenario::Steady {
+            shares,
+            seconds,
+            calibrate,
+            out,
+        } => {
+            let baseline = baseline::measure(calibrate).await?;
+            let runs = steady(&shares, Duration::from_secs(seconds), calibrate).await?;
+            ("steady", out, baseline, runs)
+        }
+        Scenario::Backlog {
+            small,
+            large,
+            measure,
+            out,
+        } => {
+            let baseline = baseline::measure(measure.max(10_000)).await?;
+            let runs = backlog(&[small, large], measure).await?;
+            ("backlog", out, baseline, runs)
+        }
+    };
+    let runs: Vec<RunResult> = runs
+        .into_iter()
+        .map(|mut r| {
+            r.ratio_to_baseline = Some(r.jobs_per_second / baseline.consume_per_second);
+            r
+        })
+        .collect();
+    print_report(name, &baseline, &runs);
+    if let Some(path) = out.json {
+        let report = serde_json::json!({
+            "scenario": name,
+            "measured_at": Utc::now(),
+            "baseline": baseline,
+            "runs": runs,
+        });
+        std::fs::write(&path, serde_json::to_string_pretty(&report)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Publishes `jobs` across `providers` providers, then drains them with
+/// `processes` worker processes.
+async fn drain(
+    label: &str,
+    jobs: u64,
+    providers: usize,
+    mix: FailureMix,
+    processes: usize,
+) -> anyhow::Result<RunResult> {
+    let names = if providers == 1 {
+        vec!["mockpay".to_owned()]
+    } else {
+        (0..providers).map(|i| format!("p{i:02}")).collect()
+    };
+    let mut bench = Bench::new("drain", names, mix).await?;
+    eprintln!("{label}: publishing {jobs} jobs …");
+    let from = Utc::now();
+    let published = bench.publish(jobs as usize).await?;
+    let to = Utc::now();
+    eprintln!(
+        "{label}: published in {:.1} s; draining with {processes} worker process(es) …",
+        published.as_secs_f64()
+    );
+    let mut workers = Vec::new();
+    for _ in 0..processes {
+        workers.push(bench.start_worker(RETRY).await?);
+    }
+    bench
+        .wait_terminal(&mut workers, 0, jobs, TERMINAL_TIMEOUT)
+        .await?;
+    let (cpu, rss) = usage(&workers)?;
+    for w in workers {
+        w.stop().await?;
+    }
+    let result = bench
+        .result(label, jobs, from, to, None, cpu, rss, processes)
+        .await?;
+    bench.cleanup().await?;
+    Ok(result)
+}
+
+/// CPU seconds summed and the largest peak RSS over `workers`.
+fn usage(workers: &[harness::WorkerProcess]) -> anyhow::Result<(f64, f64)> {
+    let mut cpu = 0.0;
+    let mut rss: f64 = 0.0;
+    for w in workers {
+        cpu += w.cpu_seconds()?;
+        rss = rss.max(w.peak_rss_mb()?);
+    }
+    Ok((cpu, rss))
+}
+
+async fn steady(
+    shares: &[f64],
+    duration: Duration,
+    calibrate: u64,
+) -> anyhow::Result<Vec<RunResult>> {
+    let calibration = drain("calibration drain", calibrate, 1, FailureMix::default(), 1).await?;
+    let drain_rate = calibration.jobs_per_second;
+    let mut bench = Bench::new("steady", vec!["mockpay".into()], FailureMix::default()).await?;
+    let mut worker = bench.start_worker(RETRY).await?;
+    let mut runs = vec![calibration];
+    let mut done = 0;
+    for share in shares {
+        let rate = drain_rate * share;
+        let label = format!("{:.0}% of drain ({rate:.0}/s)", share * 100.0);
+        eprintln!("steady: offering {rate:.0} jobs/s for {duration:?} …");
+        let cpu_before = worker.cpu_seconds()?;
+        let from = Utc::now();
+        let clock = Instant::now();
+        let sent = bench.publish_at(rate, duration).await?;
+        let to = Utc::now();
+        bench
+            .wait_terminal(
+                std::slice::from_mut(&mut worker),
+                done,
+                sent,
+                TERMINAL_TIMEOUT,
+            )
+            .await?;
+        let wall = clock.elapsed().as_secs_f64();
+        done += sent;
+        let cpu = worker.cpu_seconds()? - cpu_before;
+        let mut run = bench
+            .result(
+                &label,
+                sent,
+                from,
+                to,
+                Some(wall),
+                cpu,
+                worker.peak_rss_mb()?,
+                1,
+            )
+            .await?;
+        // Offered, not drained: the rate is what was asked of the worker.
+        run.jobs_per_second = sent as f64 / duration.as_secs_f64();
+        runs.push(run);
+    }
+    worker.stop().await?;
+    bench.cleanup().await?;
+    Ok(runs)
+}
+
+async fn backlog(backlogs: &[u64], measure: u64) -> anyhow::Result<Vec<RunResult>> {
+    let mut runs = Vec::new();
+    for &waiting in backlogs {
+        let mut bench =
+            Bench::new("backlog", vec!["mockpay".into()], FailureMix::default()).await?;
+        let label = format!("{waiting} waiting");
+        eprintln!("backlog: publishing {waiting} jobs …");
+        let from = Utc::now();
+        bench.publish(waiting as usize).await?;
+        let to = Utc::now();
+        let measured = measure.min(waiting);
+        let mut worker = bench.start_worker(RETRY).await?;
+        let clock = Instant::now();
+        bench
+            .wait_terminal(
+                std::slice::from_mut(&mut worker),
+                0,
+                measured,
+                TERMINAL_TIMEOUT,
+            )
+            .await?;
+        let wall = clock.elapsed().as_secs_f64();
+        let cpu = worker.cpu_seconds()?;
+        let rss = worker.peak_rss_mb()?;
+        worker.stop().await?;
+        // Only the first `measured` jobs count; the rest stay queued.
+        let timing = bench.store.timing(from, to).await?;
+        let mut run = bench
+            .result(
+                &label,
+                u64::try_from(timing.terminal).unwrap_or(0),
+                from,
+                to,
+                Some(wall),
+                cpu,
+                rss,
+                1,
+            )
+            .await?;
+        run.jobs_per_second = measured as f64 / wall;
+        run.worker_cpu_seconds_per_1000_jobs = cpu / measured as f64 * 1000.0;
+        runs.push(run);
+        bench.cleanup().await?;
+    }
+    Ok(runs)
+}
+
+fn print_report(name: &str, baseline: &Baseline, runs: &[RunResult]) {
+    println!("scenario {name}");
+    println!(
+        "baseline (broker only, {} messages): publish {:.0}/s confirmed, consume+ack {:.0}/s",
+        baseline.messages, baseline.publish_per_second, baseline.consume_per_second
+    );
+    if runs.is_empty() {
+        return;
+    }
+    println!();
+    println!(
+        "{:<30} {:>8} {:>8} {:>9} {:>6} {:>8} {:>8} {:>8} {:>8} {:>9} {:>7}  outcomes",
+        "run",
+        "jobs",
+        "wall s",
+        "jobs/s",
+        "×base",
+        "p50 ms",
+        "p90 ms",
+        "p99 ms",
+        "max ms",
+        "cpu s/1k",
+        "rss MB"
+    );
+    for r in runs {
+        let outcomes: Vec<String> = r.outcomes.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        println!(
+            "{:<30} {:>8} {:>8.2} {:>9.0} {:>6.2} {:>8.1} {:>8.1} {:>8.1} {:>8.1} {:>9.3} {:>7.1}  {}",
+            r.label,
+            r.jobs,
+            r.wall_seconds,
+            r.jobs_per_second,
+            r.ratio_to_baseline.unwrap_or(f64::NAN),
+            r.latency_ms.p50,
+            r.latency_ms.p90,
+            r.latency_ms.p99,
+            r.latency_ms.max,
+            r.worker_cpu_seconds_per_1000_jobs,
+            r.worker_peak_rss_mb,
+            outcomes.join(", "),
+        );
+    }
+}
