@@ -429,3 +429,113 @@ fn bench_requeue_runs_at_a_tiny_size_and_cleans_up() {
     let table = String::from_utf8_lossy(&out.stdout);
     assert!(table.contains("exactly once    yes"), "{table}");
 }
+
+/// Runs `courier bench <args> --json FILE` and returns the report.
+fn bench_json(args: &[&str]) -> serde_json::Value {
+    let json = temp_file("bench.json", "");
+    let out = courier()
+        .arg("bench")
+        .args(args)
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .expect("run courier bench");
+    assert!(
+        out.status.success(),
+        "bench {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = std::fs::read_to_string(&json).expect("read the bench report");
+    serde_json::from_str(&text).expect("the report is JSON")
+}
+
+#[test]
+fn bench_drain_reports_every_figure_beside_the_baseline() {
+    let report = bench_json(&["drain", "--jobs", "300"]);
+    let baseline = &report["baseline"];
+    assert_eq!(baseline["messages"], 300);
+    assert!(baseline["consume_per_second"].as_f64().expect("a rate") > 0.0);
+    let run = &report["runs"][0];
+    assert_eq!(run["jobs"], 300);
+    assert_eq!(
+        run["outcomes"],
+        json!({"succeeded": 300}),
+        "nothing lost or doubled"
+    );
+    assert_eq!(run["attempts"], 300);
+    for figure in [
+        "wall_seconds",
+        "jobs_per_second",
+        "ratio_to_baseline",
+        "worker_cpu_seconds_per_1000_jobs",
+        "worker_peak_rss_mb",
+    ] {
+        assert!(run[figure].as_f64().expect(figure) > 0.0, "{figure}: {run}");
+    }
+    let latency = &run["latency_ms"];
+    assert!(latency["p50"].as_f64() <= latency["p99"].as_f64());
+    assert!(latency["p99"].as_f64() <= latency["max"].as_f64());
+}
+
+#[test]
+fn every_other_bench_scenario_runs_at_a_tiny_size() {
+    let report = bench_json(&["baseline", "--jobs", "200"]);
+    assert_eq!(report["runs"], json!([]));
+
+    let report = bench_json(&["processes", "--jobs", "200"]);
+    let workers: Vec<_> = report["runs"]
+        .as_array()
+        .expect("runs")
+        .iter()
+        .map(|r| {
+            (
+                r["worker_processes"].clone(),
+                r["outcomes"]["succeeded"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(workers, [(json!(1), json!(200)), (json!(2), json!(200))]);
+
+    let report = bench_json(&["providers", "--jobs", "200", "--providers", "5"]);
+    assert_eq!(report["runs"][0]["outcomes"], json!({"succeeded": 200}));
+
+    let report = bench_json(&[
+        "backlog",
+        "--small",
+        "100",
+        "--large",
+        "400",
+        "--measure",
+        "100",
+    ]);
+    let measured: Vec<_> = report["runs"]
+        .as_array()
+        .expect("runs")
+        .iter()
+        .map(|r| r["label"].clone())
+        .collect();
+    assert_eq!(measured, [json!("100 waiting"), json!("400 waiting")]);
+
+    let report = bench_json(&[
+        "steady",
+        "--shares",
+        "0.5",
+        "--seconds",
+        "1",
+        "--calibrate",
+        "200",
+    ]);
+    let runs = report["runs"].as_array().expect("runs");
+    assert_eq!(runs.len(), 2, "calibration, then one rate");
+    assert!(runs[1]["jobs"].as_u64().expect("jobs") > 0);
+
+    let report = bench_json(&["failing", "--jobs", "100"]);
+    let outcomes = &report["runs"][0]["outcomes"];
+    let terminal =
+        outcomes["succeeded"].as_i64().unwrap_or(0) + outcomes["dead"].as_i64().unwrap_or(0);
+    assert_eq!(terminal, 100, "every job terminal: {outcomes}");
+    assert!(
+        report["runs"][0]["attempts"].as_i64().expect("attempts") > 100,
+        "failures were retried"
+    );
+}

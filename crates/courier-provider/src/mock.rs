@@ -17,6 +17,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
@@ -57,6 +58,8 @@ struct MockState {
     calls: Mutex<Vec<RecordedCall>>,
     per_key: Mutex<HashMap<String, u32>>,
     count: watch::Sender<usize>,
+    in_flight: AtomicUsize,
+    max_in_flight: AtomicUsize,
 }
 
 /// A running mock provider; stops when dropped.
@@ -78,6 +81,8 @@ impl MockProvider {
             calls: Mutex::new(Vec::new()),
             per_key: Mutex::new(HashMap::new()),
             count,
+            in_flight: AtomicUsize::new(0),
+            max_in_flight: AtomicUsize::new(0),
         });
         let app = Router::new().fallback(handle).with_state(state.clone());
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -107,6 +112,11 @@ impl MockProvider {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
+    }
+
+    /// The most calls that were ever being answered at once.
+    pub fn max_in_flight(&self) -> usize {
+        self.state.max_in_flight.load(Ordering::SeqCst)
     }
 
     pub fn call_count(&self) -> usize {
@@ -162,6 +172,15 @@ impl Script {
     }
 }
 
+/// Counts a call as being answered until dropped.
+struct InFlight<'a>(&'a AtomicUsize);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 async fn handle(
     State(state): State<Arc<MockState>>,
     method: Method,
@@ -176,6 +195,9 @@ async fn handle(
             .map(str::to_owned)
     };
     let key = header("idempotency-key");
+    let now = state.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+    state.max_in_flight.fetch_max(now, Ordering::SeqCst);
+    let _answered = InFlight(&state.in_flight);
     let nth_call = {
         let mut per_key = state.per_key.lock().unwrap_or_else(PoisonError::into_inner);
         let n = per_key.entry(key.clone().unwrap_or_default()).or_insert(0);

@@ -154,6 +154,8 @@ impl Store {
                  FROM (SELECT id, count(*)::int AS n FROM UNNEST($1::uuid[]) AS id GROUP BY id) d
                  WHERE jobs.id = d.id",
             )
+            // Planned with today's statistics (see Store::progress).
+            .persistent(false)
             .bind(&duplicates)
             .execute(&mut *tx)
             .await

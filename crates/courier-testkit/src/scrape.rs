@@ -66,6 +66,7 @@ impl Scrape {
 
 /// GETs `path` from the worker's telemetry address: status and body.
 pub async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
+    courier_provider::install_crypto();
     let response = reqwest::get(format!("http://{addr}{path}"))
         .await
         .unwrap_or_else(|e| panic!("GET {path} from {addr}: {e}"));

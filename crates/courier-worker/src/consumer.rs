@@ -1,5 +1,7 @@
-//! One queue's consumer: takes deliveries, runs each through the pipeline
-//! under the provider's concurrency limit, hands outcomes to the writer.
+//! One queue's consumer: takes deliveries (as many as the prefetch lets the
+//! broker send), runs each through the pipeline, hands outcomes to the
+//! writer. The provider's concurrency cap applies to its calls only, inside
+//! the pipeline, so database round trips never hold a call slot.
 //!
 //! Owns the consume loop and what happens to a delivery whose processing was
 //! abandoned (it goes back to its queue). It must never ack: acks belong to
@@ -12,7 +14,7 @@ use courier_amqp::Channel;
 use futures_util::StreamExt;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -23,8 +25,6 @@ pub struct Consumer {
     pub provider: Option<String>,
     pub channel: Channel,
     pub deliveries: courier_amqp::Consumer,
-    /// The provider's concurrency cap.
-    pub limit: Arc<Semaphore>,
     pub outcomes: mpsc::Sender<Completed>,
     pub tasks: TaskTracker,
     pub stop: CancellationToken,
@@ -38,13 +38,6 @@ pub struct Consumer {
 pub async fn run(mut c: Consumer) -> (Channel, courier_amqp::Consumer) {
     let queue = c.deliveries.queue();
     loop {
-        let permit = tokio::select! {
-            _ = c.stop.cancelled() => break,
-            permit = c.limit.clone().acquire_owned() => match permit {
-                Ok(p) => p,
-                Err(_) => break,
-            },
-        };
         let delivery = tokio::select! {
             _ = c.stop.cancelled() => break,
             next = c.deliveries.next() => match next {
@@ -64,7 +57,6 @@ pub async fn run(mut c: Consumer) -> (Channel, courier_amqp::Consumer) {
         let provider = c.provider.clone();
         let outcomes = c.outcomes.clone();
         c.tasks.spawn(async move {
-            let _permit = permit;
             let _in_flight = in_flight;
             match pipeline.process(provider.as_deref(), &delivery).await {
                 Ok(outcome) => {

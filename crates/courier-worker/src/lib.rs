@@ -12,6 +12,7 @@
 //! ack a delivery before its outcome is committed.
 
 pub mod consumer;
+pub mod lookup;
 pub mod observe;
 pub mod patience;
 pub mod pipeline;
@@ -29,7 +30,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -144,26 +145,22 @@ impl Worker {
             .config()
             .providers
             .values()
-            .map(|p| (Some(p.name.clone()), p.concurrency))
-            .chain([(None, 16)]);
-        for (provider, concurrency) in queues {
+            .map(|p| Some(p.name.clone()))
+            .chain([None]);
+        for provider in queues {
             let queue = match &provider {
                 Some(p) => pipeline.topology().work_queue(p),
                 None => pipeline.topology().unrouted(),
             };
             let (channel, deliveries) =
                 courier_amqp::consume(&conn, &queue, pipeline.config().broker.prefetch, "").await?;
-            subscriptions.push((provider, concurrency, channel, deliveries));
+            subscriptions.push((provider, channel, deliveries));
         }
 
         let running = Arc::new(observe::Running::default());
-        let in_flight: usize = pipeline
-            .config()
-            .providers
-            .values()
-            .map(|p| p.concurrency)
-            .sum::<usize>()
-            + 16;
+        // Every delivery the broker may have sent us at once.
+        let in_flight = usize::from(pipeline.config().broker.prefetch)
+            * (pipeline.config().providers.len() + 1);
         let (outcomes, outcome_rx) = mpsc::channel(in_flight);
         let flush_abandon = CancellationToken::new();
         let writer = tokio::spawn({
@@ -183,14 +180,13 @@ impl Worker {
 
         let tasks = TaskTracker::new();
         let mut consumers = Vec::new();
-        for (provider, concurrency, channel, deliveries) in subscriptions {
+        for (provider, channel, deliveries) in subscriptions {
             running.consumers_started.fetch_add(1, Ordering::SeqCst);
             consumers.push(tokio::spawn(consumer::run(consumer::Consumer {
                 pipeline: pipeline.clone(),
                 provider,
                 channel,
                 deliveries,
-                limit: Arc::new(Semaphore::new(concurrency)),
                 outcomes: outcomes.clone(),
                 tasks: tasks.clone(),
                 stop: stop.clone(),

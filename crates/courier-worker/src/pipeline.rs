@@ -6,6 +6,7 @@
 //! nothing is dropped. It must never ack (the writer does, after the commit)
 //! and never sleep for a retry (the delay queues wait instead).
 
+use crate::lookup::ProgressLookup;
 use crate::patience::{Abandoned, Io, persist};
 use chrono::Utc;
 use courier_amqp::headers::DeadLetterHeaders;
@@ -19,6 +20,7 @@ use courier_store::{AttemptRow, DeadLetterRow, JobRow, Outcome, Store};
 use courier_telemetry::Metrics;
 use std::collections::HashMap;
 use std::sync::Arc;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use uuid::Uuid;
@@ -29,10 +31,12 @@ pub struct Pipeline {
     config: Config,
     topology: Topology,
     publisher: Publisher,
-    store: Store,
     clients: HashMap<String, ProviderClient>,
+    /// Each provider's concurrency cap: calls in flight.
+    slots: HashMap<String, Arc<Semaphore>>,
     abandon: CancellationToken,
     metrics: Arc<Metrics>,
+    lookup: ProgressLookup,
 }
 
 /// Why a job dies, with the words an operator reads.
@@ -53,14 +57,21 @@ impl Pipeline {
         abandon: CancellationToken,
         metrics: Arc<Metrics>,
     ) -> Self {
+        let lookup = ProgressLookup::start(store.clone(), metrics.clone(), abandon.clone());
+        let slots = config
+            .providers
+            .values()
+            .map(|p| (p.name.clone(), Arc::new(Semaphore::new(p.concurrency))))
+            .collect();
         Self {
             config,
             topology,
             publisher,
-            store,
             clients,
+            slots,
             abandon,
             metrics,
+            lookup,
         }
     }
 
@@ -124,16 +135,12 @@ impl Pipeline {
         meta: &DeliveryMeta,
         job: Job,
     ) -> Result<Outcome, Abandoned> {
-        let ids = [job.id];
-        let progress = persist(Io::ReadProgress, &self.abandon, &self.metrics, || {
-            self.store.progress(&ids)
-        })
-        .await?;
+        let progress = self.lookup.get(job.id).await?;
         let delivered = DeliveredProgress {
             attempts: meta.attempts,
             generation: meta.generation,
         };
-        if verdict(progress.get(&job.id).copied(), delivered) == DeliveryVerdict::Duplicate {
+        if verdict(progress, delivered) == DeliveryVerdict::Duplicate {
             tracing::info!(
                 "duplicate delivery of a job already done; acknowledging without a call"
             );
@@ -183,8 +190,18 @@ impl Pipeline {
         // Shutdown may abandon a call that outlives the grace period: the
         // delivery goes back to the queue and the next try carries the same
         // Idempotency-Key.
+        let call = async {
+            // Held for the call only: the provider's concurrency cap.
+            let _slot = match self.slots.get(&provider.name) {
+                Some(slots) => Some(slots.acquire().await),
+                None => None,
+            };
+            client
+                .call(&job, operation, &path, Some(&traceparent))
+                .await
+        };
         let report = tokio::select! {
-            report = client.call(&job, operation, &path, Some(&traceparent)) => report,
+            report = call => report,
             _ = self.abandon.cancelled() => return Err(Abandoned),
         };
         let class = classify(&report.result, &provider.statuses);

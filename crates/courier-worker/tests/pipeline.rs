@@ -357,3 +357,31 @@ async fn shutdown_lets_in_flight_jobs_finish_and_acks_them() {
         "finished work is acked"
     );
 }
+
+#[tokio::test]
+async fn the_provider_concurrency_cap_bounds_calls_in_flight_not_deliveries() {
+    let env = TestEnv::new().await;
+    let mut config = env.config();
+    if let Some(provider) = config.providers.get_mut(PROVIDER) {
+        provider.concurrency = 2;
+    }
+    let worker = courier_testkit::Worker::start(config)
+        .await
+        .expect("start the worker");
+    let jobs: Vec<_> = (0..8)
+        .map(|_| env.job(Some(json!({"delay_ms": 150}))))
+        .collect();
+    for job in &jobs {
+        env.publish(job).await;
+    }
+    let ids: Vec<_> = jobs.iter().map(|j| j.id).collect();
+    env.wait_terminal(&ids, WAIT).await;
+    assert_eq!(env.mock.call_count(), 8);
+    assert_eq!(
+        env.mock.max_in_flight(),
+        2,
+        "never more than the cap, and the cap was used"
+    );
+    worker.shutdown();
+    worker.wait().await;
+}

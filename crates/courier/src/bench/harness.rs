@@ -200,11 +200,14 @@ impl Bench {
             .spawn()
             .context("starting a worker process")?;
         let worker = WorkerProcess {
-            child,
+            child: Some(child),
             telemetry: SocketAddr::from(([127, 0, 0, 1], port)),
             config_path,
             log_path,
-            http: reqwest::Client::new(),
+            http: {
+                courier_provider::install_crypto();
+                reqwest::Client::new()
+            },
         };
         worker.wait_ready().await?;
         Ok(worker)
@@ -313,7 +316,8 @@ fn bench_job(provider: &str, i: usize) -> JobEnvelope {
 /// A `courier run` child process.
 #[derive(Debug)]
 pub struct WorkerProcess {
-    child: Child,
+    /// `None` once stopped.
+    child: Option<Child>,
     telemetry: SocketAddr,
     config_path: PathBuf,
     log_path: PathBuf,
@@ -364,7 +368,7 @@ impl WorkerProcess {
 
     /// User + system CPU seconds so far.
     pub fn cpu_seconds(&self) -> anyhow::Result<f64> {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))?;
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid()))?;
         // Fields after the command name (which may hold spaces) start at ")".
         let after = stat
             .rsplit_once(')')
@@ -383,7 +387,7 @@ impl WorkerProcess {
 
     /// Peak resident memory (VmHWM) in MiB.
     pub fn peak_rss_mb(&self) -> anyhow::Result<f64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))?;
         let kib = status
             .lines()
             .find_map(|l| l.strip_prefix("VmHWM:"))
@@ -392,20 +396,34 @@ impl WorkerProcess {
         Ok(kib / 1024.0)
     }
 
+    fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
     /// SIGTERM, then wait for the graceful shutdown.
     pub async fn stop(mut self) -> anyhow::Result<()> {
-        let pid = self.child.id().to_string();
-        let _ = Command::new("kill").args(["-TERM", &pid]).status();
-        let status = tokio::task::spawn_blocking(move || {
-            let status = self.child.wait();
-            let _ = std::fs::remove_file(&self.config_path);
-            let _ = std::fs::remove_file(&self.log_path);
-            status
-        })
-        .await??;
+        let Some(mut child) = self.child.take() else {
+            return Ok(());
+        };
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let status = tokio::task::spawn_blocking(move || child.wait()).await??;
         if !status.success() {
             bail!("the worker exited with {status}");
         }
         Ok(())
+    }
+}
+
+/// A bench that fails midway must not leave a worker running.
+impl Drop for WorkerProcess {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = std::fs::remove_file(&self.config_path);
+        let _ = std::fs::remove_file(&self.log_path);
     }
 }

@@ -212,6 +212,18 @@ async fn drain(
         (0..providers).map(|i| format!("p{i:02}")).collect()
     };
     let mut bench = Bench::new("drain", names, mix).await?;
+    // The namespace goes even when the run fails.
+    let result = drain_in(&mut bench, label, jobs, processes).await;
+    bench.cleanup().await?;
+    result
+}
+
+async fn drain_in(
+    bench: &mut Bench,
+    label: &str,
+    jobs: u64,
+    processes: usize,
+) -> anyhow::Result<RunResult> {
     eprintln!("{label}: publishing {jobs} jobs …");
     let from = Utc::now();
     let published = bench.publish(jobs as usize).await?;
@@ -231,11 +243,9 @@ async fn drain(
     for w in workers {
         w.stop().await?;
     }
-    let result = bench
+    bench
         .result(label, jobs, from, to, None, cpu, rss, processes)
-        .await?;
-    bench.cleanup().await?;
-    Ok(result)
+        .await
 }
 
 /// CPU seconds summed and the largest peak RSS over `workers`.
@@ -257,8 +267,21 @@ async fn steady(
     let calibration = drain("calibration drain", calibrate, 1, FailureMix::default(), 1).await?;
     let drain_rate = calibration.jobs_per_second;
     let mut bench = Bench::new("steady", vec!["mockpay".into()], FailureMix::default()).await?;
-    let mut worker = bench.start_worker(RETRY).await?;
+    let result = steady_in(&mut bench, shares, duration, drain_rate).await;
+    bench.cleanup().await?;
     let mut runs = vec![calibration];
+    runs.extend(result?);
+    Ok(runs)
+}
+
+async fn steady_in(
+    bench: &mut Bench,
+    shares: &[f64],
+    duration: Duration,
+    drain_rate: f64,
+) -> anyhow::Result<Vec<RunResult>> {
+    let mut worker = bench.start_worker(RETRY).await?;
+    let mut runs = Vec::new();
     let mut done = 0;
     for share in shares {
         let rate = drain_rate * share;
@@ -297,7 +320,6 @@ async fn steady(
         runs.push(run);
     }
     worker.stop().await?;
-    bench.cleanup().await?;
     Ok(runs)
 }
 
@@ -306,46 +328,52 @@ async fn backlog(backlogs: &[u64], measure: u64) -> anyhow::Result<Vec<RunResult
     for &waiting in backlogs {
         let mut bench =
             Bench::new("backlog", vec!["mockpay".into()], FailureMix::default()).await?;
-        let label = format!("{waiting} waiting");
-        eprintln!("backlog: publishing {waiting} jobs …");
-        let from = Utc::now();
-        bench.publish(waiting as usize).await?;
-        let to = Utc::now();
-        let measured = measure.min(waiting);
-        let mut worker = bench.start_worker(RETRY).await?;
-        let clock = Instant::now();
-        bench
-            .wait_terminal(
-                std::slice::from_mut(&mut worker),
-                0,
-                measured,
-                TERMINAL_TIMEOUT,
-            )
-            .await?;
-        let wall = clock.elapsed().as_secs_f64();
-        let cpu = worker.cpu_seconds()?;
-        let rss = worker.peak_rss_mb()?;
-        worker.stop().await?;
-        // Only the first `measured` jobs count; the rest stay queued.
-        let timing = bench.store.timing(from, to).await?;
-        let mut run = bench
-            .result(
-                &label,
-                u64::try_from(timing.terminal).unwrap_or(0),
-                from,
-                to,
-                Some(wall),
-                cpu,
-                rss,
-                1,
-            )
-            .await?;
-        run.jobs_per_second = measured as f64 / wall;
-        run.worker_cpu_seconds_per_1000_jobs = cpu / measured as f64 * 1000.0;
-        runs.push(run);
+        let result = backlog_in(&mut bench, waiting, measure).await;
         bench.cleanup().await?;
+        runs.push(result?);
     }
     Ok(runs)
+}
+
+/// Publishes `waiting` jobs, then measures one worker over the first
+/// `measure` of them; the rest stay queued.
+async fn backlog_in(bench: &mut Bench, waiting: u64, measure: u64) -> anyhow::Result<RunResult> {
+    let label = format!("{waiting} waiting");
+    eprintln!("backlog: publishing {waiting} jobs …");
+    let from = Utc::now();
+    bench.publish(waiting as usize).await?;
+    let to = Utc::now();
+    let measured = measure.min(waiting);
+    let mut worker = bench.start_worker(RETRY).await?;
+    let clock = Instant::now();
+    bench
+        .wait_terminal(
+            std::slice::from_mut(&mut worker),
+            0,
+            measured,
+            TERMINAL_TIMEOUT,
+        )
+        .await?;
+    let wall = clock.elapsed().as_secs_f64();
+    let cpu = worker.cpu_seconds()?;
+    let rss = worker.peak_rss_mb()?;
+    worker.stop().await?;
+    let finished = bench.store.timing(from, to).await?.terminal;
+    let mut run = bench
+        .result(
+            &label,
+            u64::try_from(finished).unwrap_or(0),
+            from,
+            to,
+            Some(wall),
+            cpu,
+            rss,
+            1,
+        )
+        .await?;
+    run.jobs_per_second = measured as f64 / wall;
+    run.worker_cpu_seconds_per_1000_jobs = cpu / measured as f64 * 1000.0;
+    Ok(run)
 }
 
 fn print_report(name: &str, baseline: &Baseline, runs: &[RunResult]) {

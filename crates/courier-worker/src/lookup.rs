@@ -1,0 +1,85 @@
+//! Batched idempotency lookups: what PostgreSQL holds of each delivered job.
+//!
+//! Owns turning many concurrent "what is recorded of job X?" questions into
+//! one query: requests queue on a channel and the lookup task answers all
+//! that are waiting with one `WHERE id = ANY(…)`. Under load a query serves
+//! dozens of deliveries; alone, a request waits for nothing but its own
+//! query. It must never answer from a cache: every answer comes from a query
+//! issued after the question was asked.
+
+use crate::patience::{Abandoned, Io, persist};
+use courier_core::StoredProgress;
+use courier_store::Store;
+use courier_telemetry::Metrics;
+use std::sync::Arc;
+use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+/// Most ids in one query.
+const BATCH_MAX: usize = 512;
+/// Queries running at once. More means smaller batches and more of
+/// PostgreSQL's CPU per job; two keep one batch forming while one runs.
+const QUERIES_IN_FLIGHT: usize = 2;
+
+type Request = (Uuid, oneshot::Sender<Option<StoredProgress>>);
+
+/// A handle to the lookup task. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct ProgressLookup {
+    requests: mpsc::Sender<Request>,
+}
+
+impl ProgressLookup {
+    /// Starts the lookup task; it ends when every handle is dropped.
+    pub fn start(store: Store, metrics: Arc<Metrics>, abandon: CancellationToken) -> Self {
+        let (requests, rx) = mpsc::channel(4 * BATCH_MAX);
+        tokio::spawn(run(store, metrics, abandon, rx));
+        Self { requests }
+    }
+
+    /// What is recorded of `id` (`None`: never attempted). `Err` when
+    /// shutdown abandoned the lookup.
+    pub async fn get(&self, id: Uuid) -> Result<Option<StoredProgress>, Abandoned> {
+        let (reply, answer) = oneshot::channel();
+        self.requests
+            .send((id, reply))
+            .await
+            .map_err(|_| Abandoned)?;
+        answer.await.map_err(|_| Abandoned)
+    }
+}
+
+async fn run(
+    store: Store,
+    metrics: Arc<Metrics>,
+    abandon: CancellationToken,
+    mut rx: mpsc::Receiver<Request>,
+) {
+    let slots = Arc::new(Semaphore::new(QUERIES_IN_FLIGHT));
+    loop {
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let mut batch: Vec<Request> = Vec::with_capacity(BATCH_MAX);
+        if rx.recv_many(&mut batch, BATCH_MAX).await == 0 {
+            return;
+        }
+        let (store, metrics, abandon) = (store.clone(), metrics.clone(), abandon.clone());
+        tokio::spawn(async move {
+            let _slot = slot;
+            let ids: Vec<Uuid> = batch.iter().map(|(id, _)| *id).collect();
+            // On abandon, dropping the replies tells every waiting delivery
+            // it was abandoned; it goes back to its queue.
+            if let Ok(progress) = persist(Io::ReadProgress, &abandon, &metrics, || {
+                store.progress(&ids)
+            })
+            .await
+            {
+                for (id, reply) in batch {
+                    let _ = reply.send(progress.get(&id).copied());
+                }
+            }
+        });
+    }
+}
