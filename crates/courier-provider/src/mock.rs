@@ -58,6 +58,9 @@ struct MockState {
     calls: Mutex<Vec<RecordedCall>>,
     per_key: Mutex<HashMap<String, u32>>,
     count: watch::Sender<usize>,
+    /// Off for benchmarks: no scripts, nothing recorded but the count.
+    recording: bool,
+    lean_calls: AtomicUsize,
     in_flight: AtomicUsize,
     max_in_flight: AtomicUsize,
 }
@@ -73,6 +76,17 @@ pub struct MockProvider {
 impl MockProvider {
     /// Starts on `127.0.0.1:0` (a free port).
     pub async fn start(mix: FailureMix) -> std::io::Result<MockProvider> {
+        Self::start_with(mix, true).await
+    }
+
+    /// A mock for benchmarks: answers by `mix` alone (payload scripts are
+    /// not read) and records nothing, so that its own cost stays small
+    /// next to the worker's.
+    pub async fn start_lean(mix: FailureMix) -> std::io::Result<MockProvider> {
+        Self::start_with(mix, false).await
+    }
+
+    async fn start_with(mix: FailureMix, recording: bool) -> std::io::Result<MockProvider> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let (count, _) = watch::channel(0);
@@ -81,6 +95,8 @@ impl MockProvider {
             calls: Mutex::new(Vec::new()),
             per_key: Mutex::new(HashMap::new()),
             count,
+            recording,
+            lean_calls: AtomicUsize::new(0),
             in_flight: AtomicUsize::new(0),
             max_in_flight: AtomicUsize::new(0),
         });
@@ -120,7 +136,11 @@ impl MockProvider {
     }
 
     pub fn call_count(&self) -> usize {
-        *self.state.count.borrow()
+        if self.state.recording {
+            *self.state.count.borrow()
+        } else {
+            self.state.lean_calls.load(Ordering::Relaxed)
+        }
     }
 
     /// Calls that carried `key` as their `Idempotency-Key`.
@@ -194,10 +214,15 @@ async fn handle(
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned)
     };
-    let key = header("idempotency-key");
     let now = state.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
     state.max_in_flight.fetch_max(now, Ordering::SeqCst);
     let _answered = InFlight(&state.in_flight);
+    if !state.recording {
+        let nth_call = state.lean_calls.fetch_add(1, Ordering::Relaxed) + 1;
+        let (status, retry_after, delay) = by_mix(&state.mix, nth_call as u32);
+        return answer(status, retry_after, delay).await;
+    }
+    let key = header("idempotency-key");
     let nth_call = {
         let mut per_key = state.per_key.lock().unwrap_or_else(PoisonError::into_inner);
         let n = per_key.entry(key.clone().unwrap_or_default()).or_insert(0);
@@ -217,27 +242,7 @@ async fn handle(
             };
             (status, retry_after, script.delay)
         }
-        None => {
-            let r: f64 = rand::random();
-            let mut edge = mix.server_error;
-            if r < edge {
-                ([500, 502, 503][nth_call as usize % 3], None, mix.latency)
-            } else if r < {
-                edge += mix.throttle;
-                edge
-            } {
-                (429, Some("1".to_owned()), mix.latency)
-            } else if r < {
-                edge += mix.timeout;
-                edge
-            } {
-                (200, None, mix.hang)
-            } else if r < edge + mix.permanent {
-                ([400, 404, 422][nth_call as usize % 3], None, mix.latency)
-            } else {
-                (200, None, mix.latency)
-            }
-        }
+        None => by_mix(&mix, nth_call),
     };
 
     {
@@ -253,6 +258,33 @@ async fn handle(
         });
         state.count.send_replace(calls.len());
     }
+    answer(status, retry_after, delay).await
+}
+
+/// The answer `mix` draws for a call without a script.
+fn by_mix(mix: &FailureMix, nth_call: u32) -> (u16, Option<String>, Duration) {
+    let r: f64 = rand::random();
+    let mut edge = mix.server_error;
+    if r < edge {
+        ([500, 502, 503][nth_call as usize % 3], None, mix.latency)
+    } else if r < {
+        edge += mix.throttle;
+        edge
+    } {
+        (429, Some("1".to_owned()), mix.latency)
+    } else if r < {
+        edge += mix.timeout;
+        edge
+    } {
+        (200, None, mix.hang)
+    } else if r < edge + mix.permanent {
+        ([400, 404, 422][nth_call as usize % 3], None, mix.latency)
+    } else {
+        (200, None, mix.latency)
+    }
+}
+
+async fn answer(status: u16, retry_after: Option<String>, delay: Duration) -> Response {
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }

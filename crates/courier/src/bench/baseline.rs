@@ -18,6 +18,8 @@ pub struct Baseline {
     pub consume_seconds: f64,
     /// Consume + ack: the ceiling of a drain.
     pub consume_per_second: f64,
+    /// Every process on the machine while consuming (mostly the broker).
+    pub consume_machine_cpu_seconds_per_1000: f64,
 }
 
 pub async fn measure(messages: u64) -> anyhow::Result<Baseline> {
@@ -29,6 +31,7 @@ pub async fn measure(messages: u64) -> anyhow::Result<Baseline> {
     let prefetch = bench.config.broker.prefetch;
     let (channel, mut deliveries) =
         courier_amqp::consume(&bench.conn, &queue, prefetch, "baseline").await?;
+    let machine_before = super::harness::machine_cpu_seconds()?;
     let clock = Instant::now();
     let mut received = 0u64;
     let mut acks = futures_util::stream::FuturesUnordered::new();
@@ -49,6 +52,7 @@ pub async fn measure(messages: u64) -> anyhow::Result<Baseline> {
         result?;
     }
     let consumed = clock.elapsed();
+    let machine = super::harness::machine_cpu_seconds()? - machine_before;
     courier_amqp::cancel(&channel, &deliveries).await?;
     drop(deliveries);
     bench.cleanup().await?;
@@ -58,6 +62,7 @@ pub async fn measure(messages: u64) -> anyhow::Result<Baseline> {
         publish_per_second: per_second(messages, published),
         consume_seconds: consumed.as_secs_f64(),
         consume_per_second: per_second(messages, consumed),
+        consume_machine_cpu_seconds_per_1000: machine / messages as f64 * 1000.0,
     })
 }
 

@@ -42,6 +42,10 @@ pub struct RunResult {
     pub ratio_to_baseline: Option<f64>,
     pub latency_ms: Latency,
     pub worker_cpu_seconds_per_1000_jobs: f64,
+    /// Every process on the machine (broker, database, mock provider,
+    /// publisher, worker) over the run: on a shared 2-core machine this,
+    /// not the worker alone, bounds the throughput.
+    pub machine_cpu_seconds_per_1000_jobs: f64,
     pub worker_peak_rss_mb: f64,
     /// Jobs by state, from PostgreSQL.
     pub outcomes: BTreeMap<String, i64>,
@@ -96,7 +100,7 @@ impl Bench {
         let channel = conn.create_channel().await.context("opening a channel")?;
         topology.declare(&channel).await?;
         let publisher = Publisher::open(&conn).await?;
-        let mock = MockProvider::start(mix)
+        let mock = MockProvider::start_lean(mix)
             .await
             .context("starting the mock provider")?;
         Ok(Bench {
@@ -131,9 +135,10 @@ impl Bench {
         Ok(clock.elapsed())
     }
 
-    /// Publishes `rate` jobs per second for `duration`, paced every 10 ms.
+    /// Publishes `rate` jobs per second for `duration`, paced every
+    /// millisecond (coarser bursts would measure their own queueing).
     pub async fn publish_at(&self, rate: f64, duration: Duration) -> anyhow::Result<u64> {
-        let tick = Duration::from_millis(10);
+        let tick = Duration::from_millis(1);
         let mut ticks = tokio::time::interval(tick);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
         let start = Instant::now();
@@ -284,6 +289,7 @@ impl Bench {
                 max: timing.max * 1000.0,
             },
             worker_cpu_seconds_per_1000_jobs: cpu_seconds / jobs as f64 * 1000.0,
+            machine_cpu_seconds_per_1000_jobs: f64::NAN,
             worker_peak_rss_mb: peak_rss_mb,
             outcomes,
             attempts: self.store.count_attempts().await?,
@@ -311,6 +317,23 @@ fn bench_job(provider: &str, i: usize) -> JobEnvelope {
         }),
         Utc::now(),
     )
+}
+
+/// Busy CPU seconds of the whole machine since boot (all cores; from
+/// /proc/stat: user, nice, system, irq, softirq, steal).
+pub fn machine_cpu_seconds() -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string("/proc/stat")?;
+    let line = stat.lines().next().context("empty /proc/stat")?;
+    let ticks: Vec<f64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|t| t.parse().ok())
+        .collect();
+    let busy = [0, 1, 2, 5, 6, 7]
+        .iter()
+        .filter_map(|&i| ticks.get(i))
+        .sum::<f64>();
+    Ok(busy / TICKS_PER_SECOND)
 }
 
 /// A `courier run` child process.

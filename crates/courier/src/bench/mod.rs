@@ -232,6 +232,7 @@ async fn drain_in(
         "{label}: published in {:.1} s; draining with {processes} worker process(es) …",
         published.as_secs_f64()
     );
+    let machine_before = harness::machine_cpu_seconds()?;
     let mut workers = Vec::new();
     for _ in 0..processes {
         workers.push(bench.start_worker(RETRY).await?);
@@ -239,13 +240,16 @@ async fn drain_in(
     bench
         .wait_terminal(&mut workers, 0, jobs, TERMINAL_TIMEOUT)
         .await?;
+    let machine = harness::machine_cpu_seconds()? - machine_before;
     let (cpu, rss) = usage(&workers)?;
     for w in workers {
         w.stop().await?;
     }
-    bench
+    let mut run = bench
         .result(label, jobs, from, to, None, cpu, rss, processes)
-        .await
+        .await?;
+    run.machine_cpu_seconds_per_1000_jobs = machine / jobs as f64 * 1000.0;
+    Ok(run)
 }
 
 /// CPU seconds summed and the largest peak RSS over `workers`.
@@ -288,6 +292,7 @@ async fn steady_in(
         let label = format!("{:.0}% of drain ({rate:.0}/s)", share * 100.0);
         eprintln!("steady: offering {rate:.0} jobs/s for {duration:?} …");
         let cpu_before = worker.cpu_seconds()?;
+        let machine_before = harness::machine_cpu_seconds()?;
         let from = Utc::now();
         let clock = Instant::now();
         let sent = bench.publish_at(rate, duration).await?;
@@ -303,6 +308,7 @@ async fn steady_in(
         let wall = clock.elapsed().as_secs_f64();
         done += sent;
         let cpu = worker.cpu_seconds()? - cpu_before;
+        let machine = harness::machine_cpu_seconds()? - machine_before;
         let mut run = bench
             .result(
                 &label,
@@ -317,6 +323,7 @@ async fn steady_in(
             .await?;
         // Offered, not drained: the rate is what was asked of the worker.
         run.jobs_per_second = sent as f64 / duration.as_secs_f64();
+        run.machine_cpu_seconds_per_1000_jobs = machine / sent as f64 * 1000.0;
         runs.push(run);
     }
     worker.stop().await?;
@@ -344,6 +351,7 @@ async fn backlog_in(bench: &mut Bench, waiting: u64, measure: u64) -> anyhow::Re
     bench.publish(waiting as usize).await?;
     let to = Utc::now();
     let measured = measure.min(waiting);
+    let machine_before = harness::machine_cpu_seconds()?;
     let mut worker = bench.start_worker(RETRY).await?;
     let clock = Instant::now();
     bench
@@ -355,6 +363,7 @@ async fn backlog_in(bench: &mut Bench, waiting: u64, measure: u64) -> anyhow::Re
         )
         .await?;
     let wall = clock.elapsed().as_secs_f64();
+    let machine = harness::machine_cpu_seconds()? - machine_before;
     let cpu = worker.cpu_seconds()?;
     let rss = worker.peak_rss_mb()?;
     worker.stop().await?;
@@ -373,21 +382,25 @@ async fn backlog_in(bench: &mut Bench, waiting: u64, measure: u64) -> anyhow::Re
         .await?;
     run.jobs_per_second = measured as f64 / wall;
     run.worker_cpu_seconds_per_1000_jobs = cpu / measured as f64 * 1000.0;
+    run.machine_cpu_seconds_per_1000_jobs = machine / measured as f64 * 1000.0;
     Ok(run)
 }
 
 fn print_report(name: &str, baseline: &Baseline, runs: &[RunResult]) {
     println!("scenario {name}");
     println!(
-        "baseline (broker only, {} messages): publish {:.0}/s confirmed, consume+ack {:.0}/s",
-        baseline.messages, baseline.publish_per_second, baseline.consume_per_second
+        "baseline (broker only, {} messages): publish {:.0}/s confirmed, consume+ack {:.0}/s ({:.3} host CPU s/1k)",
+        baseline.messages,
+        baseline.publish_per_second,
+        baseline.consume_per_second,
+        baseline.consume_machine_cpu_seconds_per_1000
     );
     if runs.is_empty() {
         return;
     }
     println!();
     println!(
-        "{:<30} {:>8} {:>8} {:>9} {:>6} {:>8} {:>8} {:>8} {:>8} {:>9} {:>7}  outcomes",
+        "{:<30} {:>8} {:>8} {:>9} {:>6} {:>8} {:>8} {:>8} {:>8} {:>9} {:>9} {:>7}  outcomes",
         "run",
         "jobs",
         "wall s",
@@ -398,12 +411,13 @@ fn print_report(name: &str, baseline: &Baseline, runs: &[RunResult]) {
         "p99 ms",
         "max ms",
         "cpu s/1k",
+        "host s/1k",
         "rss MB"
     );
     for r in runs {
         let outcomes: Vec<String> = r.outcomes.iter().map(|(k, v)| format!("{k} {v}")).collect();
         println!(
-            "{:<30} {:>8} {:>8.2} {:>9.0} {:>6.2} {:>8.1} {:>8.1} {:>8.1} {:>8.1} {:>9.3} {:>7.1}  {}",
+            "{:<30} {:>8} {:>8.2} {:>9.0} {:>6.2} {:>8.1} {:>8.1} {:>8.1} {:>8.1} {:>9.3} {:>9.3} {:>7.1}  {}",
             r.label,
             r.jobs,
             r.wall_seconds,
@@ -414,6 +428,7 @@ fn print_report(name: &str, baseline: &Baseline, runs: &[RunResult]) {
             r.latency_ms.p99,
             r.latency_ms.max,
             r.worker_cpu_seconds_per_1000_jobs,
+            r.machine_cpu_seconds_per_1000_jobs,
             r.worker_peak_rss_mb,
             outcomes.join(", "),
         );
