@@ -336,6 +336,22 @@ pub fn machine_cpu_seconds() -> anyhow::Result<f64> {
     Ok(busy / TICKS_PER_SECOND)
 }
 
+/// Waits until the machine is nearly idle (under a tenth of a core busy
+/// over a second), at most `limit`: after loading a large backlog the
+/// broker keeps writing it to disk for a while, and that work belongs to the
+/// publish, not to the run measured next.
+pub async fn wait_for_quiet_host(limit: Duration) -> anyhow::Result<Duration> {
+    let clock = Instant::now();
+    while clock.elapsed() < limit {
+        let before = machine_cpu_seconds()?;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        if machine_cpu_seconds()? - before < 0.1 {
+            break;
+        }
+    }
+    Ok(clock.elapsed())
+}
+
 /// A `courier run` child process.
 #[derive(Debug)]
 pub struct WorkerProcess {

@@ -52,6 +52,9 @@ pub enum Scenario {
         /// Shares of the drain rate to offer
         #[arg(long, value_delimiter = ',', default_value = "0.25,0.5,0.9")]
         shares: Vec<f64>,
+        /// Offer these rates (jobs/s) instead, without a calibration drain
+        #[arg(long, value_delimiter = ',')]
+        rates: Vec<f64>,
         /// Seconds at each rate
         #[arg(long, default_value_t = 20)]
         seconds: u64,
@@ -157,12 +160,13 @@ pub async fn bench(scenario: Scenario) -> anyhow::Result<ExitCode> {
         }
         Scenario::Steady {
             shares,
+            rates,
             seconds,
             calibrate,
             out,
         } => {
             let baseline = baseline::measure(calibrate).await?;
-            let runs = steady(&shares, Duration::from_secs(seconds), calibrate).await?;
+            let runs = steady(&shares, &rates, Duration::from_secs(seconds), calibrate).await?;
             ("steady", out, baseline, runs)
         }
         Scenario::Backlog {
@@ -265,31 +269,46 @@ fn usage(workers: &[harness::WorkerProcess]) -> anyhow::Result<(f64, f64)> {
 
 async fn steady(
     shares: &[f64],
+    rates: &[f64],
     duration: Duration,
     calibrate: u64,
 ) -> anyhow::Result<Vec<RunResult>> {
-    let calibration = drain("calibration drain", calibrate, 1, FailureMix::default(), 1).await?;
-    let drain_rate = calibration.jobs_per_second;
+    let mut runs = Vec::new();
+    let offered: Vec<(String, f64)> = if rates.is_empty() {
+        let calibration =
+            drain("calibration drain", calibrate, 1, FailureMix::default(), 1).await?;
+        let drain_rate = calibration.jobs_per_second;
+        runs.push(calibration);
+        shares
+            .iter()
+            .map(|share| {
+                let rate = drain_rate * share;
+                (
+                    format!("{:.0}% of drain ({rate:.0}/s)", share * 100.0),
+                    rate,
+                )
+            })
+            .collect()
+    } else {
+        rates.iter().map(|r| (format!("{r:.0}/s"), *r)).collect()
+    };
     let mut bench = Bench::new("steady", vec!["mockpay".into()], FailureMix::default()).await?;
-    let result = steady_in(&mut bench, shares, duration, drain_rate).await;
+    let result = steady_in(&mut bench, &offered, duration).await;
     bench.cleanup().await?;
-    let mut runs = vec![calibration];
     runs.extend(result?);
     Ok(runs)
 }
 
 async fn steady_in(
     bench: &mut Bench,
-    shares: &[f64],
+    offered: &[(String, f64)],
     duration: Duration,
-    drain_rate: f64,
 ) -> anyhow::Result<Vec<RunResult>> {
     let mut worker = bench.start_worker(RETRY).await?;
     let mut runs = Vec::new();
     let mut done = 0;
-    for share in shares {
-        let rate = drain_rate * share;
-        let label = format!("{:.0}% of drain ({rate:.0}/s)", share * 100.0);
+    for (label, rate) in offered {
+        let (label, rate) = (label.as_str(), *rate);
         eprintln!("steady: offering {rate:.0} jobs/s for {duration:?} …");
         let cpu_before = worker.cpu_seconds()?;
         let machine_before = harness::machine_cpu_seconds()?;
@@ -311,7 +330,7 @@ async fn steady_in(
         let machine = harness::machine_cpu_seconds()? - machine_before;
         let mut run = bench
             .result(
-                &label,
+                label,
                 sent,
                 from,
                 to,
@@ -351,6 +370,11 @@ async fn backlog_in(bench: &mut Bench, waiting: u64, measure: u64) -> anyhow::Re
     bench.publish(waiting as usize).await?;
     let to = Utc::now();
     let measured = measure.min(waiting);
+    let settled = harness::wait_for_quiet_host(Duration::from_secs(120)).await?;
+    eprintln!(
+        "backlog: host quiet after {:.0} s; draining the first {measured} …",
+        settled.as_secs_f64()
+    );
     let machine_before = harness::machine_cpu_seconds()?;
     let mut worker = bench.start_worker(RETRY).await?;
     let clock = Instant::now();
