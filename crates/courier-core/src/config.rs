@@ -35,6 +35,9 @@ pub const ENV_NAMESPACE: &str = "COURIER_NAMESPACE";
 pub const ENV_AMQP_URL: &str = "COURIER_AMQP_URL";
 pub const ENV_DATABASE_URL: &str = "COURIER_DATABASE_URL";
 pub const ENV_LOG_FORMAT: &str = "COURIER_LOG_FORMAT";
+/// OpenTelemetry's own variable for the collector: overrides
+/// `telemetry.otlp_endpoint`.
+pub const ENV_OTLP_ENDPOINT: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
 
 /// A config error: which file, which key, what is wrong.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -66,6 +69,7 @@ struct RawTelemetry {
     listen: Option<String>,
     poll_interval_ms: Option<u64>,
     log_format: Option<String>,
+    otlp_endpoint: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -186,6 +190,9 @@ pub struct TelemetryConfig {
     /// How often queue depths and pending dead letters are sampled.
     pub poll_interval: Duration,
     pub log_format: LogFormat,
+    /// Base URL of an OpenTelemetry collector (OTLP/HTTP); `None`: spans
+    /// are not exported.
+    pub otlp_endpoint: Option<String>,
 }
 
 /// How log lines are written.
@@ -553,10 +560,26 @@ impl Validator<'_> {
                 None => LogFormat::Json,
             },
         };
+        let otlp_endpoint = match env(ENV_OTLP_ENDPOINT).or(raw.otlp_endpoint) {
+            None => None,
+            Some(url) if url.is_empty() => None,
+            Some(url) => match url::Url::parse(&url) {
+                Ok(u) if matches!(u.scheme(), "http" | "https") && u.password().is_none() => {
+                    Some(url.trim_end_matches('/').to_owned())
+                }
+                _ => {
+                    return Err(self.err(
+                        "telemetry.otlp_endpoint",
+                        format!("{url:?} is not an http(s) URL without credentials, like http://127.0.0.1:4318"),
+                    ));
+                }
+            },
+        };
         Ok(TelemetryConfig {
             listen,
             poll_interval: Duration::from_millis(poll_interval_ms),
             log_format,
+            otlp_endpoint,
         })
     }
 
@@ -1048,6 +1071,18 @@ path = "/v1/customers/{customer}/charges"
         assert_eq!(err_key(&bad), "telemetry.log_format");
         let bad = format!("{GOOD}\n[telemetry]\nlisten = \"nowhere\"\n");
         assert_eq!(err_key(&bad), "telemetry.listen");
+        assert_eq!(load(GOOD).expect("valid").telemetry.otlp_endpoint, None);
+        let otlp = format!("{GOOD}\n[telemetry]\notlp_endpoint = \"http://otel:4318/\"\n");
+        assert_eq!(
+            load(&otlp)
+                .expect("valid")
+                .telemetry
+                .otlp_endpoint
+                .as_deref(),
+            Some("http://otel:4318")
+        );
+        let bad = format!("{GOOD}\n[telemetry]\notlp_endpoint = \"grpc://otel\"\n");
+        assert_eq!(err_key(&bad), "telemetry.otlp_endpoint");
     }
 
     #[test]

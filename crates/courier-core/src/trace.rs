@@ -68,6 +68,28 @@ impl TraceContext {
         }
     }
 
+    /// A context from its raw parts (zero ids, which the spec forbids,
+    /// become one).
+    pub fn from_bits(trace_id: u128, span_id: u64, sampled: bool) -> TraceContext {
+        TraceContext {
+            trace_id: trace_id.max(1),
+            span_id: span_id.max(1),
+            sampled,
+        }
+    }
+
+    pub fn trace_id_bits(&self) -> u128 {
+        self.trace_id
+    }
+
+    pub fn span_id_bits(&self) -> u64 {
+        self.span_id
+    }
+
+    pub fn sampled(&self) -> bool {
+        self.sampled
+    }
+
     /// The trace id as 32 lower-case hex digits (what tracing back-ends
     /// search by).
     pub fn trace_id(&self) -> String {

@@ -2,14 +2,16 @@
 //! checks and its logs.
 //!
 //! Owns the metric families ([`metrics`]), the `/metrics`, `/healthz` and
-//! `/readyz` endpoints ([`server`]), log setup ([`logging`]) and the
-//! scrubbing of secrets from logs ([`redact`]). It knows nothing of
+//! `/readyz` endpoints ([`server`]), log setup ([`logging`]), the optional
+//! OTLP span export ([`otlp`]) and the scrubbing of secrets from logs
+//! ([`redact`]). It knows nothing of
 //! RabbitMQ, PostgreSQL or HTTP providers: the worker reports events to it
 //! and answers its readiness probe. It must never put an unbounded value
 //! (job id, key, URL, payload) into a metric label.
 
 pub mod logging;
 pub mod metrics;
+pub mod otlp;
 pub mod redact;
 pub mod server;
 

@@ -115,15 +115,25 @@ impl Pipeline {
                     .await;
             }
         };
+        // The job's trace: the publisher's when it sent one, else the one
+        // its id spells. Settled before the span is entered, so that an
+        // exported span continues it (courier_telemetry::otlp).
+        let own = TraceContext::for_attempt(
+            meta.traceparent.as_deref(),
+            job.id.as_u128(),
+            rand::random(),
+        );
         let span = tracing::info_span!(
             "job",
             job_id = %job.id,
             provider = %job.provider,
             operation = %job.operation,
             attempt = meta.attempts + 1,
-            trace_id = tracing::field::Empty,
+            trace_id = %own.trace_id(),
         );
-        self.process_job(queue_provider, delivery, &meta, job)
+        let parent = meta.traceparent.as_deref().and_then(TraceContext::parse);
+        let trace = courier_telemetry::otlp::continue_trace(&span, parent, own);
+        self.process_job(queue_provider, delivery, &meta, job, trace)
             .instrument(span)
             .await
     }
@@ -134,6 +144,7 @@ impl Pipeline {
         delivery: &Delivery,
         meta: &DeliveryMeta,
         job: Job,
+        trace: TraceContext,
     ) -> Result<Outcome, Abandoned> {
         let progress = self.lookup.get(job.id).await?;
         let delivered = DeliveredProgress {
@@ -180,12 +191,6 @@ impl Pipeline {
         };
 
         let attempt = meta.attempts + 1;
-        let trace = TraceContext::for_attempt(
-            meta.traceparent.as_deref(),
-            job.id.as_u128(),
-            rand::random(),
-        );
-        tracing::Span::current().record("trace_id", trace.trace_id());
         let traceparent = trace.to_string();
         // Shutdown may abandon a call that outlives the grace period: the
         // delivery goes back to the queue and the next try carries the same

@@ -51,6 +51,7 @@ async fn the_provider_token_and_payloads_never_reach_the_logs() {
         LogFormat::Json,
         tracing_subscriber::EnvFilter::new("trace"),
         logs.clone(),
+        None,
     );
 
     let token = format!("sk_live_{}", uuid::Uuid::now_v7().simple());

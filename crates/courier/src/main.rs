@@ -84,20 +84,6 @@ fn main() -> ExitCode {
         | Command::Jobs(_)
         | Command::Bench(_) => "warn",
     };
-    let format = match (cli.log_format, &cli.command) {
-        (Some(LogFormat::Json), _) => courier_core::config::LogFormat::Json,
-        (Some(LogFormat::Pretty), _) => courier_core::config::LogFormat::Pretty,
-        // A service logs for a log pipeline; a bad config is reported
-        // after logging starts, by the command itself.
-        (None, Command::Run | Command::Admin(AdminCommand::Serve)) => {
-            settings::load(cli.config.as_deref())
-                .map_or(courier_core::config::LogFormat::Json, |c| {
-                    c.telemetry.log_format
-                })
-        }
-        (None, _) => courier_core::config::LogFormat::Pretty,
-    };
-    courier_telemetry::logging::init(format, default_level);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -108,6 +94,41 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // A service logs for a log pipeline and may export its spans; a bad
+    // config is reported after logging starts, by the command itself.
+    let service = matches!(
+        cli.command,
+        Command::Run | Command::Admin(AdminCommand::Serve)
+    );
+    let telemetry = service
+        .then(|| settings::load(cli.config.as_deref()).ok())
+        .flatten()
+        .map(|c| c.telemetry);
+    let format = match (cli.log_format, &telemetry) {
+        (Some(LogFormat::Json), _) => courier_core::config::LogFormat::Json,
+        (Some(LogFormat::Pretty), _) => courier_core::config::LogFormat::Pretty,
+        (None, Some(t)) => t.log_format,
+        (None, None) if service => courier_core::config::LogFormat::Json,
+        (None, None) => courier_core::config::LogFormat::Pretty,
+    };
+    let exporter = match telemetry.as_ref().and_then(|t| t.otlp_endpoint.as_deref()) {
+        None => None,
+        Some(endpoint) => {
+            courier_provider::install_crypto();
+            match courier_telemetry::otlp::Exporter::start(
+                endpoint,
+                "courier",
+                runtime.handle().clone(),
+            ) {
+                Ok(exporter) => Some(exporter),
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(exit::INVALID);
+                }
+            }
+        }
+    };
+    courier_telemetry::logging::init(format, default_level, exporter.as_ref());
     let result = runtime.block_on(async {
         match cli.command {
             Command::Run => run(cli.config.as_deref()).await,
@@ -124,6 +145,10 @@ fn main() -> ExitCode {
             }
         }
     });
+    // Flushes the spans still buffered; the runtime is still up to send them.
+    if let Some(exporter) = exporter {
+        exporter.shutdown();
+    }
     match result {
         Ok(code) => code,
         Err(e) => exit::report(&e),
