@@ -12,7 +12,7 @@ use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use courier_core::config::Scope;
 use courier_store::{DeadFilter, DeadLetterRecord, JobRecord};
-use courier_worker::recovery::{self, RequeueOptions};
+use courier_worker::recovery::{self, ActionReport, RequeueOptions};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::sync::Arc;
@@ -269,6 +269,18 @@ pub struct ActionResult {
     sample: Vec<Uuid>,
 }
 
+impl From<ActionReport> for ActionResult {
+    fn from(report: ActionReport) -> Self {
+        ActionResult {
+            action_id: Some(report.action),
+            dry_run: false,
+            matched: report.matched,
+            affected: report.affected,
+            sample: Vec::new(),
+        }
+    }
+}
+
 fn limit_of(p: &ListParams) -> i64 {
     p.limit.unwrap_or(50).clamp(1, 1000)
 }
@@ -379,13 +391,7 @@ async fn requeue(
     )
     .await?;
     sync_queues(&s, &filter).await;
-    Ok(Json(ActionResult {
-        action_id: Some(report.action),
-        dry_run: false,
-        matched: report.matched,
-        affected: report.affected,
-        sample: Vec::new(),
-    }))
+    Ok(Json(ActionResult::from(report)))
 }
 
 /// Purge dead letters: a recorded decision, never a delete.
@@ -410,13 +416,7 @@ async fn purge(
     }
     let report = recovery::purge(&s.store, &filter, &format!("api:{actor}")).await?;
     sync_queues(&s, &filter).await;
-    Ok(Json(ActionResult {
-        action_id: Some(report.action),
-        dry_run: false,
-        matched: report.matched,
-        affected: report.affected,
-        sample: Vec::new(),
-    }))
+    Ok(Json(ActionResult::from(report)))
 }
 
 async fn dry_run(s: &AdminState, filter: &DeadFilter) -> Result<Json<ActionResult>, ApiError> {

@@ -166,9 +166,7 @@ impl Topology {
     /// messages included.
     pub async fn teardown(&self, ch: &Channel) -> Result<(), AmqpError> {
         for q in self.queues() {
-            ch.queue_delete(q.as_str().into(), QueueDeleteOptions::default())
-                .await
-                .map_err(AmqpError::broker(format!("delete queue {q}")))?;
+            delete_queue(ch, &q).await?;
         }
         for e in self.exchanges() {
             ch.exchange_delete(e.as_str().into(), ExchangeDeleteOptions::default())
@@ -177,6 +175,14 @@ impl Topology {
         }
         Ok(())
     }
+}
+
+/// Deletes a queue and what it holds; a missing queue is no error.
+pub async fn delete_queue(ch: &Channel, queue: &str) -> Result<(), AmqpError> {
+    ch.queue_delete(queue.into(), QueueDeleteOptions::default())
+        .await
+        .map_err(AmqpError::broker(format!("delete queue {queue}")))?;
+    Ok(())
 }
 
 /// Ready messages in a queue (not counting unacknowledged ones). The queue

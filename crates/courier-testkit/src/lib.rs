@@ -179,6 +179,15 @@ path = "/v1/customers/{{customer}}/charges"
         id
     }
 
+    /// Deletes one of this namespace's queues, as an operator might by
+    /// mistake under a running worker.
+    pub async fn delete_queue(&self, queue: &str) {
+        let ch = self.conn.create_channel().await.expect("open a channel");
+        courier_amqp::topology::delete_queue(&ch, queue)
+            .await
+            .expect("delete the queue");
+    }
+
     /// Ready messages in one of this namespace's queues.
     pub async fn message_count(&self, queue: &str) -> u32 {
         let ch = self.conn.create_channel().await.expect("open a channel");

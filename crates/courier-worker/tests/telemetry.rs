@@ -377,3 +377,29 @@ async fn a_trace_continues_from_the_amqp_headers_to_the_provider_and_the_attempt
     worker.shutdown();
     worker.wait().await;
 }
+
+#[tokio::test]
+async fn readyz_says_which_queue_consumer_stopped_when_its_queue_is_deleted() {
+    let env = TestEnv::new().await;
+    let worker = env.start_worker().await;
+    wait_ready_status(&worker, 200, "a fresh worker").await;
+
+    env.delete_queue(&env.topology.work_queue(PROVIDER)).await;
+    let body = wait_ready_status(&worker, 503, "its work queue deleted").await;
+    assert!(
+        body.contains("consumers: 1 of 2 queue consumers running"),
+        "{body}"
+    );
+    assert!(
+        body.contains("broker: ok") && body.contains("draining: ok"),
+        "{body}"
+    );
+    let (status, _) = scrape::get(worker.telemetry_addr(), "/healthz").await;
+    assert_eq!(
+        status, 200,
+        "not ready, but a restart would not fix the queue"
+    );
+
+    worker.shutdown();
+    worker.wait().await;
+}
