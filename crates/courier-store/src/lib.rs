@@ -97,8 +97,15 @@ impl Store {
         let mut base = PgConnectOptions::from_str(url).map_err(StoreError::Url)?;
         // TLS to a server on this machine protects nothing and costs a
         // quarter of the worker's CPU (measured with `courier bench drain`):
-        // on loopback, sslmode defaults to disable. An explicit sslmode wins.
-        if is_loopback(base.get_host()) && !url.contains("sslmode=") {
+        // on loopback, the default `prefer` becomes `disable`. A mode anyone
+        // chose (in the URL, or PGSSLMODE) is kept.
+        let chosen = url.contains("sslmode=")
+            || url.contains("ssl-mode=")
+            || std::env::var_os("PGSSLMODE").is_some();
+        if is_loopback(base.get_host())
+            && !chosen
+            && matches!(base.get_ssl_mode(), sqlx::postgres::PgSslMode::Prefer)
+        {
             base = base.ssl_mode(sqlx::postgres::PgSslMode::Disable);
         }
         let addr = format!("{}:{}", base.get_host(), base.get_port());

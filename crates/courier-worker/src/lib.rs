@@ -134,6 +134,7 @@ impl Worker {
             publisher,
             store.clone(),
             clients,
+            stop.clone(),
             abandon.clone(),
             metrics.clone(),
         ));

@@ -34,6 +34,9 @@ pub struct Pipeline {
     clients: HashMap<String, ProviderClient>,
     /// Each provider's concurrency cap: calls in flight.
     slots: HashMap<String, Arc<Semaphore>>,
+    /// Shutdown began: a delivery that has not started its call goes back
+    /// to its queue instead.
+    stop: CancellationToken,
     abandon: CancellationToken,
     metrics: Arc<Metrics>,
     lookup: ProgressLookup,
@@ -48,12 +51,15 @@ struct Death {
 }
 
 impl Pipeline {
+    // The worker's parts, wired once at start.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         config: Config,
         topology: Topology,
         publisher: Publisher,
         store: Store,
         clients: HashMap<String, ProviderClient>,
+        stop: CancellationToken,
         abandon: CancellationToken,
         metrics: Arc<Metrics>,
     ) -> Self {
@@ -69,6 +75,7 @@ impl Pipeline {
             publisher,
             clients,
             slots,
+            stop,
             abandon,
             metrics,
             lookup,
@@ -192,23 +199,24 @@ impl Pipeline {
 
         let attempt = meta.attempts + 1;
         let traceparent = trace.to_string();
+        // Held for the call only: the provider's concurrency cap. A delivery
+        // still waiting for a slot when shutdown begins is not called: it
+        // goes back to its queue (only calls already made are finished).
+        let slot = match self.slots.get(&provider.name) {
+            Some(slots) => tokio::select! {
+                slot = slots.acquire() => Some(slot),
+                _ = self.stop.cancelled() => return Err(Abandoned),
+            },
+            None => None,
+        };
         // Shutdown may abandon a call that outlives the grace period: the
         // delivery goes back to the queue and the next try carries the same
         // Idempotency-Key.
-        let call = async {
-            // Held for the call only: the provider's concurrency cap.
-            let _slot = match self.slots.get(&provider.name) {
-                Some(slots) => Some(slots.acquire().await),
-                None => None,
-            };
-            client
-                .call(&job, operation, &path, Some(&traceparent))
-                .await
-        };
         let report = tokio::select! {
-            report = call => report,
+            report = client.call(&job, operation, &path, Some(&traceparent)) => report,
             _ = self.abandon.cancelled() => return Err(Abandoned),
         };
+        drop(slot);
         let class = classify(&report.result, &provider.statuses);
         // The retry budget counts from the start of the current run (an
         // operator's requeue starts a new one).

@@ -385,3 +385,51 @@ async fn the_provider_concurrency_cap_bounds_calls_in_flight_not_deliveries() {
     worker.shutdown();
     worker.wait().await;
 }
+
+#[tokio::test]
+async fn shutdown_finishes_calls_already_made_and_returns_deliveries_still_waiting_for_a_slot() {
+    let env = TestEnv::new().await;
+    let mut config = env.config();
+    if let Some(provider) = config.providers.get_mut(PROVIDER) {
+        provider.concurrency = 1;
+    }
+    let worker = courier_testkit::Worker::start(config)
+        .await
+        .expect("start the worker");
+    let jobs: Vec<_> = (0..3)
+        .map(|_| env.job(Some(json!({"delay_ms": 500}))))
+        .collect();
+    for job in &jobs {
+        env.publish(job).await;
+    }
+    assert!(env.mock.wait_for_calls(1, WAIT).await);
+    worker.shutdown();
+    worker.wait().await;
+
+    assert_eq!(
+        env.mock.call_count(),
+        1,
+        "no call starts after shutdown begins"
+    );
+    let mut states = Vec::new();
+    for job in &jobs {
+        states.push(env.state_of(job.id).await);
+    }
+    assert_eq!(
+        states
+            .iter()
+            .filter(|s| s.as_deref() == Some("succeeded"))
+            .count(),
+        1
+    );
+    assert_eq!(
+        states.iter().filter(|s| s.is_none()).count(),
+        2,
+        "{states:?}"
+    );
+    assert_eq!(
+        env.message_count(&env.topology.work_queue(PROVIDER)).await,
+        2,
+        "the two never called are back in their queue"
+    );
+}
