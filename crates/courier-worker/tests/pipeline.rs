@@ -361,13 +361,7 @@ async fn shutdown_lets_in_flight_jobs_finish_and_acks_them() {
 #[tokio::test]
 async fn the_provider_concurrency_cap_bounds_calls_in_flight_not_deliveries() {
     let env = TestEnv::new().await;
-    let mut config = env.config();
-    if let Some(provider) = config.providers.get_mut(PROVIDER) {
-        provider.concurrency = 2;
-    }
-    let worker = courier_testkit::Worker::start(config)
-        .await
-        .expect("start the worker");
+    let worker = start_with_concurrency(&env, 2).await;
     let jobs: Vec<_> = (0..8)
         .map(|_| env.job(Some(json!({"delay_ms": 150}))))
         .collect();
@@ -389,13 +383,7 @@ async fn the_provider_concurrency_cap_bounds_calls_in_flight_not_deliveries() {
 #[tokio::test]
 async fn shutdown_finishes_calls_already_made_and_returns_deliveries_still_waiting_for_a_slot() {
     let env = TestEnv::new().await;
-    let mut config = env.config();
-    if let Some(provider) = config.providers.get_mut(PROVIDER) {
-        provider.concurrency = 1;
-    }
-    let worker = courier_testkit::Worker::start(config)
-        .await
-        .expect("start the worker");
+    let worker = start_with_concurrency(&env, 1).await;
     let jobs: Vec<_> = (0..3)
         .map(|_| env.job(Some(json!({"delay_ms": 500}))))
         .collect();
@@ -432,4 +420,15 @@ async fn shutdown_finishes_calls_already_made_and_returns_deliveries_still_waiti
         2,
         "the two never called are back in their queue"
     );
+}
+
+/// A worker on `env` whose provider makes at most `concurrency` calls at once.
+async fn start_with_concurrency(env: &TestEnv, concurrency: usize) -> courier_testkit::Worker {
+    let mut config = env.config();
+    if let Some(provider) = config.providers.get_mut(PROVIDER) {
+        provider.concurrency = concurrency;
+    }
+    courier_testkit::Worker::start(config)
+        .await
+        .expect("start the worker")
 }
