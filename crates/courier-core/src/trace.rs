@@ -56,9 +56,13 @@ impl TraceContext {
     /// The context of an attempt: a child of `parent` when the job carried
     /// one, else a span of the job's own trace `job_trace` (its id's bits).
     /// `span_seed` is random; zero (which the spec forbids) becomes one.
-    pub fn for_attempt(parent: Option<&str>, job_trace: u128, span_seed: u64) -> TraceContext {
+    pub fn for_attempt(
+        parent: Option<TraceContext>,
+        job_trace: u128,
+        span_seed: u64,
+    ) -> TraceContext {
         let span_id = span_seed.max(1);
-        match parent.and_then(TraceContext::parse) {
+        match parent {
             Some(parent) => TraceContext { span_id, ..parent },
             None => TraceContext {
                 trace_id: job_trace.max(1),
@@ -159,7 +163,7 @@ mod tests {
 
     #[test]
     fn an_attempt_continues_the_trace_with_a_new_span() {
-        let ctx = TraceContext::for_attempt(Some(EXAMPLE), 7, 42);
+        let ctx = TraceContext::for_attempt(TraceContext::parse(EXAMPLE), 7, 42);
         assert_eq!(ctx.trace_id(), "4bf92f3577b34da6a3ce929d0e0e4736");
         assert_eq!(ctx.span_id(), format!("{:016x}", 42));
         assert!(ctx.to_string().ends_with("-01"));
@@ -167,7 +171,7 @@ mod tests {
 
     #[test]
     fn a_job_without_a_valid_parent_starts_a_trace() {
-        for parent in [None, Some("garbage")] {
+        for parent in [None, TraceContext::parse("garbage")] {
             let ctx = TraceContext::for_attempt(parent, 7, 0);
             assert_eq!(ctx.trace_id(), format!("{:032x}", 7));
             assert_eq!(ctx.span_id(), format!("{:016x}", 1));

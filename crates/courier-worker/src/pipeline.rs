@@ -125,11 +125,8 @@ impl Pipeline {
         // The job's trace: the publisher's when it sent one, else the one
         // its id spells. Settled before the span is entered, so that an
         // exported span continues it (courier_telemetry::otlp).
-        let own = TraceContext::for_attempt(
-            meta.traceparent.as_deref(),
-            job.id.as_u128(),
-            rand::random(),
-        );
+        let parent = meta.traceparent.as_deref().and_then(TraceContext::parse);
+        let own = TraceContext::for_attempt(parent, job.id.as_u128(), rand::random());
         let span = tracing::info_span!(
             "job",
             job_id = %job.id,
@@ -138,7 +135,6 @@ impl Pipeline {
             attempt = meta.attempts + 1,
             trace_id = %own.trace_id(),
         );
-        let parent = meta.traceparent.as_deref().and_then(TraceContext::parse);
         let trace = courier_telemetry::otlp::continue_trace(&span, parent, own);
         self.process_job(queue_provider, delivery, &meta, job, trace)
             .instrument(span)
