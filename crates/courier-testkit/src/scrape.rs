@@ -67,7 +67,15 @@ impl Scrape {
 /// GETs `path` from the worker's telemetry address: status and body.
 pub async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
     courier_provider::install_crypto();
-    let response = reqwest::get(format!("http://{addr}{path}"))
+    // Bounded, so that a worker that stops answering fails the test with
+    // a message instead of hanging it.
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(10))
+        .build()
+        .expect("an HTTP client");
+    let response = client
+        .get(format!("http://{addr}{path}"))
+        .send()
         .await
         .unwrap_or_else(|e| panic!("GET {path} from {addr}: {e}"));
     let status = response.status().as_u16();

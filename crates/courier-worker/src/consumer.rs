@@ -18,6 +18,9 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+/// Longest the broker may take to confirm a consumer's cancel.
+const CANCEL_DEADLINE: std::time::Duration = std::time::Duration::from_secs(5);
+
 #[derive(Debug)]
 pub struct Consumer {
     pub pipeline: Arc<Pipeline>,
@@ -80,8 +83,16 @@ pub async fn run(mut c: Consumer) -> (Channel, courier_amqp::Consumer) {
     c.running.consumers_ended.fetch_add(1, Ordering::SeqCst);
     // Stop the broker sending more; what it already sent and we did not take
     // stays unacked and returns to the queue when the channel closes.
-    if let Err(e) = courier_amqp::cancel(&c.channel, &c.deliveries).await {
-        tracing::debug!(%queue, error = %e, "cancelling the consumer");
+    // Bounded: a reply lost in a reconnect must not hold up shutdown.
+    match tokio::time::timeout(
+        CANCEL_DEADLINE,
+        courier_amqp::cancel(&c.channel, &c.deliveries),
+    )
+    .await
+    {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::debug!(%queue, error = %e, "cancelling the consumer"),
+        Err(_) => tracing::warn!(%queue, "the broker did not confirm the consumer's cancel"),
     }
     (c.channel, c.deliveries)
 }

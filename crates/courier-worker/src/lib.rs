@@ -38,6 +38,9 @@ use tokio_util::task::TaskTracker;
 /// How long shutdown gives the outcome writer to flush after in-flight work
 /// has finished or been abandoned.
 const FLUSH_DEADLINE: Duration = Duration::from_secs(10);
+/// How long shutdown waits for the broker to confirm a close, and for the
+/// telemetry tasks to end.
+const STEP_DEADLINE: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
@@ -361,13 +364,25 @@ async fn shutdown_sequence(s: Shutdown) {
     }
     drop(subscriptions);
     // Closing the connection returns every unacked delivery to its queue.
-    if let Err(e) = s.conn.close(200, "courier worker shutdown".into()).await {
-        tracing::debug!(error = %e, "closing the broker connection");
+    match tokio::time::timeout(
+        STEP_DEADLINE,
+        s.conn.close(200, "courier worker shutdown".into()),
+    )
+    .await
+    {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::debug!(error = %e, "closing the broker connection"),
+        Err(_) => tracing::warn!("the broker did not confirm closing the connection"),
     }
     s.store.close().await;
     s.telemetry_stop.cancel();
-    for reporter in s.reporters {
-        let _ = reporter.await;
+    for mut reporter in s.reporters {
+        if tokio::time::timeout(STEP_DEADLINE, &mut reporter)
+            .await
+            .is_err()
+        {
+            reporter.abort();
+        }
     }
     tracing::info!("worker stopped");
 }

@@ -19,6 +19,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
+/// Longest one sample of queue depths or of the backlog may take.
+const SAMPLE_DEADLINE: Duration = Duration::from_secs(5);
+
 /// Longest the database check may take.
 const PING_DEADLINE: Duration = Duration::from_secs(1);
 
@@ -225,12 +228,31 @@ pub async fn sample(mut sampler: Sampler, interval: Duration, stop: Cancellation
             _ = ticks.tick() => {}
             _ = stop.cancelled() => return,
         }
-        if let Err(e) = sampler.queues().await {
-            sampler.channel = None;
-            tracing::debug!(error = %e, "sampling queue depths failed; trying again next interval");
+        // A broker reply that never comes (a channel caught in a reconnect)
+        // must neither stall sampling nor keep shutdown waiting.
+        let queues = tokio::select! {
+            sampled = tokio::time::timeout(SAMPLE_DEADLINE, sampler.queues()) => sampled,
+            _ = stop.cancelled() => return,
+        };
+        match queues {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                sampler.channel = None;
+                tracing::debug!(error = %e, "sampling queue depths failed; trying again next interval");
+            }
+            Err(_) => {
+                sampler.channel = None;
+                tracing::debug!(
+                    "sampling queue depths took over {SAMPLE_DEADLINE:?}; trying again next interval"
+                );
+            }
         }
-        if let Err(e) = sampler.backlog().await {
-            tracing::debug!(error = %e, "sampling the dead-letter backlog failed; trying again next interval");
+        let backlog = tokio::select! {
+            sampled = tokio::time::timeout(SAMPLE_DEADLINE, sampler.backlog()) => sampled,
+            _ = stop.cancelled() => return,
+        };
+        if !matches!(backlog, Ok(Ok(()))) {
+            tracing::debug!("sampling the dead-letter backlog failed; trying again next interval");
         }
     }
 }

@@ -308,7 +308,9 @@ async fn readyz_follows_the_broker_connection_and_goes_unready_while_draining() 
     worker.shutdown();
     let body = wait_ready_status(&worker, 503, "draining").await;
     assert!(body.contains("draining: shutting down"), "{body}");
-    worker.wait().await;
+    tokio::time::timeout(WAIT, worker.wait())
+        .await
+        .expect("shutdown ends after a broker outage");
     assert_eq!(env.state_of(slow.id).await.as_deref(), Some("succeeded"));
 }
 
