@@ -14,7 +14,7 @@ mod routes;
 pub use auth::{AuthError, Tokens};
 pub use error::ApiError;
 
-use courier_amqp::{Connection, Publisher, Topology};
+use courier_amqp::{Link, Publisher, Topology};
 use courier_core::Config;
 use courier_store::Store;
 use std::net::SocketAddr;
@@ -25,7 +25,7 @@ use utoipa::OpenApi as _;
 #[derive(Debug)]
 pub struct AdminState {
     pub store: Store,
-    pub conn: Connection,
+    pub link: Link,
     pub publisher: Publisher,
     pub topology: Topology,
     pub tokens: Tokens,
@@ -80,17 +80,17 @@ impl AdminServer {
     ) -> Result<AdminServer, StartError> {
         let tokens = Tokens::resolve(&config.admin.tokens)?;
         let store = Store::connect(
-            &config.database.url,
+            &config.database,
             &config.namespace,
             config.database.max_connections,
         )
         .await?;
         store.migrate().await?;
-        let conn = courier_amqp::connect(&config.broker.url, "courier admin").await?;
-        let publisher = Publisher::open(&conn).await?;
+        let link = courier_amqp::connect(&config.broker, "courier admin").await?;
+        let publisher = Publisher::open(&link, config.broker.confirm_timeout).await?;
         let state = Arc::new(AdminState {
             store,
-            conn,
+            link,
             publisher,
             topology: Topology::new(&config.namespace, config.providers.keys().cloned()),
             tokens,

@@ -435,7 +435,7 @@ async fn dry_run(s: &AdminState, filter: &DeadFilter) -> Result<Json<ActionResul
 /// here leaves extra messages, never lost ones, so it is logged, not returned.
 async fn sync_queues(s: &AdminState, filter: &DeadFilter) {
     if let Err(e) =
-        recovery::sync_affected_queues(&s.store, &s.conn, &s.publisher, &s.topology, filter).await
+        recovery::sync_affected_queues(&s.store, &s.link, &s.publisher, &s.topology, filter).await
     {
         tracing::warn!(error = %e, "syncing the dead-letter queues failed");
     }
@@ -491,6 +491,8 @@ async fn show_job(
 pub struct FindParams {
     /// The idempotency key the job carried.
     idempotency_key: String,
+    /// Most jobs returned (default 100, at most 1000).
+    limit: Option<i64>,
 }
 
 /// Jobs carrying an idempotency key.
@@ -502,6 +504,7 @@ async fn find_jobs(
     Query(p): Query<FindParams>,
 ) -> Result<Json<Vec<JobView>>, ApiError> {
     s.tokens.authorize(&headers, Scope::Read)?;
-    let jobs = s.store.jobs_by_key(&p.idempotency_key).await?;
+    let limit = p.limit.unwrap_or(100).clamp(1, 1000);
+    let jobs = s.store.jobs_by_key(&p.idempotency_key, limit).await?;
     Ok(Json(jobs.iter().map(JobView::from).collect()))
 }

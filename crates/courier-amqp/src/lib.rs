@@ -8,19 +8,22 @@
 
 pub mod delay;
 pub mod headers;
+mod link;
 pub mod publish;
 pub mod topology;
 
 pub use headers::DeliveryMeta;
 pub use lapin::message::Delivery;
-pub use lapin::{Acker, BasicProperties, Channel, Connection, Consumer};
+pub use lapin::{Acker, BasicProperties, Channel, Consumer};
+pub use link::{Link, Loss};
 pub use publish::Publisher;
 pub use topology::Topology;
 
-use lapin::ConnectionProperties;
+use courier_core::Failure;
+use courier_core::config::BrokerConfig;
 use lapin::options::{BasicConsumeOptions, BasicQosOptions};
+use lapin::protocol::{AMQPErrorKind, AMQPHardError, AMQPSoftError};
 use lapin::types::FieldTable;
-use std::time::Duration;
 
 /// Broker errors. The lapin error is part of the message, not a `source`:
 /// its own `Display` already includes its causes, and a chain would repeat them.
@@ -30,10 +33,19 @@ pub enum AmqpError {
     Connect { addr: String, cause: String },
     #[error("{op} failed: {cause}")]
     Broker { op: String, cause: lapin::Error },
+    #[error("publishing to {exchange:?} failed: {cause}")]
+    Publish {
+        exchange: String,
+        cause: lapin::Error,
+    },
     #[error("RabbitMQ refused (nacked) a publish to exchange {exchange:?} with key {key:?}")]
     Nacked { exchange: String, key: String },
     #[error("no queue is bound for exchange {exchange:?} and key {key:?}: the message came back")]
     Returned { exchange: String, key: String },
+    #[error("{op}: no answer from RabbitMQ in time")]
+    Timeout { op: &'static str },
+    #[error("message refused before publishing: {0}")]
+    TooLarge(String),
     #[error("cannot {op}: the delivery's channel is closed; the broker will redeliver it")]
     Unsettled { op: &'static str },
 }
@@ -43,41 +55,92 @@ impl AmqpError {
         let op = op.into();
         move |cause| AmqpError::Broker { op, cause }
     }
+
+    /// What retrying can achieve; decided here, once, for every caller.
+    ///
+    /// A broker error that closes a channel or the connection fails every
+    /// publish in flight on it, not only the one that caused it, so such
+    /// errors are transient for each publish: Courier bounds what it puts in
+    /// a message beforehand ([`AmqpError::TooLarge`]), and the caller may
+    /// treat a publish refused over and over as refused for good.
+    pub fn failure(&self) -> Failure {
+        match self {
+            AmqpError::Connect { .. } => Failure::Setup,
+            AmqpError::Broker { cause, .. } => failure_of(cause, false),
+            AmqpError::Publish { cause, .. } => failure_of(cause, true),
+            // Nacks come from a queue that cannot take the message now
+            // (`reject-publish` overflow, a quorum queue without a leader).
+            AmqpError::Nacked { .. } | AmqpError::Timeout { .. } | AmqpError::Unsettled { .. } => {
+                Failure::Transient
+            }
+            // A binding is missing: the topology was changed under us.
+            AmqpError::Returned { .. } => Failure::Setup,
+            AmqpError::TooLarge(_) => Failure::Refused,
+        }
+    }
+
+    /// Whether the broker closed the channel or connection while this
+    /// publish was in flight (see [`AmqpError::failure`]).
+    pub fn is_broker_refusal(&self) -> bool {
+        matches!(self, AmqpError::Publish { cause, .. } if matches!(cause.kind(), lapin::ErrorKind::ProtocolError(_)))
+    }
 }
 
-/// How long the first connection may take before we say the broker is
-/// unreachable.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+/// The class of a lapin error. lapin's enum is `#[non_exhaustive]`: a kind a
+/// future version adds counts as transient (retried, reported).
+fn failure_of(e: &lapin::Error, publishing: bool) -> Failure {
+    match e.kind() {
+        lapin::ErrorKind::IOError(_)
+        | lapin::ErrorKind::RuntimeShutdownError(_)
+        | lapin::ErrorKind::MissingHeartbeatError
+        | lapin::ErrorKind::InvalidChannel(_)
+        | lapin::ErrorKind::InvalidChannelState(..)
+        | lapin::ErrorKind::InvalidConnectionState(_)
+        | lapin::ErrorKind::ChannelsLimitReached
+        | lapin::ErrorKind::FutureCompleted
+        // The connection is lost and a new one will be made.
+        | lapin::ErrorKind::ParsingError(_) => Failure::Transient,
+        // Our frame could not be encoded: this message's fault.
+        lapin::ErrorKind::SerialisationError(_) => Failure::Refused,
+        lapin::ErrorKind::InvalidProtocolVersion(_)
+        | lapin::ErrorKind::AuthProviderError(_)
+        | lapin::ErrorKind::NoDefaultRuntime => Failure::Setup,
+        lapin::ErrorKind::ProtocolError(amqp) => match amqp.kind() {
+            AMQPErrorKind::Soft(soft) => match soft {
+                AMQPSoftError::CONTENTTOOLARGE | AMQPSoftError::RESOURCELOCKED => {
+                    Failure::Transient
+                }
+                // On a publish, a precondition is the message's (its size);
+                // on a declare, the topology's (other arguments).
+                AMQPSoftError::PRECONDITIONFAILED if publishing => Failure::Transient,
+                AMQPSoftError::PRECONDITIONFAILED
+                | AMQPSoftError::NOROUTE
+                | AMQPSoftError::NOCONSUMERS
+                | AMQPSoftError::ACCESSREFUSED
+                | AMQPSoftError::NOTFOUND => Failure::Setup,
+            },
+            AMQPErrorKind::Hard(hard) => match hard {
+                AMQPHardError::CONNECTIONFORCED
+                | AMQPHardError::CHANNELERROR
+                | AMQPHardError::RESOURCEERROR
+                | AMQPHardError::INTERNALERROR
+                | AMQPHardError::FRAMEERROR
+                | AMQPHardError::SYNTAXERROR
+                | AMQPHardError::COMMANDINVALID
+                | AMQPHardError::UNEXPECTEDFRAME => Failure::Transient,
+                AMQPHardError::INVALIDPATH
+                | AMQPHardError::NOTALLOWED
+                | AMQPHardError::NOTIMPLEMENTED => Failure::Setup,
+            },
+        },
+        _ => Failure::Transient,
+    }
+}
 
-/// Connects with lapin's automatic recovery on: connections, channels,
-/// topology and consumers come back by themselves after a broker restart.
-/// The first connection fails fast instead: recovery's reconnect schedule is
-/// for brokers that went away, not for one that was never there.
-pub async fn connect(url: &str, connection_name: &str) -> Result<Connection, AmqpError> {
-    let addr = broker_address(url);
-    let unreachable = |cause: String| AmqpError::Connect {
-        addr: addr.clone(),
-        cause,
-    };
-    let uri: lapin::uri::AMQPUri = url
-        .parse()
-        .map_err(|e: String| unreachable(format!("invalid URL: {e}")))?;
-    let probe = tokio::net::TcpStream::connect((uri.authority.host.as_str(), uri.authority.port));
-    match tokio::time::timeout(CONNECT_TIMEOUT, probe).await {
-        Ok(Ok(_)) => {}
-        Ok(Err(e)) => return Err(unreachable(e.to_string())),
-        Err(_) => return Err(unreachable(format!("no answer within {CONNECT_TIMEOUT:?}"))),
-    }
-    let props = ConnectionProperties::default()
-        .with_connection_name(connection_name.into())
-        .enable_auto_recover();
-    match tokio::time::timeout(CONNECT_TIMEOUT, Connection::connect(url, props)).await {
-        Ok(Ok(conn)) => Ok(conn),
-        Ok(Err(e)) => Err(unreachable(e.to_string())),
-        Err(_) => Err(unreachable(format!(
-            "no AMQP handshake within {CONNECT_TIMEOUT:?}"
-        ))),
-    }
+/// Connects to the broker `broker` describes (TLS for `amqps://`). See
+/// [`Link::connect`].
+pub async fn connect(broker: &BrokerConfig, connection_name: &str) -> Result<Link, AmqpError> {
+    Link::connect(broker, connection_name).await
 }
 
 /// `host:port` of a broker URL, without credentials, for messages.
@@ -92,15 +155,12 @@ pub fn broker_address(url: &str) -> String {
 /// channel, after which its deliveries can no longer be acked: keep it until
 /// every delivery it gave out is settled.
 pub async fn consume(
-    conn: &Connection,
+    link: &Link,
     queue: &str,
     prefetch: u16,
     consumer_tag: &str,
 ) -> Result<(Channel, Consumer), AmqpError> {
-    let channel = conn
-        .create_channel()
-        .await
-        .map_err(AmqpError::broker("open channel"))?;
+    let channel = link.channel().await?;
     channel
         .basic_qos(prefetch, BasicQosOptions::default())
         .await
@@ -132,8 +192,19 @@ pub async fn ack(acker: &Acker) -> Result<(), AmqpError> {
 
 /// Returns a delivery to its queue for another consumer.
 pub async fn requeue(acker: &Acker) -> Result<(), AmqpError> {
+    nack(acker, true, "requeue").await
+}
+
+/// Refuses a delivery without requeueing it: the queue's dead-letter
+/// exchange takes it (the last resort when even its dead letter cannot be
+/// recorded).
+pub async fn reject(acker: &Acker) -> Result<(), AmqpError> {
+    nack(acker, false, "reject").await
+}
+
+async fn nack(acker: &Acker, requeue: bool, op: &'static str) -> Result<(), AmqpError> {
     let options = lapin::options::BasicNackOptions {
-        requeue: true,
+        requeue,
         ..lapin::options::BasicNackOptions::default()
     };
     let sent = acker
@@ -143,8 +214,17 @@ pub async fn requeue(acker: &Acker) -> Result<(), AmqpError> {
     if sent {
         Ok(())
     } else {
-        Err(AmqpError::Unsettled { op: "requeue" })
+        Err(AmqpError::Unsettled { op })
     }
+}
+
+/// Changes how many unacked deliveries the broker may send on `channel`
+/// (applies to deliveries from now on).
+pub async fn set_prefetch(channel: &Channel, prefetch: u16) -> Result<(), AmqpError> {
+    channel
+        .basic_qos(prefetch, BasicQosOptions::default())
+        .await
+        .map_err(AmqpError::broker("basic.qos"))
 }
 
 /// Tells the broker to stop sending `consumer` deliveries.
@@ -171,20 +251,17 @@ pub async fn get(channel: &Channel, queue: &str) -> Result<Option<Delivery>, Amq
     Ok(message.map(|m| m.delivery))
 }
 
-/// Whether the broker is usable right now: the connection is up (not
-/// reconnecting or closed) and the publisher's confirm channel is open.
-/// Cheap to clone and to ask; it reads state lapin keeps, no round trip.
+/// Whether the broker connection is usable right now: up (not reconnecting
+/// or closed). Reads state lapin keeps; no round trip.
 #[derive(Clone, Debug)]
 pub struct BrokerHealth {
     connection: lapin::ConnectionStatus,
-    publisher: lapin::ChannelStatus,
 }
 
 impl BrokerHealth {
-    pub fn of(conn: &Connection, publisher: &Publisher) -> Self {
+    pub(crate) fn of_connection(conn: &lapin::Connection) -> Self {
         Self {
             connection: conn.status().clone(),
-            publisher: publisher.channel_status(),
         }
     }
 
@@ -202,26 +279,8 @@ impl BrokerHealth {
         if !self.connection.connected() {
             return Err("not connected".into());
         }
-        if !self.publisher.connected() {
-            return Err("publisher channel not open".into());
-        }
         Ok(())
     }
-}
-
-/// Yields once each time auto-recovery re-establishes `conn`.
-pub fn reconnections(conn: &Connection) -> impl futures_util::Stream<Item = ()> + Send + 'static {
-    use futures_util::StreamExt;
-    conn.events_listener().filter_map(|event| async move {
-        match event {
-            lapin::Event::Connected => Some(()),
-            lapin::Event::Error(e) => {
-                tracing::warn!(error = %e, "RabbitMQ connection error");
-                None
-            }
-            _ => None,
-        }
-    })
 }
 
 #[cfg(test)]

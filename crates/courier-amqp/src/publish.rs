@@ -7,32 +7,74 @@
 
 use crate::delay;
 use crate::headers::{self, DeadLetterHeaders, DeliveryMeta};
-use crate::{AmqpError, topology::Topology};
+use crate::{AmqpError, Link, topology::Topology};
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
-use lapin::{BasicProperties, Channel, Confirmation, Connection};
+use lapin::types::AMQPValue;
+use lapin::{BasicProperties, Channel, Confirmation};
+use std::sync::Arc;
+use std::time::Duration;
 use uuid::Uuid;
 
-/// A confirm-mode channel. Cheap to clone; clones share the channel.
+/// Most bytes of properties and headers Courier puts on a message. The
+/// broker's frame limit (128 KiB by default) closes the whole connection when
+/// a content header exceeds it; nothing Courier writes comes near this, so a
+/// message over it is refused here, before it can do that.
+pub const MAX_PROPERTIES_BYTES: usize = 16 * 1024;
+
+/// A confirm-mode channel on a [`Link`], reopened on the link's current
+/// connection whenever it is closed (a broker error, a reconnection) or a
+/// confirm did not come. Cheap to clone; clones share the channel.
 #[derive(Clone, Debug)]
 pub struct Publisher {
-    channel: Channel,
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    link: Link,
+    channel: tokio::sync::Mutex<Option<Channel>>,
+    confirm_timeout: Duration,
 }
 
 impl Publisher {
-    pub async fn open(conn: &Connection) -> Result<Self, AmqpError> {
-        let channel = conn
-            .create_channel()
-            .await
-            .map_err(AmqpError::broker("open channel"))?;
+    /// Opens the confirm channel at once, so a broker that refuses it is
+    /// known now rather than at the first publish.
+    pub async fn open(link: &Link, confirm_timeout: Duration) -> Result<Self, AmqpError> {
+        let publisher = Self {
+            inner: Arc::new(Inner {
+                link: link.clone(),
+                channel: tokio::sync::Mutex::new(None),
+                confirm_timeout,
+            }),
+        };
+        publisher.channel().await?;
+        Ok(publisher)
+    }
+
+    /// The open confirm channel, opened anew when there is none.
+    async fn channel(&self) -> Result<Channel, AmqpError> {
+        let mut slot = self.inner.channel.lock().await;
+        if let Some(channel) = slot.as_ref()
+            && channel.status().connected()
+        {
+            return Ok(channel.clone());
+        }
+        let channel = self.inner.link.channel().await?;
         channel
             .confirm_select(ConfirmSelectOptions::default())
             .await
             .map_err(AmqpError::broker("confirm.select"))?;
-        Ok(Self { channel })
+        *slot = Some(channel.clone());
+        Ok(channel)
     }
 
-    pub(crate) fn channel_status(&self) -> lapin::ChannelStatus {
-        self.channel.status().clone()
+    /// Drops `channel` if it is still the one in use: the next publish opens
+    /// a fresh one.
+    async fn discard(&self, channel: &Channel) {
+        let mut slot = self.inner.channel.lock().await;
+        if slot.as_ref().is_some_and(|c| c.id() == channel.id()) {
+            *slot = None;
+        }
     }
 
     /// Publishes and waits for the broker's confirm. With `mandatory`, a
@@ -45,17 +87,38 @@ impl Publisher {
         props: BasicProperties,
         mandatory: bool,
     ) -> Result<(), AmqpError> {
+        check_properties(&props).map_err(AmqpError::TooLarge)?;
         let options = BasicPublishOptions {
             mandatory,
             ..BasicPublishOptions::default()
         };
-        let confirm = self
-            .channel
-            .basic_publish(exchange.into(), key.into(), options, body, props)
-            .await
-            .map_err(AmqpError::broker(format!("publish to {exchange}")))?
-            .await
-            .map_err(AmqpError::broker(format!("confirm from {exchange}")))?;
+        let failed = |cause| AmqpError::Publish {
+            exchange: exchange.to_owned(),
+            cause,
+        };
+        let channel = self.channel().await?;
+        let publish = async {
+            channel
+                .basic_publish(exchange.into(), key.into(), options, body, props)
+                .await
+                .map_err(failed)?
+                .await
+                .map_err(failed)
+        };
+        let confirm = match tokio::time::timeout(self.inner.confirm_timeout, publish).await {
+            Ok(Ok(confirm)) => confirm,
+            Ok(Err(e)) => {
+                self.discard(&channel).await;
+                return Err(e);
+            }
+            Err(_) => {
+                // A confirm this late will not come on this channel.
+                self.discard(&channel).await;
+                return Err(AmqpError::Timeout {
+                    op: "publisher confirm",
+                });
+            }
+        };
         match confirm {
             Confirmation::Ack(None) | Confirmation::NotRequested => Ok(()),
             Confirmation::Ack(Some(_)) => Err(AmqpError::Returned {
@@ -127,5 +190,67 @@ impl Publisher {
         let props = headers::dead_letter_properties(meta, dead);
         self.publish(&topology.dead_exchange(), &key, body, props, true)
             .await
+    }
+}
+
+/// Refuses properties the client could not encode (a short string over 255
+/// bytes fails the whole connection in lapin) or the broker would not take
+/// (over [`MAX_PROPERTIES_BYTES`]).
+fn check_properties(props: &BasicProperties) -> Result<(), String> {
+    let shorts = [
+        ("content_type", props.content_type()),
+        ("content_encoding", props.content_encoding()),
+        ("correlation_id", props.correlation_id()),
+        ("reply_to", props.reply_to()),
+        ("expiration", props.expiration()),
+        ("message_id", props.message_id()),
+        ("type", props.kind()),
+        ("user_id", props.user_id()),
+        ("app_id", props.app_id()),
+        ("cluster_id", props.cluster_id()),
+    ];
+    let mut size = 64;
+    for (name, value) in shorts {
+        let len = value.as_ref().map_or(0, |s| s.as_str().len());
+        if len > 255 {
+            return Err(format!(
+                "property {name} is {len} bytes (a short string holds 255)"
+            ));
+        }
+        size += len + 1;
+    }
+    if let Some(headers) = props.headers() {
+        for (key, value) in headers.inner() {
+            if key.as_str().len() > 255 {
+                return Err(format!(
+                    "a header name is {} bytes (at most 255)",
+                    key.as_str().len()
+                ));
+            }
+            size += key.as_str().len() + 1 + value_size(value);
+        }
+    }
+    if size > MAX_PROPERTIES_BYTES {
+        return Err(format!(
+            "{size} bytes of properties and headers (at most {MAX_PROPERTIES_BYTES})"
+        ));
+    }
+    Ok(())
+}
+
+fn value_size(value: &AMQPValue) -> usize {
+    match value {
+        AMQPValue::LongString(s) => s.as_bytes().len() + 5,
+        AMQPValue::ShortString(s) => s.as_str().len() + 2,
+        AMQPValue::ByteArray(b) => b.as_slice().len() + 5,
+        AMQPValue::FieldArray(a) => 5 + a.as_slice().iter().map(value_size).sum::<usize>(),
+        AMQPValue::FieldTable(t) => {
+            5 + t
+                .inner()
+                .iter()
+                .map(|(k, v)| k.as_str().len() + 1 + value_size(v))
+                .sum::<usize>()
+        }
+        _ => 9,
     }
 }

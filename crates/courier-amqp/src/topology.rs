@@ -125,14 +125,14 @@ impl Topology {
         exchange(ch, &retry, ExchangeKind::Topic, FieldTable::default()).await?;
         exchange(ch, &dead, ExchangeKind::Direct, FieldTable::default()).await?;
 
-        queue(ch, &unrouted, work_queue_args(&dead)).await?;
+        queue(ch, &unrouted, work_queue_args(&dead, UNROUTED)).await?;
         bind(ch, &unrouted, &unrouted, "").await?;
         queue(ch, &self.dead_queue(None), dead_queue_args()).await?;
         bind(ch, &self.dead_queue(None), &dead, UNROUTED).await?;
 
         for p in &self.providers {
             let work = self.work_queue(p);
-            queue(ch, &work, work_queue_args(&dead)).await?;
+            queue(ch, &work, work_queue_args(&dead, p)).await?;
             bind(ch, &work, &self.jobs_exchange(), p).await?;
             bind(ch, &work, &retry, &format!("#.{p}")).await?;
             queue(ch, &self.dead_queue(Some(p)), dead_queue_args()).await?;
@@ -214,14 +214,19 @@ fn quorum() -> FieldTable {
 
 /// Work queues are quorum queues: replicated on a cluster, and they count
 /// redeliveries (`x-delivery-count`), which is how a message that crashes the
-/// worker is recognised and dead-lettered instead of looping.
-fn work_queue_args(dead_exchange: &str) -> FieldTable {
+/// worker is recognised and dead-lettered instead of looping. What the broker
+/// dead-letters itself (a message over the delivery limit: one the worker
+/// could not even read) goes to the queue's own dead-letter queue under a
+/// fixed key: its own routing key may be a retry's (`0.1.…provider`) or a
+/// provider nobody configured, which the dead exchange does not route.
+fn work_queue_args(dead_exchange: &str, dead_key: &str) -> FieldTable {
     let mut a = quorum();
     a.insert(
         "x-delivery-limit".into(),
         AMQPValue::LongLongInt(BROKER_DELIVERY_LIMIT),
     );
     a.insert("x-dead-letter-exchange".into(), long_str(dead_exchange));
+    a.insert("x-dead-letter-routing-key".into(), long_str(dead_key));
     a
 }
 
@@ -260,7 +265,19 @@ async fn exchange(
 async fn queue(ch: &Channel, name: &str, args: FieldTable) -> Result<(), AmqpError> {
     ch.queue_declare(name.into(), QueueDeclareOptions::durable(), args)
         .await
-        .map_err(AmqpError::broker(format!("declare queue {name}")))?;
+        .map_err(|cause| {
+            let hint = if matches!(cause.kind(), lapin::ErrorKind::ProtocolError(e)
+                if matches!(e.kind(), lapin::protocol::AMQPErrorKind::Soft(lapin::protocol::AMQPSoftError::PRECONDITIONFAILED)))
+            {
+                " (it exists with other arguments, e.g. declared by an older Courier: drain and delete it, and the worker declares it anew)"
+            } else {
+                ""
+            };
+            AmqpError::Broker {
+                op: format!("declare queue {name}{hint}"),
+                cause,
+            }
+        })?;
     Ok(())
 }
 

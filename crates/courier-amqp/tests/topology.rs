@@ -7,9 +7,11 @@ use futures_util::StreamExt;
 use lapin::options::BasicAckOptions;
 use std::time::{Duration, Instant};
 
-fn amqp_url() -> String {
-    std::env::var("COURIER_AMQP_URL")
-        .unwrap_or_else(|_| courier_core::config::DEFAULT_AMQP_URL.to_owned())
+fn broker() -> courier_core::config::BrokerConfig {
+    courier_core::config::BrokerConfig::with_url(
+        &std::env::var("COURIER_AMQP_URL")
+            .unwrap_or_else(|_| courier_core::config::DEFAULT_AMQP_URL.to_owned()),
+    )
 }
 
 fn unique_namespace() -> String {
@@ -18,10 +20,10 @@ fn unique_namespace() -> String {
 
 #[tokio::test]
 async fn declare_is_idempotent_and_teardown_removes_everything() {
-    let conn = connect(&amqp_url(), "courier-amqp-test")
+    let conn = connect(&broker(), "courier-amqp-test")
         .await
         .expect("connect");
-    let ch = conn.create_channel().await.expect("channel");
+    let ch = conn.channel().await.expect("channel");
     let topo = Topology::new(&unique_namespace(), ["alpha", "beta"]);
     topo.declare(&ch).await.expect("declare");
     topo.declare(&ch).await.expect("declare again");
@@ -33,7 +35,7 @@ async fn declare_is_idempotent_and_teardown_removes_everything() {
         );
     }
     topo.teardown(&ch).await.expect("teardown");
-    let probe = conn.create_channel().await.expect("channel");
+    let probe = conn.channel().await.expect("channel");
     assert!(
         message_count(&probe, &topo.work_queue("alpha"))
             .await
@@ -44,13 +46,15 @@ async fn declare_is_idempotent_and_teardown_removes_everything() {
 
 #[tokio::test]
 async fn a_retry_waits_its_delay_in_the_cascade_then_returns_to_the_work_queue() {
-    let conn = connect(&amqp_url(), "courier-amqp-test")
+    let conn = connect(&broker(), "courier-amqp-test")
         .await
         .expect("connect");
-    let ch = conn.create_channel().await.expect("channel");
+    let ch = conn.channel().await.expect("channel");
     let topo = Topology::new(&unique_namespace(), ["alpha"]);
     topo.declare(&ch).await.expect("declare");
-    let publisher = Publisher::open(&conn).await.expect("publisher");
+    let publisher = Publisher::open(&conn, broker().confirm_timeout)
+        .await
+        .expect("publisher");
     let (_consumer_ch, mut consumer) = consume(&conn, &topo.work_queue("alpha"), 10, "t")
         .await
         .expect("consume");
@@ -79,7 +83,7 @@ async fn a_retry_waits_its_delay_in_the_cascade_then_returns_to_the_work_queue()
         waited >= Duration::from_secs(3),
         "came back after {waited:?}, before its 3 s delay"
     );
-    let back = DeliveryMeta::of(&delivery.properties);
+    let back = DeliveryMeta::of(&delivery);
     assert_eq!(back.attempts, 2);
     assert_eq!(back.message_id.as_deref(), Some("m-1"));
     topo.teardown(&ch).await.expect("teardown");

@@ -9,7 +9,7 @@
 //! `token_file`) resolved at the edge.
 
 use crate::classify::StatusOverrides;
-use crate::envelope::{InvalidJob, Job};
+use crate::envelope::{InvalidJob, Job, check_name};
 use crate::retry::{MAX_DELAY_SECS, RetryPolicy};
 use crate::template::PathTemplate;
 use serde::Deserialize;
@@ -100,6 +100,16 @@ struct RawRetention {
 struct RawBroker {
     url: Option<String>,
     prefetch: Option<u16>,
+    confirm_timeout_ms: Option<u64>,
+    tls: Option<RawBrokerTls>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawBrokerTls {
+    ca_file: Option<PathBuf>,
+    cert_file: Option<PathBuf>,
+    key_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -108,6 +118,8 @@ struct RawDatabase {
     url: Option<String>,
     max_connections: Option<u32>,
     migrate_on_start: Option<bool>,
+    statement_timeout_ms: Option<u64>,
+    lock_timeout_ms: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -269,6 +281,40 @@ pub struct BrokerConfig {
     pub url: String,
     /// Deliveries a provider's consumer may hold unacknowledged.
     pub prefetch: u16,
+    /// Longest wait for the broker to confirm a publish.
+    pub confirm_timeout: Duration,
+    /// Files for `amqps://` (all optional): the broker's certificate is
+    /// always verified, against these CAs besides the bundled public roots.
+    pub tls: BrokerTls,
+}
+
+/// TLS files for an `amqps://` broker URL; read at each connect, so that
+/// renewed certificates are picked up on the next reconnect.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BrokerTls {
+    /// PEM: CA certificates to trust besides the bundled public roots.
+    pub ca_file: Option<PathBuf>,
+    /// PEM: a client certificate (chain) for mutual TLS, with `key_file`.
+    pub cert_file: Option<PathBuf>,
+    /// PEM: the client certificate's private key (PKCS#8).
+    pub key_file: Option<PathBuf>,
+}
+
+/// Default of [`BrokerConfig::confirm_timeout`]: a confirm takes
+/// milliseconds; one that has not come in this long never will on this
+/// channel.
+pub const DEFAULT_CONFIRM_TIMEOUT: Duration = Duration::from_secs(15);
+
+impl BrokerConfig {
+    /// `url` with every other setting at its default (tools, tests).
+    pub fn with_url(url: &str) -> Self {
+        Self {
+            url: url.to_owned(),
+            prefetch: 256,
+            confirm_timeout: DEFAULT_CONFIRM_TIMEOUT,
+            tls: BrokerTls::default(),
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -277,6 +323,29 @@ pub struct DatabaseConfig {
     pub url: String,
     pub max_connections: u32,
     pub migrate_on_start: bool,
+    /// PostgreSQL cancels any statement running longer (`statement_timeout`).
+    pub statement_timeout: Duration,
+    /// PostgreSQL gives up waiting for a lock after this (`lock_timeout`).
+    pub lock_timeout: Duration,
+}
+
+/// Defaults of [`DatabaseConfig`]'s timeouts: far above any statement
+/// Courier runs (its batches take milliseconds), low enough that a stuck
+/// one is noticed.
+pub const DEFAULT_STATEMENT_TIMEOUT: Duration = Duration::from_secs(30);
+pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl DatabaseConfig {
+    /// `url` with every other setting at its default (tools, tests).
+    pub fn with_url(url: &str) -> Self {
+        Self {
+            url: url.to_owned(),
+            max_connections: 8,
+            migrate_on_start: true,
+            statement_timeout: DEFAULT_STATEMENT_TIMEOUT,
+            lock_timeout: DEFAULT_LOCK_TIMEOUT,
+        }
+    }
 }
 
 impl fmt::Debug for BrokerConfig {
@@ -284,6 +353,8 @@ impl fmt::Debug for BrokerConfig {
         f.debug_struct("BrokerConfig")
             .field("url", &redact_url(&self.url))
             .field("prefetch", &self.prefetch)
+            .field("confirm_timeout", &self.confirm_timeout)
+            .field("tls", &self.tls)
             .finish()
     }
 }
@@ -294,6 +365,8 @@ impl fmt::Debug for DatabaseConfig {
             .field("url", &redact_url(&self.url))
             .field("max_connections", &self.max_connections)
             .field("migrate_on_start", &self.migrate_on_start)
+            .field("statement_timeout", &self.statement_timeout)
+            .field("lock_timeout", &self.lock_timeout)
             .finish()
     }
 }
@@ -521,13 +594,29 @@ impl Validator<'_> {
             source: self.source.to_owned(),
             namespace,
             broker: BrokerConfig {
+                tls: self.broker_tls(&broker_url, raw.broker.tls)?,
                 url: broker_url,
                 prefetch,
+                confirm_timeout: Duration::from_millis(self.positive_u64(
+                    raw.broker.confirm_timeout_ms,
+                    DEFAULT_CONFIRM_TIMEOUT.as_millis() as u64,
+                    "broker.confirm_timeout_ms",
+                )?),
             },
             database: DatabaseConfig {
                 url: database_url,
                 max_connections,
                 migrate_on_start: raw.database.migrate_on_start.unwrap_or(true),
+                statement_timeout: Duration::from_millis(self.positive_u64(
+                    raw.database.statement_timeout_ms,
+                    DEFAULT_STATEMENT_TIMEOUT.as_millis() as u64,
+                    "database.statement_timeout_ms",
+                )?),
+                lock_timeout: Duration::from_millis(self.positive_u64(
+                    raw.database.lock_timeout_ms,
+                    DEFAULT_LOCK_TIMEOUT.as_millis() as u64,
+                    "database.lock_timeout_ms",
+                )?),
             },
             worker,
             admin,
@@ -638,6 +727,45 @@ impl Validator<'_> {
         Ok(AdminConfig { listen, tokens })
     }
 
+    fn broker_tls(&self, url: &str, raw: Option<RawBrokerTls>) -> Result<BrokerTls, ConfigError> {
+        let Some(raw) = raw else {
+            return Ok(BrokerTls::default());
+        };
+        if !url.starts_with("amqps://") {
+            return Err(self.err(
+                "broker.tls",
+                "only applies to an amqps:// broker.url (this one is not TLS)",
+            ));
+        }
+        match (&raw.cert_file, &raw.key_file) {
+            (Some(_), None) => {
+                return Err(self.err(
+                    "broker.tls.key_file",
+                    "missing: cert_file needs its key_file",
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(self.err(
+                    "broker.tls.cert_file",
+                    "missing: key_file needs its cert_file",
+                ));
+            }
+            _ => {}
+        }
+        Ok(BrokerTls {
+            ca_file: raw.ca_file,
+            cert_file: raw.cert_file,
+            key_file: raw.key_file,
+        })
+    }
+
+    fn positive_u64(&self, v: Option<u64>, default: u64, key: &str) -> Result<u64, ConfigError> {
+        match v.unwrap_or(default) {
+            0 => Err(self.err(key, "must be at least 1")),
+            n => Ok(n),
+        }
+    }
+
     fn positive(&self, v: Option<usize>, default: usize, key: &str) -> Result<usize, ConfigError> {
         match v.unwrap_or(default) {
             0 => Err(self.err(key, "must be at least 1")),
@@ -671,7 +799,7 @@ impl Validator<'_> {
         if !schemes.contains(&parsed.scheme()) {
             return Err(self.err(key, format!("must use one of {schemes:?}")));
         }
-        if parsed.password().is_some() {
+        if parsed.password().is_some() || query_password(&parsed).is_some() {
             return Err(self.err(
                 key,
                 format!("contains a password; set the whole URL in {env_name} instead"),
@@ -876,22 +1004,6 @@ pub fn check_namespace(ns: &str) -> Result<(), String> {
     }
 }
 
-/// Provider and operation names appear in queue names and routing keys.
-fn check_name(name: &str) -> Result<(), String> {
-    let ok = (1..=64).contains(&name.len())
-        && name.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "{name:?} must be 1-64 characters of a-z, 0-9, _ and -, starting with a letter or digit"
-        ))
-    }
-}
-
 fn looks_secret(header: &str) -> bool {
     let h = header.to_ascii_lowercase();
     [
@@ -907,40 +1019,52 @@ fn looks_secret(header: &str) -> bool {
     .any(|s| h.contains(s))
 }
 
-/// A URL with its password replaced, fit for logs and messages.
-/// The password in a connection URL, decoded, if it has one (to keep it
-/// out of logs).
+/// The password a connection URL carries, decoded, if it has one: in the
+/// user info (`u:pw@`) or as a `password=` query parameter (which libpq and
+/// sqlx accept). Used to keep it out of logs and messages.
 pub fn url_password(url: &str) -> Option<String> {
     let u = url::Url::parse(url).ok()?;
-    let encoded = u.password()?.as_bytes();
-    let mut bytes = Vec::with_capacity(encoded.len());
-    let mut i = 0;
-    while i < encoded.len() {
-        let hex = encoded
-            .get(i + 1..i + 3)
-            .and_then(|h| std::str::from_utf8(h).ok())
-            .and_then(|h| u8::from_str_radix(h, 16).ok());
-        match (encoded[i], hex) {
-            (b'%', Some(b)) => {
-                bytes.push(b);
-                i += 3;
-            }
-            (b, _) => {
-                bytes.push(b);
-                i += 1;
-            }
-        }
+    if let Some(p) = query_password(&u) {
+        return Some(p);
     }
-    Some(String::from_utf8_lossy(&bytes).into_owned())
+    let encoded = u.password()?;
+    Some(
+        url::form_urlencoded::parse(format!("p={}", encoded.replace('+', "%2B")).as_bytes())
+            .next()
+            .map(|(_, v)| v.into_owned())
+            .unwrap_or_default(),
+    )
 }
 
+fn query_password(u: &url::Url) -> Option<String> {
+    u.query_pairs()
+        .find(|(k, _)| k == "password")
+        .map(|(_, v)| v.into_owned())
+}
+
+/// A URL with its password replaced, fit for logs and messages.
 pub fn redact_url(url: &str) -> String {
     match url::Url::parse(url) {
-        Ok(mut u) if u.password().is_some() => {
-            let _ = u.set_password(Some("***"));
+        Ok(mut u) => {
+            if u.password().is_some() {
+                let _ = u.set_password(Some("***"));
+            }
+            if query_password(&u).is_some() {
+                let pairs: Vec<(String, String)> = u
+                    .query_pairs()
+                    .map(|(k, v)| {
+                        let v = if k == "password" {
+                            "***".to_owned()
+                        } else {
+                            v.into_owned()
+                        };
+                        (k.into_owned(), v)
+                    })
+                    .collect();
+                u.query_pairs_mut().clear().extend_pairs(pairs);
+            }
             u.to_string()
         }
-        Ok(u) => u.to_string(),
         Err(_) => "<unparseable url>".to_owned(),
     }
 }
@@ -1049,6 +1173,55 @@ path = "/v1/customers/{customer}/charges"
             Some("p@ss/w0rd")
         );
         assert_eq!(url_password("amqp://guest@h:5672/%2f"), None);
+        assert_eq!(
+            url_password("postgres://u@h/db?sslmode=require&password=s%C3%A9cr%20t").as_deref(),
+            Some("sécr t")
+        );
+    }
+
+    #[test]
+    fn a_password_in_the_query_is_refused_in_the_file_and_redacted() {
+        let e = load("[database]\nurl = \"postgres://u@db.internal/x?password=hunter22\"\n")
+            .expect_err("refused");
+        assert_eq!(e.key, "database.url");
+        assert!(!e.to_string().contains("hunter22"), "{e}");
+        let shown = redact_url("postgres://u@db.internal/x?password=hunter22&sslmode=verify-full");
+        assert!(
+            !shown.contains("hunter22") && shown.contains("sslmode=verify-full"),
+            "{shown}"
+        );
+        let env = |k: &str| {
+            (k == ENV_DATABASE_URL).then(|| "postgres://u@db/x?password=hunter22".to_owned())
+        };
+        let c = Config::from_toml("", "f.toml", &env).expect("the environment may carry it");
+        assert!(!format!("{:?}", c.database).contains("hunter22"));
+    }
+
+    #[test]
+    fn broker_tls_needs_amqps_and_pairs_its_files() {
+        let amqps = |tls: &str| {
+            let env = |k: &str| {
+                (k == ENV_AMQP_URL).then(|| "amqps://u:p@mq.internal:5671/%2f".to_owned())
+            };
+            Config::from_toml(&format!("[broker.tls]\n{tls}\n"), "f.toml", &env)
+        };
+        let c = amqps("ca_file = \"/etc/ca.pem\"").expect("valid");
+        assert_eq!(
+            c.broker.tls.ca_file.as_deref(),
+            Some(std::path::Path::new("/etc/ca.pem"))
+        );
+        assert_eq!(
+            amqps("cert_file = \"/c.pem\"").expect_err("no key").key,
+            "broker.tls.key_file"
+        );
+        assert_eq!(
+            amqps("key_file = \"/k.pem\"").expect_err("no cert").key,
+            "broker.tls.cert_file"
+        );
+        assert_eq!(
+            err_key("[broker.tls]\nca_file = \"/etc/ca.pem\"\n"),
+            "broker.tls"
+        );
     }
 
     #[test]
@@ -1118,6 +1291,7 @@ path = "/v1/customers/{customer}/charges"
             idempotency_key: "k".into(),
             payload: serde_json::Map::new(),
             created_at: chrono::Utc::now(),
+            fingerprint: [0; 32],
         };
         assert_eq!(
             c.operation(&job).expect_err("unknown op").field,

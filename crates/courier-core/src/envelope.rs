@@ -5,9 +5,11 @@
 //! be dead-lettered with a reason an operator can act on. It must never panic
 //! on input, whatever the bytes.
 
+use crate::text::{has_control, printable};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
 use std::fmt;
 use uuid::Uuid;
 
@@ -63,6 +65,40 @@ impl JobEnvelope {
     }
 }
 
+/// What Courier keeps of a message body it sets aside (a dead letter): the
+/// whole body up to `max_bytes`, else its first [`OVERSIZE_PREFIX_BYTES`],
+/// with the size and SHA-256 of what arrived, so that one huge message
+/// cannot make a huge row or a huge dead-letter message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeptBody {
+    pub bytes: Vec<u8>,
+    pub size: u64,
+    pub sha256: [u8; 32],
+}
+
+/// Bytes kept of a body over the size limit: enough to recognise it.
+pub const OVERSIZE_PREFIX_BYTES: usize = 4096;
+
+impl KeptBody {
+    pub fn of(body: &[u8], max_bytes: usize) -> KeptBody {
+        let keep = if body.len() > max_bytes {
+            OVERSIZE_PREFIX_BYTES.min(max_bytes)
+        } else {
+            body.len()
+        };
+        KeptBody {
+            bytes: body[..keep].to_vec(),
+            size: body.len() as u64,
+            sha256: Sha256::digest(body).into(),
+        }
+    }
+
+    /// Whether only a prefix was kept.
+    pub fn is_truncated(&self) -> bool {
+        (self.bytes.len() as u64) < self.size
+    }
+}
+
 /// A validated job: what the pipeline works with.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Job {
@@ -73,10 +109,17 @@ pub struct Job {
     pub idempotency_key: String,
     pub payload: Map<String, Value>,
     pub created_at: DateTime<Utc>,
+    /// See [`Fingerprint`].
+    pub fingerprint: Fingerprint,
 }
 
 /// Why a message body is not a valid job. `field` names the JSON field (or
 /// `body` for the message as a whole).
+///
+/// Both parts may quote the input (an unknown field's name, a parser's
+/// complaint about a character), so both are made [`printable`] and bounded
+/// here, once: the reason can go into a PostgreSQL `text` column, an AMQP
+/// header and a terminal whatever the publisher sent.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("field `{field}`: {problem}")]
 pub struct InvalidJob {
@@ -84,12 +127,94 @@ pub struct InvalidJob {
     pub problem: String,
 }
 
+/// Longest field name kept in an [`InvalidJob`], in bytes.
+const MAX_FIELD_LEN: usize = 80;
+/// Longest problem text kept in an [`InvalidJob`], in bytes.
+const MAX_PROBLEM_LEN: usize = 400;
+
 impl InvalidJob {
     pub fn new(field: impl Into<String>, problem: impl fmt::Display) -> Self {
         Self {
-            field: field.into(),
-            problem: problem.to_string(),
+            field: printable(&field.into(), MAX_FIELD_LEN),
+            problem: printable(&problem.to_string(), MAX_PROBLEM_LEN),
         }
+    }
+}
+
+/// Provider and operation names: what the config accepts, and so the only
+/// names a job may carry (they become routing keys and labels).
+pub fn check_name(name: &str) -> Result<(), String> {
+    let ok = (1..=64).contains(&name.len())
+        && name.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{name:?} must be 1-64 characters of a-z, 0-9, _ and -, starting with a letter or digit"
+        ))
+    }
+}
+
+/// What identifies a job's content: SHA-256 over its provider, operation,
+/// effective idempotency key and payload, with object keys in sorted order
+/// (so a re-serialisation of the same job matches, and a different job under
+/// the same id does not). `created_at` is left out: a publisher that retries
+/// by stamping a new envelope is still sending the same job.
+pub type Fingerprint = [u8; 32];
+
+fn fingerprint(
+    provider: &str,
+    operation: &str,
+    key: &str,
+    payload: &Map<String, Value>,
+) -> Fingerprint {
+    let mut hash = Sha256::new();
+    for part in [provider, operation, key] {
+        hash_str(&mut hash, part);
+    }
+    hash_object(&mut hash, payload);
+    hash.finalize().into()
+}
+
+fn hash_str(hash: &mut Sha256, s: &str) {
+    hash.update((s.len() as u64).to_be_bytes());
+    hash.update(s.as_bytes());
+}
+
+fn hash_object(hash: &mut Sha256, object: &Map<String, Value>) {
+    let mut keys: Vec<&String> = object.keys().collect();
+    keys.sort_unstable();
+    hash.update(b"{");
+    hash.update((keys.len() as u64).to_be_bytes());
+    for key in keys {
+        hash_str(hash, key);
+        hash_value(hash, &object[key.as_str()]);
+    }
+}
+
+fn hash_value(hash: &mut Sha256, value: &Value) {
+    match value {
+        Value::Null => hash.update(b"n"),
+        Value::Bool(b) => hash.update(if *b { b"t" } else { b"f" }),
+        Value::Number(n) => {
+            hash.update(b"#");
+            hash_str(hash, &n.to_string());
+        }
+        Value::String(s) => {
+            hash.update(b"s");
+            hash_str(hash, s);
+        }
+        Value::Array(items) => {
+            hash.update(b"[");
+            hash.update((items.len() as u64).to_be_bytes());
+            for item in items {
+                hash_value(hash, item);
+            }
+        }
+        Value::Object(object) => hash_object(hash, object),
     }
 }
 
@@ -128,8 +253,8 @@ impl Job {
         let id = required_str(&obj, "id")?;
         let id =
             Uuid::parse_str(id).map_err(|e| InvalidJob::new("id", format!("not a UUID: {e}")))?;
-        let provider = required_str(&obj, "provider")?.to_owned();
-        let operation = required_str(&obj, "operation")?.to_owned();
+        let provider = required_name(&obj, "provider")?;
+        let operation = required_name(&obj, "operation")?;
         let idempotency_key = match obj.get("idempotency_key") {
             None | Some(Value::Null) => id.to_string(),
             Some(Value::String(k)) if k.is_empty() => {
@@ -139,6 +264,14 @@ impl Job {
                 return Err(InvalidJob::new(
                     "idempotency_key",
                     format!("longer than {MAX_IDEMPOTENCY_KEY_LEN} bytes"),
+                ));
+            }
+            // It travels as an HTTP header: CR/LF would be refused there
+            // (or worse), and a NUL cannot be stored.
+            Some(Value::String(k)) if has_control(k) => {
+                return Err(InvalidJob::new(
+                    "idempotency_key",
+                    "must not contain control characters (CR, LF, NUL, …)",
                 ));
             }
             Some(Value::String(k)) => k.clone(),
@@ -159,6 +292,7 @@ impl Job {
                 "unknown field in a v1 job",
             ));
         }
+        let fingerprint = fingerprint(&provider, &operation, &idempotency_key, &payload);
         Ok(Job {
             id,
             provider,
@@ -166,6 +300,7 @@ impl Job {
             idempotency_key,
             payload,
             created_at,
+            fingerprint,
         })
     }
 
@@ -175,6 +310,12 @@ impl Job {
         let value: Value = serde_json::from_slice(body).ok()?;
         Uuid::parse_str(value.get("id")?.as_str()?).ok()
     }
+}
+
+fn required_name(obj: &Map<String, Value>, field: &str) -> Result<String, InvalidJob> {
+    let name = required_str(obj, field)?;
+    check_name(name).map_err(|problem| InvalidJob::new(field, problem))?;
+    Ok(name.to_owned())
 }
 
 fn required_str<'a>(obj: &'a Map<String, Value>, field: &str) -> Result<&'a str, InvalidJob> {
@@ -275,6 +416,85 @@ mod tests {
         assert_eq!(Job::parse(b"[]", 1024).expect_err("bad").field, "body");
         let big = body(valid());
         assert_eq!(Job::parse(&big, 10).expect_err("too big").field, "body");
+    }
+
+    #[test]
+    fn control_characters_never_reach_a_stored_field() {
+        let with = |k: &str, val: &str| {
+            let mut v = valid();
+            v[k] = json!(val);
+            v
+        };
+        for field in ["provider", "operation", "idempotency_key"] {
+            for bad in ["a\u{0}b", "line\r\nX-Injected: 1", "tab\there"] {
+                let err = Job::parse(&body(with(field, bad)), 1024).expect_err("refused");
+                assert_eq!(err.field, field, "{bad:?}");
+            }
+        }
+        // An unknown field named by a NUL: the reason is refused, and the
+        // text that describes it is printable.
+        let mut v = valid();
+        v["\u{0}\u{1b}[2J"] = json!(1);
+        let err = Job::parse(&body(v), 1024).expect_err("unknown field");
+        assert_eq!(err.field, "\\0\\u{1b}[2J");
+        assert!(!crate::text::has_control(&err.to_string()));
+        // A 140 KB field name is cut, not copied.
+        let mut v = valid();
+        v["x".repeat(140_000)] = json!(1);
+        let err = Job::parse(&body(v), 1 << 20).expect_err("unknown field");
+        assert!(
+            err.to_string().len() < 1024,
+            "{} bytes",
+            err.to_string().len()
+        );
+    }
+
+    #[test]
+    fn a_bad_id_is_described_without_echoing_control_characters() {
+        let mut v = valid();
+        v["id"] = json!("\u{0}");
+        let err = Job::parse(&body(v), 1024).expect_err("bad id");
+        assert_eq!(err.field, "id");
+        assert!(!crate::text::has_control(&err.problem), "{err}");
+    }
+
+    #[test]
+    fn names_follow_the_config_rules() {
+        let mut v = valid();
+        v["provider"] = json!("Stripe");
+        assert_eq!(
+            Job::parse(&body(v), 1024).expect_err("upper case").field,
+            "provider"
+        );
+    }
+
+    #[test]
+    fn the_fingerprint_is_the_content_not_the_serialisation() {
+        let a = Job::parse(br#"{"version":1,"id":"0190b6c2-7c1e-7cc0-8f43-2f1d3c4b5a69","provider":"p","operation":"o","payload":{"a":1,"b":{"c":[1,"x"],"d":null}},"created_at":"2026-11-24T10:00:00Z"}"#, 1024).expect("valid");
+        let reordered = Job::parse(br#"{"payload":{"b":{"d":null,"c":[1,"x"]},"a":1},"created_at":"2026-11-25T10:00:00Z","operation":"o","provider":"p","id":"0190b6c2-7c1e-7cc0-8f43-2f1d3c4b5a69","version":1}"#, 1024).expect("valid");
+        assert_eq!(
+            a.fingerprint, reordered.fingerprint,
+            "key order and created_at do not matter"
+        );
+        let changed = Job::parse(br#"{"version":1,"id":"0190b6c2-7c1e-7cc0-8f43-2f1d3c4b5a69","provider":"p","operation":"o","payload":{"a":2,"b":{"c":[1,"x"],"d":null}},"created_at":"2026-11-24T10:00:00Z"}"#, 1024).expect("valid");
+        assert_ne!(a.fingerprint, changed.fingerprint);
+        let keyed = Job::parse(br#"{"version":1,"id":"0190b6c2-7c1e-7cc0-8f43-2f1d3c4b5a69","provider":"p","operation":"o","idempotency_key":"k","payload":{"a":1,"b":{"c":[1,"x"],"d":null}},"created_at":"2026-11-24T10:00:00Z"}"#, 1024).expect("valid");
+        assert_ne!(a.fingerprint, keyed.fingerprint);
+    }
+
+    #[test]
+    fn an_oversize_body_is_kept_as_a_prefix_with_its_size_and_hash() {
+        let big = vec![b'x'; 2_000_000];
+        let kept = KeptBody::of(&big, 262_144);
+        assert_eq!(kept.bytes.len(), OVERSIZE_PREFIX_BYTES);
+        assert_eq!(kept.size, 2_000_000);
+        assert!(kept.is_truncated());
+        assert_eq!(kept.sha256, <[u8; 32]>::from(Sha256::digest(&big)));
+        let small = KeptBody::of(b"{}", 262_144);
+        assert_eq!(
+            (small.bytes.as_slice(), small.size, small.is_truncated()),
+            (&b"{}"[..], 2, false)
+        );
     }
 
     #[test]

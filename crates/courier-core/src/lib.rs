@@ -9,15 +9,18 @@
 pub mod classify;
 pub mod config;
 pub mod envelope;
+pub mod failure;
 pub mod patch;
 pub mod retry;
 pub mod state;
 pub mod template;
+pub mod text;
 pub mod trace;
 
 pub use classify::{AttemptClass, CallResult, Classification, classify};
 pub use config::{Config, ConfigError};
 pub use envelope::{InvalidJob, Job, JobEnvelope};
+pub use failure::Failure;
 pub use retry::{DeadReason, Decision, RetryPolicy};
 pub use state::{DeliveryVerdict, JobState, StoredProgress};
 pub use trace::TraceContext;

@@ -60,14 +60,23 @@ pub enum DeadReason {
     /// The message was delivered too often without an outcome: it kills or
     /// stalls the worker itself.
     DeliveryLimit,
+    /// RabbitMQ or PostgreSQL refuses to take what Courier must write about
+    /// this message (its retry, its record); the detail says which and why.
+    Refused,
+    /// RabbitMQ delivered a message the AMQP client cannot read (a property
+    /// or header name that is not UTF-8): nothing of it could be learned but
+    /// when and where; the broker dead-letters the message itself.
+    Unreadable,
 }
 
 impl DeadReason {
-    pub const ALL: [DeadReason; 4] = [
+    pub const ALL: [DeadReason; 6] = [
         Self::Permanent,
         Self::RetriesExhausted,
         Self::Invalid,
         Self::DeliveryLimit,
+        Self::Refused,
+        Self::Unreadable,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -76,18 +85,13 @@ impl DeadReason {
             Self::RetriesExhausted => "retries_exhausted",
             Self::Invalid => "invalid",
             Self::DeliveryLimit => "delivery_limit",
+            Self::Refused => "refused",
+            Self::Unreadable => "unreadable",
         }
     }
 
     pub fn parse(s: &str) -> Option<Self> {
-        [
-            Self::Permanent,
-            Self::RetriesExhausted,
-            Self::Invalid,
-            Self::DeliveryLimit,
-        ]
-        .into_iter()
-        .find(|r| r.as_str() == s)
+        Self::ALL.into_iter().find(|r| r.as_str() == s)
     }
 }
 

@@ -3,6 +3,10 @@
 //! Owns the state vocabulary stored in PostgreSQL and [`verdict`], the
 //! idempotency rule: a delivery whose attempt is already recorded, or whose
 //! job is terminal, is a duplicate and must not reach the provider again.
+//! It must never let a delivery's own headers decide a job's attempt count,
+//! retry budget or generation: those come from what Courier recorded.
+
+use crate::envelope::Fingerprint;
 
 /// A job's current state, as stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -39,54 +43,131 @@ impl JobState {
     }
 }
 
-/// What the store knows of a job when a delivery for it arrives.
+/// What the store knows of a job when a delivery for it arrives. This, not
+/// anything a delivery carries, is the source of a job's attempt count,
+/// retry budget and generation: headers can be set by any publisher.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StoredProgress {
     pub state: JobState,
     /// Attempts recorded so far.
     pub attempts: u32,
+    /// Attempts made before the current run (an operator's requeue starts a
+    /// new run with a fresh retry budget).
+    pub run_base: u32,
     /// How often an operator has requeued the job.
     pub generation: u32,
+    /// The content the job was recorded with (absent for rows written
+    /// before fingerprints were kept).
+    pub fingerprint: Option<Fingerprint>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DeliveryVerdict {
-    /// New work: call the provider.
-    Process,
-    /// Already done or superseded: acknowledge without calling anyone.
-    Duplicate,
-}
-
-/// What a delivery says about the job's progress when it was published.
+/// What a delivery's headers claim about the job's progress when it was
+/// published. Untrusted: used only to recognise stale copies, never to give
+/// a job more or fewer attempts than PostgreSQL says it has had.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct DeliveredProgress {
     /// Attempts made before it was published: 0 for a fresh job.
     pub attempts: u32,
     /// Requeues before it was published.
     pub generation: u32,
+    /// It came back through Courier's retry exchange (not the jobs exchange
+    /// publishers write to).
+    pub via_retry: bool,
 }
 
-/// Decides whether a delivery is new work: not for a terminal job, not for a
-/// copy from an earlier generation (e.g. a dead letter shovelled back by
-/// hand after an operator's requeue), not for a copy of an earlier attempt.
-pub fn verdict(stored: Option<StoredProgress>, delivered: DeliveredProgress) -> DeliveryVerdict {
-    match stored {
-        None => DeliveryVerdict::Process,
-        Some(p) if p.state.is_terminal() => DeliveryVerdict::Duplicate,
-        Some(p) if p.generation > delivered.generation => DeliveryVerdict::Duplicate,
-        Some(p) if p.attempts > delivered.attempts => DeliveryVerdict::Duplicate,
-        Some(_) => DeliveryVerdict::Process,
+/// What to do with a delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeliveryVerdict {
+    /// New work: call the provider as attempt `attempt`.
+    Process(Admission),
+    /// Already done or superseded: acknowledge without calling anyone.
+    Duplicate,
+    /// A different job under an id already recorded: refuse it (the
+    /// recorded job is left alone).
+    Conflict,
+}
+
+/// The attempt a delivery runs as, all of it from the trusted side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Admission {
+    /// This attempt's number, 1-based, over the job's whole life.
+    pub attempt: u32,
+    /// Attempts before the current run: the retry budget counts from here.
+    pub run_base: u32,
+    pub generation: u32,
+}
+
+impl Admission {
+    /// The attempt's number within the current run (what the retry budget
+    /// is measured against).
+    pub fn attempt_in_run(&self) -> u32 {
+        self.attempt.saturating_sub(self.run_base)
     }
+}
+
+/// Decides whether a delivery is new work, and as which attempt.
+///
+/// - A copy from before an operator's requeue (its generation is below the
+///   recorded one) is a duplicate, whatever its body.
+/// - A different job under a recorded id is a conflict, except while the job
+///   is `queued`: an operator's requeue may have patched its payload, and the
+///   first run of the new generation records the new fingerprint.
+/// - A terminal job, or a copy of an earlier attempt, is a duplicate.
+/// - Otherwise the delivery runs as the attempt after the recorded ones. A
+///   retry copy may be one attempt ahead of the record (Courier publishes a
+///   retry before committing the attempt that caused it, and the commit may
+///   not have landed yet: PostgreSQL was slow); only then is its claim
+///   believed, and never further. What arrives through the jobs exchange
+///   runs as the attempt after the recorded ones, whatever it claims.
+pub fn verdict(
+    stored: Option<StoredProgress>,
+    delivered: DeliveredProgress,
+    fingerprint: &Fingerprint,
+) -> DeliveryVerdict {
+    let ahead = u32::from(delivered.via_retry);
+    let Some(p) = stored else {
+        return DeliveryVerdict::Process(Admission {
+            attempt: delivered.attempts.min(ahead) + 1,
+            run_base: 0,
+            generation: 0,
+        });
+    };
+    if p.generation > delivered.generation {
+        return DeliveryVerdict::Duplicate;
+    }
+    if p.fingerprint.is_some_and(|f| f != *fingerprint) && p.state != JobState::Queued {
+        return DeliveryVerdict::Conflict;
+    }
+    if p.state.is_terminal() || p.attempts > delivered.attempts {
+        return DeliveryVerdict::Duplicate;
+    }
+    DeliveryVerdict::Process(Admission {
+        attempt: delivered.attempts.min(p.attempts + ahead) + 1,
+        run_base: p.run_base,
+        generation: p.generation,
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    const BODY: Fingerprint = [1; 32];
+    const OTHER: Fingerprint = [2; 32];
 
     fn delivered(attempts: u32, generation: u32) -> DeliveredProgress {
         DeliveredProgress {
             attempts,
             generation,
+            via_retry: false,
+        }
+    }
+
+    fn retried(attempts: u32) -> DeliveredProgress {
+        DeliveredProgress {
+            via_retry: true,
+            ..delivered(attempts, 0)
         }
     }
 
@@ -94,15 +175,24 @@ mod tests {
         Some(StoredProgress {
             state,
             attempts,
+            run_base: 0,
             generation,
+            fingerprint: Some(BODY),
         })
+    }
+
+    fn attempt(v: DeliveryVerdict) -> u32 {
+        match v {
+            DeliveryVerdict::Process(a) => a.attempt,
+            other => panic!("expected Process, got {other:?}"),
+        }
     }
 
     #[test]
     fn terminal_jobs_are_never_processed_again() {
         for state in [JobState::Succeeded, JobState::Dead] {
             for attempts in [0, 1, 5] {
-                let v = verdict(stored(state, attempts, 0), delivered(99, 9));
+                let v = verdict(stored(state, attempts, 0), delivered(99, 9), &BODY);
                 assert_eq!(v, DeliveryVerdict::Duplicate);
             }
         }
@@ -111,17 +201,128 @@ mod tests {
     #[test]
     fn a_stale_copy_of_an_earlier_attempt_is_a_duplicate() {
         let p = stored(JobState::Retrying, 2, 0);
-        assert_eq!(verdict(p, delivered(0, 0)), DeliveryVerdict::Duplicate);
-        assert_eq!(verdict(p, delivered(1, 0)), DeliveryVerdict::Duplicate);
-        assert_eq!(verdict(p, delivered(2, 0)), DeliveryVerdict::Process);
-        assert_eq!(verdict(None, delivered(0, 0)), DeliveryVerdict::Process);
+        assert_eq!(
+            verdict(p, delivered(0, 0), &BODY),
+            DeliveryVerdict::Duplicate
+        );
+        assert_eq!(
+            verdict(p, delivered(1, 0), &BODY),
+            DeliveryVerdict::Duplicate
+        );
+        assert_eq!(attempt(verdict(p, delivered(2, 0), &BODY)), 3);
+        assert_eq!(attempt(verdict(None, delivered(0, 0), &BODY)), 1);
     }
 
     #[test]
     fn a_requeued_job_runs_but_copies_of_its_old_generation_do_not() {
-        let p = stored(JobState::Queued, 3, 1);
-        assert_eq!(verdict(p, delivered(3, 1)), DeliveryVerdict::Process);
-        assert_eq!(verdict(p, delivered(3, 0)), DeliveryVerdict::Duplicate);
+        let mut p = stored(JobState::Queued, 3, 1);
+        if let Some(p) = p.as_mut() {
+            p.run_base = 3;
+        }
+        let v = verdict(p, delivered(3, 1), &BODY);
+        assert_eq!(
+            v,
+            DeliveryVerdict::Process(Admission {
+                attempt: 4,
+                run_base: 3,
+                generation: 1
+            })
+        );
+        assert_eq!(
+            verdict(p, delivered(3, 0), &BODY),
+            DeliveryVerdict::Duplicate
+        );
+        assert_eq!(
+            verdict(p, delivered(3, 0), &OTHER),
+            DeliveryVerdict::Duplicate,
+            "an old generation's body may differ"
+        );
+        assert!(
+            matches!(
+                verdict(p, delivered(3, 1), &OTHER),
+                DeliveryVerdict::Process(_)
+            ),
+            "a patched requeue carries a new body"
+        );
+    }
+
+    #[test]
+    fn a_different_job_under_a_recorded_id_is_a_conflict() {
+        for state in [JobState::Retrying, JobState::Succeeded, JobState::Dead] {
+            assert_eq!(
+                verdict(stored(state, 1, 0), delivered(1, 0), &OTHER),
+                DeliveryVerdict::Conflict
+            );
+        }
+        let unknown = Some(StoredProgress {
+            fingerprint: None,
+            ..stored(JobState::Retrying, 1, 0).expect("some")
+        });
+        assert!(matches!(
+            verdict(unknown, delivered(1, 0), &OTHER),
+            DeliveryVerdict::Process(_)
+        ));
+    }
+
+    #[test]
+    fn forged_progress_headers_change_nothing_the_store_knows() {
+        // A fresh job claiming 50 attempts and generation 7 runs as attempt
+        // 1, with no run base and generation 0.
+        assert_eq!(
+            verdict(None, delivered(50, 7), &BODY),
+            DeliveryVerdict::Process(Admission {
+                attempt: 1,
+                run_base: 0,
+                generation: 0
+            })
+        );
+        assert_eq!(
+            attempt(verdict(
+                stored(JobState::Retrying, 1, 0),
+                delivered(66, 3),
+                &BODY
+            )),
+            2
+        );
+    }
+
+    #[test]
+    fn a_retry_may_be_one_attempt_ahead_of_a_commit_still_on_its_way() {
+        assert_eq!(
+            attempt(verdict(stored(JobState::Retrying, 1, 0), retried(2), &BODY)),
+            3
+        );
+        assert_eq!(attempt(verdict(None, retried(1), &BODY)), 2);
+        assert_eq!(
+            attempt(verdict(
+                stored(JobState::Retrying, 1, 0),
+                retried(40),
+                &BODY
+            )),
+            3
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn no_header_moves_a_job_more_than_one_attempt_ahead_of_its_record(
+            recorded in 0u32..1000, run_base in 0u32..1000, generation in 0u32..10,
+            claimed in any::<u32>(), claimed_generation in any::<u32>(), via_retry: bool,
+        ) {
+            let p = StoredProgress {
+                state: JobState::Retrying,
+                attempts: recorded,
+                run_base: run_base.min(recorded),
+                generation,
+                fingerprint: Some(BODY),
+            };
+            let d = DeliveredProgress { attempts: claimed, generation: claimed_generation, via_retry };
+            if let DeliveryVerdict::Process(a) = verdict(Some(p), d, &BODY) {
+                prop_assert!(a.attempt == recorded + 1 || (via_retry && a.attempt == recorded + 2));
+                prop_assert_eq!(a.run_base, p.run_base);
+                prop_assert_eq!(a.generation, generation);
+            }
+        }
     }
 
     #[test]

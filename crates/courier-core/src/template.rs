@@ -1,7 +1,9 @@
 //! Path templates: `/customers/{customer_id}/charges` filled from a job's
 //! payload. Owns the template grammar and percent-encoding of the values it
-//! inserts. It must never let a payload value change the URL's structure
-//! (every inserted value is encoded as a single path segment).
+//! inserts. It must never let a payload value change the URL's structure:
+//! every inserted value is one path segment, percent-encoded, and a value
+//! that would still move the request (`.`, `..`, which URL parsers resolve
+//! even when encoded, or a separator) is refused as invalid.
 
 use crate::envelope::InvalidJob;
 use serde_json::{Map, Value};
@@ -80,7 +82,10 @@ impl PathTemplate {
                         Some(Value::String(s)) if s.is_empty() => {
                             return Err(InvalidJob::new(field, "must not be empty"));
                         }
-                        Some(Value::String(s)) => s.clone(),
+                        Some(Value::String(s)) => {
+                            check_segment(s).map_err(|problem| InvalidJob::new(&field, problem))?;
+                            s.clone()
+                        }
                         Some(Value::Number(n)) => n.to_string(),
                         Some(Value::Bool(b)) => b.to_string(),
                         Some(_) => {
@@ -98,13 +103,31 @@ impl PathTemplate {
     }
 }
 
-/// Percent-encodes everything but RFC 3986 unreserved characters, so `/`,
-/// `?`, `#` and `..` tricks in a value stay inside one segment.
+/// Why a string cannot be a path segment: `%2E%2E` is still `..` to the
+/// `url` crate (and to most servers), which would move the request above
+/// the operation's path and the base URL's prefix; a separator would split
+/// it into segments the template never had.
+fn check_segment(value: &str) -> Result<(), &'static str> {
+    if value == "." || value == ".." {
+        return Err("must not be `.` or `..` (a path segment that moves the request)");
+    }
+    if value.contains(['/', '\\']) {
+        return Err("must not contain a path separator (`/` or `\\`)");
+    }
+    if crate::text::has_control(value) {
+        return Err("must not contain control characters");
+    }
+    Ok(())
+}
+
+/// Percent-encodes everything but RFC 3986 unreserved characters, so `?`,
+/// `#`, `%` and the like in a value stay inside one segment.
 fn encode_segment(value: &str, out: &mut String) {
     for byte in value.bytes() {
         match byte {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'~' => out.push(byte as char),
-            b'.' if value.bytes().any(|b| b != b'.') => out.push('.'),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'~' | b'.' => {
+                out.push(byte as char)
+            }
             _ => {
                 let _ = write!(out, "%{byte:02X}");
             }
@@ -124,23 +147,42 @@ mod tests {
     #[test]
     fn fills_fields_and_encodes_them() {
         let t = PathTemplate::parse("/customers/{id}/charges/{n}").expect("valid");
-        let p = payload(json!({"id": "a/b?c", "n": 7}));
+        let p = payload(json!({"id": "a b?c#d", "n": 7}));
         assert_eq!(
             t.render(&p).expect("renders"),
-            "/customers/a%2Fb%3Fc/charges/7"
+            "/customers/a%20b%3Fc%23d/charges/7"
         );
     }
 
     #[test]
-    fn dot_segments_cannot_escape() {
-        let t = PathTemplate::parse("/x/{id}").expect("valid");
+    fn dot_segments_and_separators_are_refused() {
+        let t = PathTemplate::parse("/x/{a}/{b}").expect("valid");
+        for (a, b) in [
+            ("..", ".."),
+            (".", "x"),
+            ("x", ".."),
+            ("a/b", "x"),
+            ("x", "..\\.."),
+            ("x", "a\u{0}"),
+        ] {
+            let err = t
+                .render(&payload(json!({"a": a, "b": b})))
+                .expect_err("refused");
+            assert!(
+                err.field == "payload.a" || err.field == "payload.b",
+                "{err}"
+            );
+        }
         assert_eq!(
-            t.render(&payload(json!({"id": ".."}))).expect("renders"),
-            "/x/%2E%2E"
+            t.render(&payload(json!({"a": "v1.2", "b": "...x"})))
+                .expect("renders"),
+            "/x/v1.2/...x"
         );
         assert_eq!(
-            t.render(&payload(json!({"id": "v1.2"}))).expect("renders"),
-            "/x/v1.2"
+            t.render(&payload(json!({"a": "%2E%2E", "b": "..."})))
+                .expect("renders"),
+            "/x/%252E%252E/...",
+            "an encoded dot is data, encoded again"
         );
     }
 

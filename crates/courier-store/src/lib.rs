@@ -16,6 +16,8 @@ pub use outcome::{AttemptRow, Committed, DeadLetterRow, JobRow, Outcome};
 pub use queries::{AttemptRecord, Backlog, DeadLetterRecord, JobRecord, Timing};
 pub use recovery::{ActionRecord, ClaimedLetter, DeadFilter, DeadStat, LetterKey};
 
+use courier_core::Failure;
+use courier_core::config::DatabaseConfig;
 use courier_core::state::{JobState, StoredProgress};
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection, PgPool};
@@ -41,6 +43,8 @@ pub enum StoreError {
         op: &'static str,
         cause: sqlx::Error,
     },
+    #[error("the database holds what this worker cannot read: {what}")]
+    Corrupt { what: String },
 }
 
 impl From<sqlx::migrate::MigrateError> for StoreError {
@@ -52,6 +56,75 @@ impl From<sqlx::migrate::MigrateError> for StoreError {
 impl StoreError {
     fn query(op: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
         move |cause| StoreError::Query { op, cause }
+    }
+
+    /// What retrying can achieve; decided here, once, for every caller.
+    pub fn failure(&self) -> Failure {
+        match self {
+            StoreError::Connect { cause, .. } | StoreError::Query { cause, .. } => {
+                failure_of(cause)
+            }
+            StoreError::Url(_) | StoreError::Corrupt { .. } => Failure::Setup,
+            StoreError::Migrate(e) => match e {
+                sqlx::migrate::MigrateError::Execute(cause)
+                | sqlx::migrate::MigrateError::ExecuteMigration(cause, _) => failure_of(cause),
+                _ => Failure::Setup,
+            },
+        }
+    }
+}
+
+/// The class of a driver error. sqlx's enum is `#[non_exhaustive]`, so one
+/// arm must catch variants a future version adds: they count as transient
+/// (retried, reported), which can delay work but never drops it.
+fn failure_of(e: &sqlx::Error) -> Failure {
+    match e {
+        sqlx::Error::Database(db) => match db.code() {
+            Some(code) => failure_of_sqlstate(&code),
+            None => Failure::Transient,
+        },
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed
+        | sqlx::Error::BeginFailed => Failure::Transient,
+        // A value the driver cannot encode is this input's fault.
+        sqlx::Error::Encode(_) | sqlx::Error::InvalidArgument(_) => Failure::Refused,
+        sqlx::Error::Configuration(_)
+        | sqlx::Error::ConfigFile(_)
+        | sqlx::Error::RowNotFound
+        | sqlx::Error::TypeNotFound { .. }
+        | sqlx::Error::ColumnIndexOutOfBounds { .. }
+        | sqlx::Error::ColumnNotFound(_)
+        | sqlx::Error::ColumnDecode { .. }
+        | sqlx::Error::Decode(_)
+        | sqlx::Error::AnyDriverError(_)
+        | sqlx::Error::Migrate(_)
+        | sqlx::Error::InvalidSavePointStatement => Failure::Setup,
+        _ => Failure::Transient,
+    }
+}
+
+/// By SQLSTATE class (PostgreSQL manual, appendix A).
+fn failure_of_sqlstate(code: &str) -> Failure {
+    match code.get(..2).unwrap_or("") {
+        // data exception (NUL in text, out of range, bad encoding) and
+        // integrity constraint violation: this row can never be written.
+        "22" | "23" => Failure::Refused,
+        // connection exception, transaction rollback (serialization,
+        // deadlock), insufficient resources, operator intervention
+        // (statement timeout, shutdown), system error, and a lock not
+        // available in time (55P03): it may work next time.
+        "08" | "40" | "53" | "57" | "58" | "XX" => Failure::Transient,
+        "55" if code == "55P03" => Failure::Transient,
+        // read-only transaction (25006): a failover left us on a standby.
+        "25" if code == "25006" => Failure::Transient,
+        // syntax or access rule (a missing table or column, a permission),
+        // invalid authorization, invalid schema name, and the rest: the
+        // setup is wrong.
+        _ => Failure::Setup,
     }
 }
 
@@ -74,40 +147,51 @@ pub struct Store {
 }
 
 impl Store {
-    /// Connects to `url`, creating `schema` if needed; every connection of
-    /// the pool works inside it. `schema` must be a validated namespace.
+    /// Connects to `database`, creating `schema` if needed; every connection
+    /// of the pool works inside it. `schema` must be a validated namespace.
     pub async fn connect(
-        url: &str,
+        database: &DatabaseConfig,
         schema: &str,
         max_connections: u32,
     ) -> Result<Store, StoreError> {
-        Self::connect_observed(url, schema, max_connections, None).await
+        Self::connect_observed(database, schema, max_connections, None).await
     }
 
     /// [`Store::connect`], calling `on_connect` for every connection the
     /// pool opens (the worker counts them: reopening means reconnecting).
     pub async fn connect_observed(
-        url: &str,
+        database: &DatabaseConfig,
         schema: &str,
         max_connections: u32,
         on_connect: Option<std::sync::Arc<dyn Fn() + Send + Sync>>,
     ) -> Result<Store, StoreError> {
         courier_core::config::check_namespace(schema)
             .map_err(|p| StoreError::Url(sqlx::Error::Configuration(p.into())))?;
+        let url = database.url.as_str();
         let mut base = PgConnectOptions::from_str(url).map_err(StoreError::Url)?;
+        // A mode anyone chose (in the URL, or PGSSLMODE) is kept. Otherwise:
         // TLS to a server on this machine protects nothing and costs a
-        // quarter of the worker's CPU (measured with `courier bench drain`):
-        // on loopback, the default `prefer` becomes `disable`. A mode anyone
-        // chose (in the URL, or PGSSLMODE) is kept.
+        // quarter of the worker's CPU (measured with `courier bench drain`),
+        // so loopback goes without; anywhere else the certificate and host
+        // name are checked (libpq's `prefer` would fall back to plaintext
+        // silently and check nothing).
         let chosen = url.contains("sslmode=")
             || url.contains("ssl-mode=")
             || std::env::var_os("PGSSLMODE").is_some();
-        if is_loopback(base.get_host())
-            && !chosen
-            && matches!(base.get_ssl_mode(), sqlx::postgres::PgSslMode::Prefer)
-        {
-            base = base.ssl_mode(sqlx::postgres::PgSslMode::Disable);
+        if !chosen {
+            let mode = if is_loopback(base.get_host()) {
+                sqlx::postgres::PgSslMode::Disable
+            } else {
+                sqlx::postgres::PgSslMode::VerifyFull
+            };
+            base = base.ssl_mode(mode);
         }
+        let timeouts = [
+            ("statement_timeout", database.statement_timeout),
+            ("lock_timeout", database.lock_timeout),
+        ]
+        .map(|(name, value)| (name, format!("{}ms", value.as_millis())));
+        base = base.options(timeouts.iter().map(|(n, v)| (*n, v.as_str())));
         let addr = format!("{}:{}", base.get_host(), base.get_port());
         let connect_err = |cause| StoreError::Connect {
             addr: addr.clone(),
@@ -180,26 +264,33 @@ impl Store {
         // (a fresh namespace, statistics not yet gathered) scans the whole
         // table forever after, and every lookup grows with the table
         // (found by `courier bench drain`: 7,165 jobs/s at 40k, 4,170 at 100k).
-        let rows: Vec<(Uuid, String, i32, i32)> =
-            sqlx::query_as("SELECT id, state, attempts, generation FROM jobs WHERE id = ANY($1)")
-                .persistent(false)
-                .bind(ids)
-                .fetch_all(&self.pool)
-                .await
-                .map_err(StoreError::query("read job progress"))?;
-        Ok(rows
-            .into_iter()
-            .filter_map(|(id, state, attempts, generation)| {
-                let state = JobState::parse(&state)?;
+        type Row = (Uuid, String, i32, i32, i32, Option<Vec<u8>>);
+        let rows: Vec<Row> = sqlx::query_as(
+            "SELECT id, state, attempts, run_base, generation, fingerprint FROM jobs WHERE id = ANY($1)",
+        )
+        .persistent(false)
+        .bind(ids)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(StoreError::query("read job progress"))?;
+        rows.into_iter()
+            .map(|(id, state, attempts, run_base, generation, fingerprint)| {
+                // A row this worker cannot read is an error, not a job that
+                // was never attempted (that would run it again).
+                let state = JobState::parse(&state).ok_or_else(|| StoreError::Corrupt {
+                    what: format!("job {id} has an unknown state {state:?}"),
+                })?;
                 let count = |n: i32| u32::try_from(n).unwrap_or(0);
                 let progress = StoredProgress {
                     state,
                     attempts: count(attempts),
+                    run_base: count(run_base),
                     generation: count(generation),
+                    fingerprint: fingerprint.and_then(|f| f.try_into().ok()),
                 };
-                Some((id, progress))
+                Ok((id, progress))
             })
-            .collect())
+            .collect()
     }
 
     /// The LISTEN/NOTIFY channel on which each commit announces itself.
@@ -218,6 +309,16 @@ impl Store {
             .await
             .map_err(StoreError::query("listen"))?;
         Ok(listener)
+    }
+
+    /// Runs `sql` in this namespace's schema, as written: for tests that
+    /// must break the schema under a running worker, and for maintenance.
+    pub async fn execute_unchecked(&self, sql: &str) -> Result<(), StoreError> {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
+            .execute(&self.pool)
+            .await
+            .map_err(StoreError::query("run a statement"))?;
+        Ok(())
     }
 
     /// Drops the whole schema: its jobs, attempts and dead letters.

@@ -8,8 +8,10 @@
 
 use crate::{Store, StoreError};
 use chrono::{DateTime, Utc};
+use courier_core::envelope::KeptBody;
 use courier_core::retry::DeadReason;
 use courier_core::state::JobState;
+use courier_core::text::printable;
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 use uuid::Uuid;
@@ -28,6 +30,8 @@ pub struct JobRow {
     pub last_error: Option<String>,
     pub created_at: DateTime<Utc>,
     pub next_attempt_at: Option<DateTime<Utc>>,
+    /// The job's content fingerprint (courier_core::envelope::Fingerprint).
+    pub fingerprint: [u8; 32],
 }
 
 /// One call to the provider.
@@ -57,8 +61,36 @@ pub struct DeadLetterRow {
     pub generation: u32,
     pub last_status: Option<u16>,
     pub last_error: Option<String>,
+    /// The original body, or its first bytes when it was larger than the
+    /// worker's limit.
     pub body: Vec<u8>,
+    /// What arrived: its size in bytes and its SHA-256.
+    pub body_size: u64,
+    pub body_sha256: [u8; 32],
     pub message_id: Option<String>,
+}
+
+impl DeadLetterRow {
+    /// A dead letter of nothing but a reason: for a message of which nothing
+    /// else can be stored or was learned.
+    pub fn bare(job_id: Option<Uuid>, reason: DeadReason, detail: &str) -> DeadLetterRow {
+        DeadLetterRow {
+            id: Uuid::now_v7(),
+            job_id,
+            provider: None,
+            operation: None,
+            reason,
+            detail: printable(detail, 2048),
+            attempts: 0,
+            generation: 0,
+            last_status: None,
+            last_error: None,
+            body: Vec::new(),
+            body_size: 0,
+            body_sha256: KeptBody::of(&[], 0).sha256,
+            message_id: None,
+        }
+    }
 }
 
 /// What one delivery came to.
@@ -80,6 +112,70 @@ pub enum Outcome {
     /// Already done or superseded; nothing to call.
     Duplicate { job_id: Uuid },
 }
+
+impl Outcome {
+    /// The job this outcome is about, if it names one.
+    pub fn job_id(&self) -> Option<Uuid> {
+        match self {
+            Outcome::Attempted { job, .. } => Some(job.id),
+            Outcome::Rejected { job, dead_letter } => {
+                job.as_ref().map(|j| j.id).or(dead_letter.job_id)
+            }
+            Outcome::Duplicate { job_id } => Some(*job_id),
+        }
+    }
+
+    /// The same outcome with every text made storable: PostgreSQL `text`
+    /// cannot hold NUL (and nothing here needs control characters), so each
+    /// string is made [`printable`]. For an outcome PostgreSQL refused for
+    /// its content; nothing the pipeline builds today needs it, since input
+    /// is validated where it enters.
+    pub fn storable(&self) -> Outcome {
+        let text = |s: &str| printable(s, STORABLE_TEXT_BYTES);
+        let opt = |s: &Option<String>| s.as_deref().map(text);
+        let job = |j: &JobRow| JobRow {
+            provider: text(&j.provider),
+            operation: text(&j.operation),
+            idempotency_key: text(&j.idempotency_key),
+            last_error: opt(&j.last_error),
+            ..j.clone()
+        };
+        let letter = |d: &DeadLetterRow| DeadLetterRow {
+            provider: opt(&d.provider),
+            operation: opt(&d.operation),
+            detail: text(&d.detail),
+            last_error: opt(&d.last_error),
+            message_id: opt(&d.message_id),
+            ..d.clone()
+        };
+        match self {
+            Outcome::Attempted {
+                job: j,
+                attempt,
+                dead_letter,
+            } => Outcome::Attempted {
+                job: job(j),
+                attempt: AttemptRow {
+                    error: opt(&attempt.error),
+                    trace_id: opt(&attempt.trace_id),
+                    ..attempt.clone()
+                },
+                dead_letter: dead_letter.as_ref().map(letter),
+            },
+            Outcome::Rejected {
+                job: j,
+                dead_letter,
+            } => Outcome::Rejected {
+                job: j.as_ref().map(job),
+                dead_letter: letter(dead_letter),
+            },
+            Outcome::Duplicate { job_id } => Outcome::Duplicate { job_id: *job_id },
+        }
+    }
+}
+
+/// Longest text [`Outcome::storable`] keeps of one field.
+const STORABLE_TEXT_BYTES: usize = 64 * 1024;
 
 fn i32_of(n: u32) -> i32 {
     i32::try_from(n).unwrap_or(i32::MAX)
@@ -250,15 +346,19 @@ async fn upsert_jobs<'a>(
     let errors: Vec<Option<&str>> = rows.iter().map(|r| r.last_error.as_deref()).collect();
     let created: Vec<DateTime<Utc>> = rows.iter().map(|r| r.created_at).collect();
     let next: Vec<Option<DateTime<Utc>>> = rows.iter().map(|r| r.next_attempt_at).collect();
+    let fingerprints: Vec<&[u8]> = rows.iter().map(|r| r.fingerprint.as_slice()).collect();
     sqlx::query(
         "INSERT INTO jobs (id, provider, operation, idempotency_key, state, attempts, last_status,
-                           last_error_class, last_error, created_at, updated_at, next_attempt_at, finished_at)
+                           last_error_class, last_error, created_at, updated_at, next_attempt_at, finished_at,
+                           fingerprint)
          SELECT u.id, u.provider, u.operation, u.key, u.state, u.attempts, u.status, u.class, u.error,
-                u.created_at, now(), u.next_at, CASE WHEN u.state <> 'retrying' THEN now() END
+                u.created_at, now(), u.next_at, CASE WHEN u.state <> 'retrying' THEN now() END, u.fingerprint
          FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int[], $7::smallint[],
-                     $8::text[], $9::text[], $10::timestamptz[], $11::timestamptz[])
-              AS u(id, provider, operation, key, state, attempts, status, class, error, created_at, next_at)
+                     $8::text[], $9::text[], $10::timestamptz[], $11::timestamptz[], $12::bytea[])
+              AS u(id, provider, operation, key, state, attempts, status, class, error, created_at, next_at,
+                   fingerprint)
          ON CONFLICT (id) DO UPDATE SET
+             fingerprint = EXCLUDED.fingerprint,
              state = EXCLUDED.state,
              attempts = EXCLUDED.attempts,
              last_status = EXCLUDED.last_status,
@@ -281,6 +381,7 @@ async fn upsert_jobs<'a>(
     .bind(&errors)
     .bind(&created)
     .bind(&next)
+    .bind(&fingerprints)
     .execute(&mut **tx)
     .await
     .map_err(StoreError::query("upsert jobs"))?;
@@ -303,11 +404,17 @@ async fn insert_dead_letters(
     let bodies: Vec<&[u8]> = rows.iter().map(|r| r.body.as_slice()).collect();
     let message_ids: Vec<Option<&str>> = rows.iter().map(|r| r.message_id.as_deref()).collect();
     let generations: Vec<i32> = rows.iter().map(|r| i32_of(r.generation)).collect();
+    let sizes: Vec<i64> = rows
+        .iter()
+        .map(|r| i64::try_from(r.body_size).unwrap_or(i64::MAX))
+        .collect();
+    let hashes: Vec<&[u8]> = rows.iter().map(|r| r.body_sha256.as_slice()).collect();
     let inserted: Vec<Uuid> = sqlx::query_scalar(
         "INSERT INTO dead_letters (id, job_id, provider, operation, reason, detail, attempts, last_status,
-                                   last_error, body, message_id, generation)
+                                   last_error, body, message_id, generation, body_size, body_sha256)
          SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[], $7::int[],
-                              $8::smallint[], $9::text[], $10::bytea[], $11::text[], $12::int[])
+                              $8::smallint[], $9::text[], $10::bytea[], $11::text[], $12::int[], $13::bigint[],
+                              $14::bytea[])
          ON CONFLICT (job_id, generation, attempts) WHERE job_id IS NOT NULL DO NOTHING
          RETURNING id",
     )
@@ -323,6 +430,8 @@ async fn insert_dead_letters(
     .bind(&bodies)
     .bind(&message_ids)
     .bind(&generations)
+    .bind(&sizes)
+    .bind(&hashes)
     .fetch_all(&mut **tx)
     .await
     .map_err(StoreError::query("insert dead letters"))?;

@@ -58,6 +58,10 @@ pub struct DeadLetterRecord {
     pub claimed_at: Option<DateTime<Utc>>,
     pub settled_at: Option<DateTime<Utc>>,
     pub requeued_body: Option<Vec<u8>>,
+    /// Size and SHA-256 of the body that arrived (absent on letters recorded
+    /// before they were kept); `body` is a prefix when it is shorter.
+    pub body_size: Option<i64>,
+    pub body_sha256: Option<Vec<u8>>,
 }
 
 impl Store {

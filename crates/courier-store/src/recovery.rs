@@ -129,6 +129,28 @@ impl Store {
             .map_err(StoreError::query("list dead letters"))
     }
 
+    /// Up to `limit` pending letters matching `filter`, oldest first, after
+    /// `after` (the `(dead_at, id)` of the previous page's last letter).
+    pub async fn pending_page(
+        &self,
+        filter: &DeadFilter,
+        after: Option<(DateTime<Utc>, Uuid)>,
+        limit: i64,
+    ) -> Result<Vec<DeadLetterRecord>, StoreError> {
+        let sql = format!(
+            "SELECT * FROM dead_letters WHERE {FILTER} AND status = 'pending'
+               AND ($9::timestamptz IS NULL OR (dead_at, id) > ($9, $10))
+             ORDER BY dead_at, id LIMIT $11"
+        );
+        bind_filter!(sqlx::query_as(sqlx::AssertSqlSafe(sql)), filter)
+            .bind(after.map(|(at, _)| at))
+            .bind(after.map(|(_, id)| id))
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(StoreError::query("page through pending dead letters"))
+    }
+
     /// Pending dead letters matching `filter`.
     pub async fn count_pending(&self, filter: &DeadFilter) -> Result<i64, StoreError> {
         let sql =
@@ -168,10 +190,12 @@ impl Store {
             .map_err(StoreError::query("read a job's dead letters"))
     }
 
-    /// Jobs carrying `key` as their idempotency key.
-    pub async fn jobs_by_key(&self, key: &str) -> Result<Vec<JobRecord>, StoreError> {
-        sqlx::query_as("SELECT * FROM jobs WHERE idempotency_key = $1 ORDER BY created_at")
+    /// At most `limit` jobs carrying `key` as their idempotency key, oldest
+    /// first.
+    pub async fn jobs_by_key(&self, key: &str, limit: i64) -> Result<Vec<JobRecord>, StoreError> {
+        sqlx::query_as("SELECT * FROM jobs WHERE idempotency_key = $1 ORDER BY created_at LIMIT $2")
             .bind(key)
+            .bind(limit)
             .fetch_all(&self.pool)
             .await
             .map_err(StoreError::query("find jobs by idempotency key"))

@@ -6,7 +6,7 @@
 //! their death. It must never be used by the pipeline itself.
 
 use crate::outcome::{AttemptRow, DeadLetterRow, JobRow, Outcome};
-use courier_core::envelope::JobEnvelope;
+use courier_core::envelope::{Job, JobEnvelope, KeptBody};
 use courier_core::retry::DeadReason;
 use courier_core::state::JobState;
 use std::time::Duration;
@@ -16,6 +16,9 @@ const ERROR: &str = "HTTP 422 Unprocessable Entity";
 
 /// The outcome of `job` dying on its first attempt with a 422.
 pub fn dead_on_first_attempt(job: &JobEnvelope) -> Outcome {
+    let body = job.to_body();
+    let fingerprint = Job::parse(&body, usize::MAX).map_or([0; 32], |j| j.fingerprint);
+    let kept = KeptBody::of(&body, usize::MAX);
     Outcome::Attempted {
         job: JobRow {
             id: job.id,
@@ -32,6 +35,7 @@ pub fn dead_on_first_attempt(job: &JobEnvelope) -> Outcome {
             last_error: Some(ERROR.into()),
             created_at: job.created_at,
             next_attempt_at: None,
+            fingerprint,
         },
         attempt: AttemptRow {
             job_id: job.id,
@@ -54,7 +58,9 @@ pub fn dead_on_first_attempt(job: &JobEnvelope) -> Outcome {
             generation: 0,
             last_status: Some(422),
             last_error: Some(ERROR.into()),
-            body: job.to_body(),
+            body: kept.bytes,
+            body_size: kept.size,
+            body_sha256: kept.sha256,
             message_id: Some(job.id.to_string()),
         }),
     }

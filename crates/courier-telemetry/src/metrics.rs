@@ -157,6 +157,7 @@ pub struct Metrics {
     outcome_commit_duration: Histogram,
     io_failures: Family<IoLabels, Counter>,
     broker_reconnects: Counter,
+    broker_unreadable: Counter,
     database_connections: Counter,
 }
 
@@ -289,8 +290,14 @@ impl Metrics {
         let broker_reconnects = Counter::default();
         registry.register(
             "courier_broker_reconnects",
-            "Times the RabbitMQ connection was re-established by auto-recovery",
+            "Times the RabbitMQ connection was re-established (by auto-recovery, or replaced by the worker)",
             broker_reconnects.clone(),
+        );
+        let broker_unreadable = Counter::default();
+        registry.register(
+            "courier_broker_unreadable_deliveries",
+            "Times RabbitMQ delivered a message the AMQP client cannot read (the connection is replaced; the broker dead-letters the message after its delivery limit)",
+            broker_unreadable.clone(),
         );
         let database_connections = Counter::default();
         registry.register(
@@ -326,6 +333,7 @@ impl Metrics {
             outcome_commit_duration,
             io_failures,
             broker_reconnects,
+            broker_unreadable,
             database_connections,
         };
         metrics.start_at_zero();
@@ -571,6 +579,10 @@ impl Metrics {
 
     pub fn broker_reconnected(&self) {
         self.broker_reconnects.inc();
+    }
+
+    pub fn unreadable_delivery(&self) {
+        self.broker_unreadable.inc();
     }
 
     pub fn database_connection_opened(&self) {

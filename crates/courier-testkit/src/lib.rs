@@ -8,11 +8,12 @@
 //! and tearing it all down when the [`TestEnv`] is dropped, even after a
 //! failed assertion. It must never touch another namespace.
 
+pub mod hostile;
 pub mod proxy;
 pub mod scrape;
 
-use courier_amqp::{Connection, Publisher, Topology};
-use courier_core::config::{Config, ENV_AMQP_URL, ENV_DATABASE_URL};
+use courier_amqp::{Link, Publisher, Topology};
+use courier_core::config::{BrokerConfig, Config, DatabaseConfig, ENV_AMQP_URL, ENV_DATABASE_URL};
 use courier_core::envelope::JobEnvelope;
 use courier_provider::{FailureMix, MockProvider};
 use courier_store::Store;
@@ -39,6 +40,16 @@ pub fn database_url() -> String {
         .unwrap_or_else(|_| courier_core::config::DEFAULT_DATABASE_URL.to_owned())
 }
 
+/// The test broker, every setting but its URL at the default.
+pub fn broker() -> BrokerConfig {
+    BrokerConfig::with_url(&amqp_url())
+}
+
+/// The test database, every setting but its URL at the default.
+pub fn database() -> DatabaseConfig {
+    DatabaseConfig::with_url(&database_url())
+}
+
 /// A namespace no other test uses.
 pub fn unique_namespace() -> String {
     format!("t{}", Uuid::now_v7().simple())
@@ -51,7 +62,7 @@ pub struct TestEnv {
     pub mock: MockProvider,
     pub store: Store,
     pub topology: Topology,
-    conn: Connection,
+    link: Link,
     publisher: Publisher,
     toml: String,
 }
@@ -99,26 +110,28 @@ path = "/v1/customers/{{customer}}/charges"
 "#,
             base = mock.base_url()
         );
-        let store = Store::connect(&database_url(), &namespace, 4)
+        let store = Store::connect(&database(), &namespace, 4)
             .await
             .expect("connect to PostgreSQL (is it running? see README)");
         store.migrate().await.expect("migrate the test schema");
-        let conn = courier_amqp::connect(&amqp_url(), "courier-testkit")
+        let link = courier_amqp::connect(&broker(), "courier-testkit")
             .await
             .expect("connect to RabbitMQ (is it running? see README)");
         let topology = Topology::new(&namespace, [PROVIDER]);
-        let ch = conn.create_channel().await.expect("open a channel");
+        let ch = link.channel().await.expect("open a channel");
         topology
             .declare(&ch)
             .await
             .expect("declare the test topology");
-        let publisher = Publisher::open(&conn).await.expect("open a publisher");
+        let publisher = Publisher::open(&link, broker().confirm_timeout)
+            .await
+            .expect("open a publisher");
         TestEnv {
             namespace,
             mock,
             store,
             topology,
-            conn,
+            link,
             publisher,
             toml,
         }
@@ -182,7 +195,7 @@ path = "/v1/customers/{{customer}}/charges"
     /// Deletes one of this namespace's queues, as an operator might by
     /// mistake under a running worker.
     pub async fn delete_queue(&self, queue: &str) {
-        let ch = self.conn.create_channel().await.expect("open a channel");
+        let ch = self.link.channel().await.expect("open a channel");
         courier_amqp::topology::delete_queue(&ch, queue)
             .await
             .expect("delete the queue");
@@ -190,7 +203,7 @@ path = "/v1/customers/{{customer}}/charges"
 
     /// Ready messages in one of this namespace's queues.
     pub async fn message_count(&self, queue: &str) -> u32 {
-        let ch = self.conn.create_channel().await.expect("open a channel");
+        let ch = self.link.channel().await.expect("open a channel");
         courier_amqp::topology::message_count(&ch, queue)
             .await
             .expect("inspect queue")
@@ -292,14 +305,13 @@ impl Drop for TestEnv {
                 .build()
                 .expect("cleanup runtime");
             rt.block_on(async move {
-                if let Ok(conn) =
-                    courier_amqp::connect(&amqp_url(), "courier-testkit-cleanup").await
-                    && let Ok(ch) = conn.create_channel().await
+                if let Ok(link) = courier_amqp::connect(&broker(), "courier-testkit-cleanup").await
+                    && let Ok(ch) = link.channel().await
                     && let Err(e) = topology.teardown(&ch).await
                 {
                     eprintln!("testkit: tearing down {} failed: {e}", topology.namespace());
                 }
-                let store = Store::connect(&database_url(), store.schema(), 1).await;
+                let store = Store::connect(&database(), store.schema(), 1).await;
                 if let Ok(store) = store
                     && let Err(e) = store.drop_schema().await
                 {
@@ -337,8 +349,52 @@ impl TestEnv {
         jobs
     }
 
+    /// Publishes `message` to this namespace's jobs exchange with
+    /// `routing_key` as a hostile upstream would (any bytes in any property
+    /// or header), and returns the broker's answer.
+    pub async fn publish_hostile(
+        &self,
+        routing_key: &str,
+        message: &hostile::Message,
+    ) -> hostile::Answer {
+        let mut raw = hostile::RawPublisher::connect_url(&amqp_url())
+            .await
+            .expect("connect the raw publisher");
+        raw.publish(
+            &self.topology.jobs_exchange(),
+            routing_key.as_bytes(),
+            message,
+        )
+        .await
+        .expect("publish raw frames")
+    }
+
+    /// Publishes `job` with `headers` added as the upstream wrote them (e.g.
+    /// Courier's own `x-courier-*`, or `x-delivery-count`).
+    pub async fn publish_with_headers(
+        &self,
+        job: &JobEnvelope,
+        headers: &[(&str, hostile::Value)],
+    ) {
+        let message = hostile::Message {
+            message_id: Some(job.id.to_string().into_bytes()),
+            content_type: Some(b"application/json".to_vec()),
+            headers: headers
+                .iter()
+                .map(|(k, v)| (k.as_bytes().to_vec(), v.clone()))
+                .collect(),
+            persistent: true,
+            body: job.to_body(),
+            ..hostile::Message::default()
+        };
+        let answer = self.publish_hostile(&job.provider, &message).await;
+        assert_eq!(answer, hostile::Answer::Ack, "the broker takes the job");
+    }
+
     /// A publisher on a connection of its own.
     pub async fn publisher(&self) -> Publisher {
-        Publisher::open(&self.conn).await.expect("open a publisher")
+        Publisher::open(&self.link, broker().confirm_timeout)
+            .await
+            .expect("open a publisher")
     }
 }

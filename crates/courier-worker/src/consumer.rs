@@ -30,6 +30,7 @@ pub struct Consumer {
     pub deliveries: courier_amqp::Consumer,
     pub outcomes: mpsc::Sender<Completed>,
     pub tasks: TaskTracker,
+    /// Fired at shutdown, or when this consumer's connection is lost.
     pub stop: CancellationToken,
     /// Told when this consumer's loop ends.
     pub running: Arc<Running>,
@@ -46,8 +47,13 @@ pub async fn run(mut c: Consumer) -> (Channel, courier_amqp::Consumer) {
             next = c.deliveries.next() => match next {
                 Some(Ok(d)) => d,
                 Some(Err(e)) => {
+                    // The connection is recovering (lapin) or lost (the
+                    // supervisor replaces it and ends this loop).
                     tracing::warn!(%queue, error = %e, "consumer error; waiting for the connection to recover");
-                    continue;
+                    tokio::select! {
+                        _ = c.stop.cancelled() => break,
+                        _ = tokio::time::sleep(std::time::Duration::from_millis(100)) => continue,
+                    }
                 }
                 None => {
                     tracing::info!(%queue, "consumer cancelled by the broker");
@@ -80,7 +86,7 @@ pub async fn run(mut c: Consumer) -> (Channel, courier_amqp::Consumer) {
             }
         });
     }
-    c.running.consumers_ended.fetch_add(1, Ordering::SeqCst);
+    c.running.consumers.fetch_sub(1, Ordering::SeqCst);
     // Stop the broker sending more; what it already sent and we did not take
     // stays unacked and returns to the queue when the channel closes.
     // Bounded: a reply lost in a reconnect must not hold up shutdown.

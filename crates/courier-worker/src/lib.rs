@@ -17,9 +17,10 @@ pub mod observe;
 pub mod patience;
 pub mod pipeline;
 pub mod recovery;
+pub mod supervisor;
 pub mod writer;
 
-use courier_amqp::{AmqpError, Connection, Publisher, Topology};
+use courier_amqp::{AmqpError, Link, Publisher, Topology};
 use courier_core::Config;
 use courier_provider::{ProviderClient, ProviderError};
 use courier_store::{Store, StoreError};
@@ -99,7 +100,7 @@ impl Worker {
         }
         let counted = metrics.clone();
         let store = Store::connect_observed(
-            &config.database.url,
+            &config.database,
             &config.namespace,
             config.database.max_connections,
             Some(Arc::new(move || counted.database_connection_opened())),
@@ -113,17 +114,13 @@ impl Worker {
             config.namespace,
             std::process::id()
         );
-        let conn = Arc::new(courier_amqp::connect(&config.broker.url, &name).await?);
+        // The first connection fails fast (unreachable, refused, TLS): a
+        // wrong address or password is for an operator to fix. Later losses
+        // are the supervisor's to repair.
+        let link = courier_amqp::connect(&config.broker, &name).await?;
         let topology = Topology::new(&config.namespace, config.providers.keys().cloned());
-        let setup = conn
-            .create_channel()
-            .await
-            .map_err(|cause| AmqpError::Broker {
-                op: "open channel".into(),
-                cause,
-            })?;
-        topology.declare(&setup).await?;
-        let publisher = Publisher::open(&conn).await?;
+        topology.declare(&link.channel().await?).await?;
+        let publisher = Publisher::open(&link, config.broker.confirm_timeout).await?;
         let mut clients = HashMap::new();
         for (name, provider) in &config.providers {
             clients.insert(name.clone(), ProviderClient::new(provider)?);
@@ -142,26 +139,10 @@ impl Worker {
             metrics.clone(),
         ));
 
-        // Subscribe to every queue before starting anything that runs on
-        // its own: a failure here leaves no task behind.
-        let mut subscriptions = Vec::new();
-        let queues = pipeline
-            .config()
-            .providers
-            .values()
-            .map(|p| Some(p.name.clone()))
-            .chain([None]);
-        for provider in queues {
-            let queue = match &provider {
-                Some(p) => pipeline.topology().work_queue(p),
-                None => pipeline.topology().unrouted(),
-            };
-            let (channel, deliveries) =
-                courier_amqp::consume(&conn, &queue, pipeline.config().broker.prefetch, "").await?;
-            subscriptions.push((provider, channel, deliveries));
-        }
-
         let running = Arc::new(observe::Running::default());
+        running
+            .queues
+            .store(pipeline.config().providers.len() + 1, Ordering::SeqCst);
         // Every delivery the broker may have sent us at once.
         let in_flight = usize::from(pipeline.config().broker.prefetch)
             * (pipeline.config().providers.len() + 1);
@@ -174,6 +155,7 @@ impl Worker {
                 outcome_rx,
                 pipeline.config().worker.outcome_batch_max,
                 flush_abandon.clone(),
+                running.clone(),
             );
             let running = running.clone();
             async move {
@@ -182,22 +164,20 @@ impl Worker {
             }
         });
 
+        // Consumers live in the supervisor: it subscribes every queue on
+        // the current connection and starts over on a new one when it is
+        // lost for good.
         let tasks = TaskTracker::new();
-        let mut consumers = Vec::new();
-        for (provider, channel, deliveries) in subscriptions {
-            running.consumers_started.fetch_add(1, Ordering::SeqCst);
-            consumers.push(tokio::spawn(consumer::run(consumer::Consumer {
-                pipeline: pipeline.clone(),
-                provider,
-                channel,
-                deliveries,
-                outcomes: outcomes.clone(),
-                tasks: tasks.clone(),
-                stop: stop.clone(),
-                running: running.clone(),
-            })));
-        }
-        drop(outcomes);
+        let supervisor = tokio::spawn(supervisor::run(supervisor::Supervisor {
+            link: link.clone(),
+            pipeline: pipeline.clone(),
+            outcomes,
+            tasks: tasks.clone(),
+            stop: stop.clone(),
+            running: running.clone(),
+            store: store.clone(),
+            metrics: metrics.clone(),
+        }));
         if let Some(age) = pipeline.config().retention.succeeded_attempts {
             tokio::spawn(retention(
                 store.clone(),
@@ -210,12 +190,7 @@ impl Worker {
         // What the worker reports about itself; `/readyz` answers
         // "draining" until the very end of shutdown.
         let telemetry_stop = CancellationToken::new();
-        let probe = observe::WorkerProbe::new(
-            courier_amqp::BrokerHealth::of(&conn, pipeline.publisher()),
-            store.clone(),
-            stop.clone(),
-            running,
-        );
+        let probe = observe::WorkerProbe::new(link.clone(), store.clone(), stop.clone(), running);
         let reporters = vec![
             tokio::spawn(courier_telemetry::server::serve(
                 telemetry_listener,
@@ -224,13 +199,13 @@ impl Worker {
                 telemetry_stop.clone(),
             )),
             tokio::spawn(observe::count_reconnections(
-                courier_amqp::reconnections(&conn),
+                link.clone(),
                 metrics.clone(),
                 telemetry_stop.clone(),
             )),
             tokio::spawn(observe::sample(
                 observe::Sampler::new(
-                    conn.clone(),
+                    link.clone(),
                     pipeline.topology().clone(),
                     store.clone(),
                     metrics.clone(),
@@ -251,10 +226,10 @@ impl Worker {
             abandon,
             flush_abandon,
             grace: pipeline.config().worker.shutdown_grace,
-            consumers,
+            supervisor,
             tasks,
             writer,
-            conn,
+            link,
             store,
             telemetry_stop,
             reporters,
@@ -319,10 +294,11 @@ struct Shutdown {
     abandon: CancellationToken,
     flush_abandon: CancellationToken,
     grace: Duration,
-    consumers: Vec<JoinHandle<(courier_amqp::Channel, courier_amqp::Consumer)>>,
+    /// Hands back the last connection's subscriptions when it ends.
+    supervisor: JoinHandle<Vec<supervisor::Subscription>>,
     tasks: TaskTracker,
     writer: JoinHandle<()>,
-    conn: Arc<Connection>,
+    link: Link,
     store: Store,
     /// Fired last: `/readyz` answers "draining" until the very end.
     telemetry_stop: CancellationToken,
@@ -335,12 +311,7 @@ async fn shutdown_sequence(s: Shutdown) {
     tracing::info!("shutting down: no new deliveries; finishing in-flight jobs");
     // Held until the writer has acked: dropping a subscription closes its
     // channel and strands the acks of its deliveries.
-    let mut subscriptions = Vec::new();
-    for c in s.consumers {
-        if let Ok(subscription) = c.await {
-            subscriptions.push(subscription);
-        }
-    }
+    let subscriptions = s.supervisor.await.unwrap_or_default();
     s.tasks.close();
     if tokio::time::timeout(s.grace, s.tasks.wait()).await.is_err() {
         tracing::warn!(
@@ -364,15 +335,8 @@ async fn shutdown_sequence(s: Shutdown) {
     }
     drop(subscriptions);
     // Closing the connection returns every unacked delivery to its queue.
-    match tokio::time::timeout(
-        STEP_DEADLINE,
-        s.conn.close(200, "courier worker shutdown".into()),
-    )
-    .await
-    {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => tracing::debug!(error = %e, "closing the broker connection"),
-        Err(_) => tracing::warn!("the broker did not confirm closing the connection"),
+    if let Err(e) = s.link.close("courier worker shutdown").await {
+        tracing::debug!(error = %e, "closing the broker connection");
     }
     s.store.close().await;
     s.telemetry_stop.cancel();

@@ -71,6 +71,8 @@ async fn run(
             let ids: Vec<Uuid> = batch.iter().map(|(id, _)| *id).collect();
             // On abandon, dropping the replies tells every waiting delivery
             // it was abandoned; it goes back to its queue.
+            // A refused read (a row this worker cannot understand) is not
+            // a job never attempted: the deliveries wait, the worker says so.
             if let Ok(progress) = persist(Io::ReadProgress, &abandon, &metrics, || {
                 store.progress(&ids)
             })

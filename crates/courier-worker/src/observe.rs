@@ -2,16 +2,15 @@
 //! broker reconnections, and the gauges sampled on an interval (queue
 //! depths from RabbitMQ, the dead-letter backlog from PostgreSQL).
 //!
-//! Owns the readiness rules (broker connected, database answering, not
-//! draining) and the sampling loop. Sampling is cheap by construction:
+//! Owns the readiness rules (broker connected, database answering, outcomes
+//! committing, every queue consumed, not draining) and the sampling loop. Sampling is cheap by construction:
 //! passive queue declares and two indexed aggregate queries per interval.
 //! It must never let a failed sample affect job processing: a sample that
 //! fails is logged at debug and tried again next interval.
 
-use courier_amqp::{BrokerHealth, Channel, Connection, Topology};
+use courier_amqp::{Channel, Link, Topology};
 use courier_store::Store;
 use courier_telemetry::{Check, Metrics, Probe};
-use futures_util::{Stream, StreamExt};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -25,16 +24,20 @@ const SAMPLE_DEADLINE: Duration = Duration::from_secs(5);
 /// Longest the database check may take.
 const PING_DEADLINE: Duration = Duration::from_secs(1);
 
-/// Which of the worker's long-running parts still run.
+/// Which of the worker's long-running parts still run, and whether they
+/// are getting their work done.
 #[derive(Debug, Default)]
 pub struct Running {
-    /// Queue consumers started.
-    pub consumers_started: AtomicUsize,
-    /// Queue consumers whose loop has ended (shutdown, or the broker
-    /// cancelled them: a deleted queue).
-    pub consumers_ended: AtomicUsize,
+    /// Queues the worker consumes.
+    pub queues: AtomicUsize,
+    /// Queue consumers whose loop is running now (a new broker connection
+    /// starts them anew; the broker may cancel one: a deleted queue).
+    pub consumers: AtomicUsize,
     /// Set when the outcome writer has ended.
     pub writer_ended: AtomicBool,
+    /// Set while the last attempt to commit outcomes failed: nothing is
+    /// acknowledged until one succeeds.
+    pub commit_failing: AtomicBool,
 }
 
 /// Readiness: the broker is connected, the database answers, every queue is
@@ -42,7 +45,7 @@ pub struct Running {
 /// connection is not lost for good and the outcome writer runs.
 #[derive(Debug)]
 pub struct WorkerProbe {
-    broker: BrokerHealth,
+    broker: Link,
     store: Store,
     draining: CancellationToken,
     running: Arc<Running>,
@@ -50,7 +53,7 @@ pub struct WorkerProbe {
 
 impl WorkerProbe {
     pub fn new(
-        broker: BrokerHealth,
+        broker: Link,
         store: Store,
         draining: CancellationToken,
         running: Arc<Running>,
@@ -76,19 +79,27 @@ impl Probe for WorkerProbe {
                 Ok(result) => result.map_err(|e| e.to_string()),
                 Err(_) => Err(format!("no answer within {PING_DEADLINE:?}")),
             };
-            let started = self.running.consumers_started.load(Ordering::SeqCst);
-            let ended = self.running.consumers_ended.load(Ordering::SeqCst);
-            let consumers = if ended == 0 {
+            let queues = self.running.queues.load(Ordering::SeqCst);
+            let running = self.running.consumers.load(Ordering::SeqCst);
+            let consumers = if running >= queues {
                 Ok(())
             } else {
                 Err(format!(
-                    "{} of {started} queue consumers running (the broker cancelled the others: was a queue deleted?)",
-                    started - ended.min(started)
+                    "{running} of {queues} queue consumers running (reconnecting to RabbitMQ, or the broker cancelled the others: was a queue deleted?)"
                 ))
             };
+            let outcomes = if self.running.commit_failing.load(Ordering::SeqCst) {
+                Err(
+                    "outcomes cannot be committed to PostgreSQL: nothing is acknowledged"
+                        .to_owned(),
+                )
+            } else {
+                Ok(())
+            };
             vec![
-                ("broker", self.broker.check()),
+                ("broker", self.broker.health().check()),
                 ("database", database),
+                ("outcomes", outcomes),
                 ("consumers", consumers),
                 ("draining", draining),
             ]
@@ -99,9 +110,7 @@ impl Probe for WorkerProbe {
         if self.draining.is_cancelled() {
             return Ok(());
         }
-        if self.broker.lost() {
-            return Err("the RabbitMQ connection is lost and auto-recovery gave up".into());
-        }
+
         if self.running.writer_ended.load(Ordering::SeqCst) {
             return Err("the outcome writer stopped: nothing can be acknowledged".into());
         }
@@ -109,22 +118,19 @@ impl Probe for WorkerProbe {
     }
 }
 
-/// Counts every reconnection the broker connection reports, until `stop`.
-pub async fn count_reconnections(
-    reconnections: impl Stream<Item = ()>,
-    metrics: Arc<Metrics>,
-    stop: CancellationToken,
-) {
-    let mut reconnections = std::pin::pin!(reconnections);
+/// Counts every time the broker connection comes back, until `stop`.
+pub async fn count_reconnections(link: Link, metrics: Arc<Metrics>, stop: CancellationToken) {
+    let mut reconnections = link.reconnections();
+    reconnections.mark_unchanged();
     loop {
         tokio::select! {
-            next = reconnections.next() => match next {
-                Some(()) => {
-                    tracing::info!("RabbitMQ connection re-established");
-                    metrics.broker_reconnected();
+            changed = reconnections.changed() => {
+                if changed.is_err() {
+                    return;
                 }
-                None => return,
-            },
+                tracing::info!("RabbitMQ connection re-established");
+                metrics.broker_reconnected();
+            }
             _ = stop.cancelled() => return,
         }
     }
@@ -133,7 +139,7 @@ pub async fn count_reconnections(
 /// Takes the sampled gauges' readings.
 #[derive(Debug)]
 pub struct Sampler {
-    conn: Arc<Connection>,
+    link: Link,
     channel: Option<Channel>,
     topology: Topology,
     store: Store,
@@ -141,15 +147,10 @@ pub struct Sampler {
 }
 
 impl Sampler {
-    /// `conn` is the worker's; the sampler opens its own channel on it.
-    pub fn new(
-        conn: Arc<Connection>,
-        topology: Topology,
-        store: Store,
-        metrics: Arc<Metrics>,
-    ) -> Self {
+    /// `link` is the worker's; the sampler opens its own channel on it.
+    pub fn new(link: Link, topology: Topology, store: Store, metrics: Arc<Metrics>) -> Self {
         Self {
-            conn,
+            link,
             channel: None,
             topology,
             store,
@@ -161,12 +162,7 @@ impl Sampler {
         let channel = match &self.channel {
             Some(ch) if ch.status().connected() => ch.clone(),
             _ => {
-                let ch = self.conn.create_channel().await.map_err(|cause| {
-                    courier_amqp::AmqpError::Broker {
-                        op: "open a sampling channel".into(),
-                        cause,
-                    }
-                })?;
+                let ch = self.link.channel().await?;
                 self.channel = Some(ch.clone());
                 ch
             }

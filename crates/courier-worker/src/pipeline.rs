@@ -3,15 +3,18 @@
 //! Owns the order of the steps: parse, idempotency check, poison check,
 //! operation lookup, provider call, decision, and the confirmed publish of a
 //! retry or dead letter. Every path ends in an outcome for the writer;
-//! nothing is dropped. It must never ack (the writer does, after the commit)
-//! and never sleep for a retry (the delay queues wait instead).
+//! nothing is dropped. A job's attempt number, retry budget and generation
+//! come from PostgreSQL (`state::verdict`), never from the headers a
+//! publisher could set. It must never ack (the writer does, after the
+//! commit) and never sleep for a retry (the delay queues wait instead).
 
 use crate::lookup::ProgressLookup;
-use crate::patience::{Abandoned, Io, persist};
+use crate::patience::{Abandoned, Io, Stop, persist};
 use chrono::Utc;
 use courier_amqp::headers::DeadLetterHeaders;
 use courier_amqp::{Delivery, DeliveryMeta, Publisher, Topology};
 use courier_core::config::{Operation, ProviderConfig};
+use courier_core::envelope::KeptBody;
 use courier_core::retry::{DeadReason, Decision};
 use courier_core::state::{DeliveredProgress, DeliveryVerdict, JobState, verdict};
 use courier_core::{AttemptClass, CallResult, Config, InvalidJob, Job, TraceContext, classify};
@@ -40,6 +43,8 @@ pub struct Pipeline {
     abandon: CancellationToken,
     metrics: Arc<Metrics>,
     lookup: ProgressLookup,
+    /// Where retries come back from (`Topology::retry_exchange`).
+    retry_exchange: String,
 }
 
 /// Why a job dies, with the words an operator reads.
@@ -48,6 +53,18 @@ struct Death {
     detail: String,
     last_status: Option<u16>,
     last_error: Option<String>,
+}
+
+/// Which job a dead letter belongs to.
+#[derive(Clone, Copy)]
+enum Owner<'a> {
+    /// A readable job.
+    Job(&'a Job),
+    /// A body that is no valid job: tied to the id it claims, if any.
+    Claimed,
+    /// A body that claims a recorded job's id but is another job: tied to
+    /// no job (the recorded one is left alone).
+    Nobody,
 }
 
 impl Pipeline {
@@ -71,6 +88,7 @@ impl Pipeline {
             .collect();
         Self {
             config,
+            retry_exchange: topology.retry_exchange(),
             topology,
             publisher,
             clients,
@@ -106,17 +124,24 @@ impl Pipeline {
         queue_provider: Option<&str>,
         delivery: &Delivery,
     ) -> Result<Outcome, Abandoned> {
-        let meta = DeliveryMeta::of(&delivery.properties);
+        let meta = DeliveryMeta::of(delivery);
         let job = match Job::parse(&delivery.data, self.config.worker.max_body_bytes) {
             Ok(job) => job,
             Err(invalid) => {
                 tracing::warn!(error = %invalid, message_id = ?meta.message_id, "invalid job");
+                // Nothing it claims about progress is believed.
+                let meta = DeliveryMeta {
+                    attempts: 0,
+                    run_base: 0,
+                    generation: 0,
+                    ..meta
+                };
                 return self
                     .reject(
                         queue_provider,
                         delivery,
                         &meta,
-                        None,
+                        Owner::Claimed,
                         invalid_death(&invalid),
                     )
                     .await;
@@ -132,7 +157,8 @@ impl Pipeline {
             job_id = %job.id,
             provider = %job.provider,
             operation = %job.operation,
-            attempt = meta.attempts + 1,
+            // Known once PostgreSQL has said what was recorded.
+            attempt = tracing::field::Empty,
             trace_id = %own.trace_id(),
         );
         let trace = courier_telemetry::otlp::continue_trace(&span, parent, own);
@@ -153,13 +179,45 @@ impl Pipeline {
         let delivered = DeliveredProgress {
             attempts: meta.attempts,
             generation: meta.generation,
+            via_retry: delivery.exchange.as_str() == self.retry_exchange,
         };
-        if verdict(progress, delivered) == DeliveryVerdict::Duplicate {
-            tracing::info!(
-                "duplicate delivery of a job already done; acknowledging without a call"
-            );
-            return Ok(Outcome::Duplicate { job_id: job.id });
-        }
+        let admission = match verdict(progress, delivered, &job.fingerprint) {
+            DeliveryVerdict::Process(admission) => admission,
+            DeliveryVerdict::Duplicate => {
+                tracing::info!(
+                    "duplicate delivery of a job already done; acknowledging without a call"
+                );
+                return Ok(Outcome::Duplicate { job_id: job.id });
+            }
+            DeliveryVerdict::Conflict => {
+                tracing::warn!("a different job under a recorded job's id; dead-lettering it");
+                let death = invalid_death(&InvalidJob::new(
+                    "id",
+                    format!(
+                        "{} is already the id of a different job (another provider, operation, idempotency key or payload); a new job needs a new id",
+                        job.id
+                    ),
+                ));
+                let meta = DeliveryMeta {
+                    attempts: 0,
+                    run_base: 0,
+                    generation: 0,
+                    ..meta.clone()
+                };
+                return self
+                    .reject(queue_provider, delivery, &meta, Owner::Nobody, death)
+                    .await;
+            }
+        };
+        tracing::Span::current().record("attempt", admission.attempt);
+        // What the rest of this delivery's life writes into headers and
+        // records: the trusted progress, not the one the delivery claimed.
+        let meta = &DeliveryMeta {
+            attempts: admission.attempt - 1,
+            run_base: admission.run_base,
+            generation: admission.generation,
+            ..meta.clone()
+        };
         if meta.delivery_count >= self.config.worker.delivery_limit {
             tracing::error!(
                 deliveries = meta.delivery_count,
@@ -175,7 +233,7 @@ impl Pipeline {
                 last_error: None,
             };
             return self
-                .reject(queue_provider, delivery, meta, Some(&job), death)
+                .reject(queue_provider, delivery, meta, Owner::Job(&job), death)
                 .await;
         }
         let (provider, operation, path) = match self.resolve(queue_provider, &job) {
@@ -184,7 +242,7 @@ impl Pipeline {
                 tracing::warn!(error = %invalid, "job cannot run");
                 let death = invalid_death(&invalid);
                 return self
-                    .reject(queue_provider, delivery, meta, Some(&job), death)
+                    .reject(queue_provider, delivery, meta, Owner::Job(&job), death)
                     .await;
             }
         };
@@ -193,7 +251,7 @@ impl Pipeline {
             unreachable!("a configured provider without a client")
         };
 
-        let attempt = meta.attempts + 1;
+        let attempt = admission.attempt;
         let traceparent = trace.to_string();
         // Held for the call only: the provider's concurrency cap. A delivery
         // still waiting for a slot when shutdown begins is not called: it
@@ -216,8 +274,9 @@ impl Pipeline {
         let class = classify(&report.result, &provider.statuses);
         // The retry budget counts from the start of the current run (an
         // operator's requeue starts a new one).
-        let attempt_in_run = attempt.saturating_sub(meta.run_base);
-        let decision = provider.retry.decide(attempt_in_run, class, rand::random());
+        let decision = provider
+            .retry
+            .decide(admission.attempt_in_run(), class, rand::random());
         let status = match report.result {
             CallResult::Response { status, .. } => Some(status),
             CallResult::Timeout | CallResult::Connect | CallResult::Transport => None,
@@ -253,7 +312,7 @@ impl Pipeline {
             (attempt_class != AttemptClass::Success).then_some(attempt_class.as_str());
         job_row.last_error = report.error.clone();
 
-        let dead_letter = match decision {
+        let death = match decision {
             Decision::Succeeded => {
                 job_row.state = JobState::Succeeded;
                 None
@@ -261,7 +320,7 @@ impl Pipeline {
             Decision::Retry { delay } => {
                 // The cascade counts whole seconds; never retry early.
                 let secs = delay.as_secs() + u64::from(delay.subsec_nanos() > 0);
-                persist(Io::PublishRetry, &self.abandon, &self.metrics, || {
+                let published = persist(Io::PublishRetry, &self.abandon, &self.metrics, || {
                     self.publisher.publish_retry(
                         &self.topology,
                         &provider.name,
@@ -271,11 +330,27 @@ impl Pipeline {
                         secs,
                     )
                 })
-                .await?;
-                job_row.next_attempt_at = Some(
-                    Utc::now() + chrono::Duration::seconds(i64::try_from(secs).unwrap_or(i64::MAX)),
-                );
-                None
+                .await;
+                match published {
+                    Ok(()) => {
+                        job_row.next_attempt_at = Some(
+                            Utc::now()
+                                + chrono::Duration::seconds(
+                                    i64::try_from(secs).unwrap_or(i64::MAX),
+                                ),
+                        );
+                        None
+                    }
+                    Err(Stop::Abandoned) => return Err(Abandoned),
+                    // The broker will not take this job's retry: it cannot
+                    // wait, so it is set aside where an operator sees it.
+                    Err(Stop::Refused(e)) => Some(Death {
+                        reason: DeadReason::Refused,
+                        detail: format!("RabbitMQ refuses this job's retry: {e}"),
+                        last_status: status,
+                        last_error: report.error.clone(),
+                    }),
+                }
             }
             Decision::Dead(reason) => {
                 let what = report.error.clone().unwrap_or_else(|| "no error".into());
@@ -284,26 +359,28 @@ impl Pipeline {
                         format!("gave up after {attempt} attempts; last: {what}")
                     }
                     DeadReason::Permanent => format!("{what} is not retryable"),
-                    DeadReason::Invalid | DeadReason::DeliveryLimit => what.clone(),
+                    DeadReason::Invalid
+                    | DeadReason::DeliveryLimit
+                    | DeadReason::Refused
+                    | DeadReason::Unreadable => what.clone(),
                 };
-                let death = Death {
+                Some(Death {
                     reason,
                     detail,
                     last_status: status,
                     last_error: report.error.clone(),
-                };
+                })
+            }
+        };
+        let dead_letter = match death {
+            None => None,
+            Some(death) => {
                 job_row.state = JobState::Dead;
-                Some(
-                    self.dead_letter(
-                        Some(&provider.name),
-                        delivery,
-                        meta,
-                        Some(&job),
-                        attempt,
-                        death,
-                    )
-                    .await?,
-                )
+                let owner = Owner::Job(&job);
+                let letter = self
+                    .dead_letter(Some(&provider.name), delivery, meta, owner, attempt, death)
+                    .await?;
+                Some(letter)
             }
         };
         Ok(Outcome::Attempted {
@@ -350,16 +427,19 @@ impl Pipeline {
         queue_provider: Option<&str>,
         delivery: &Delivery,
         meta: &DeliveryMeta,
-        job: Option<&Job>,
+        owner: Owner<'_>,
         death: Death,
     ) -> Result<Outcome, Abandoned> {
-        let job_row = job.map(|j| {
-            let mut row = job_row(j, JobState::Dead, meta.attempts);
-            row.last_error = Some(death.detail.clone());
-            row
-        });
+        let job_row = match owner {
+            Owner::Job(j) => {
+                let mut row = job_row(j, JobState::Dead, meta.attempts);
+                row.last_error = Some(death.detail.clone());
+                Some(row)
+            }
+            Owner::Claimed | Owner::Nobody => None,
+        };
         let dead_letter = self
-            .dead_letter(queue_provider, delivery, meta, job, meta.attempts, death)
+            .dead_letter(queue_provider, delivery, meta, owner, meta.attempts, death)
             .await?;
         Ok(Outcome::Rejected {
             job: job_row,
@@ -367,38 +447,60 @@ impl Pipeline {
         })
     }
 
-    /// Publishes the dead letter (confirmed) and returns its record.
+    /// Publishes the dead letter (confirmed) and returns its record. A body
+    /// over the size limit travels and is kept as a prefix with its size and
+    /// hash. If RabbitMQ refuses the dead-letter message, PostgreSQL (the
+    /// source of truth) still records the letter, and says so.
     async fn dead_letter(
         &self,
         queue_provider: Option<&str>,
         delivery: &Delivery,
         meta: &DeliveryMeta,
-        job: Option<&Job>,
+        owner: Owner<'_>,
         attempts: u32,
-        death: Death,
+        mut death: Death,
     ) -> Result<DeadLetterRow, Abandoned> {
+        let kept = KeptBody::of(&delivery.data, self.config.worker.max_body_bytes);
         let headers = DeadLetterHeaders {
             reason: death.reason.as_str(),
             detail: &death.detail,
             attempts,
             last_status: death.last_status,
+            cut_body: kept.is_truncated().then_some((kept.size, kept.sha256)),
         };
-        persist(Io::PublishDeadLetter, &self.abandon, &self.metrics, || {
+        let published = persist(Io::PublishDeadLetter, &self.abandon, &self.metrics, || {
             self.publisher.publish_dead_letter(
                 &self.topology,
                 queue_provider,
-                &delivery.data,
+                &kept.bytes,
                 meta,
                 &headers,
             )
         })
-        .await?;
+        .await;
+        match published {
+            Ok(()) => {}
+            Err(Stop::Abandoned) => return Err(Abandoned),
+            Err(Stop::Refused(e)) => {
+                death.detail = format!(
+                    "{} (not copied to the dead-letter queue: RabbitMQ refused it: {e})",
+                    death.detail
+                );
+            }
+        }
         tracing::warn!(reason = death.reason.as_str(), detail = %death.detail, "dead-lettered");
+        let job = match owner {
+            Owner::Job(j) => Some(j),
+            Owner::Claimed | Owner::Nobody => None,
+        };
+        let job_id = match owner {
+            Owner::Job(j) => Some(j.id),
+            Owner::Claimed => Job::claimed_id(&delivery.data),
+            Owner::Nobody => None,
+        };
         Ok(DeadLetterRow {
             id: Uuid::now_v7(),
-            job_id: job
-                .map(|j| j.id)
-                .or_else(|| Job::claimed_id(&delivery.data)),
+            job_id,
             provider: job
                 .map(|j| j.provider.clone())
                 .or_else(|| queue_provider.map(str::to_owned)),
@@ -409,7 +511,9 @@ impl Pipeline {
             generation: meta.generation,
             last_status: death.last_status,
             last_error: death.last_error,
-            body: delivery.data.clone(),
+            body: kept.bytes,
+            body_size: kept.size,
+            body_sha256: kept.sha256,
             message_id: meta.message_id.clone(),
         })
     }
@@ -437,5 +541,6 @@ fn job_row(job: &Job, state: JobState, attempts: u32) -> JobRow {
         last_error: None,
         created_at: job.created_at,
         next_attempt_at: None,
+        fingerprint: job.fingerprint,
     }
 }

@@ -75,6 +75,9 @@ pub fn patched_body(
     Ok(Some(patched))
 }
 
+/// Letters whose patched body is checked per query before a requeue.
+const VALIDATE_PAGE: i64 = 500;
+
 /// Requeues every pending dead letter matching `filter`, calling `progress`
 /// with the running total after each batch.
 pub async fn requeue(
@@ -87,9 +90,20 @@ pub async fn requeue(
 ) -> Result<ActionReport, RecoveryError> {
     let matched = store.count_pending(filter).await?;
     if let Some(patch) = &options.patch {
-        // Refuse before claiming anything if the patch breaks any job.
-        for letter in store.list_dead(filter, &["pending"], i64::MAX).await? {
-            patched_body(letter.id, &letter.body, Some(patch), options.max_body_bytes)?;
+        // Refuse before claiming anything if the patch breaks any job; one
+        // page of letters in memory at a time.
+        let mut after = None;
+        loop {
+            let page = store.pending_page(filter, after, VALIDATE_PAGE).await?;
+            for letter in &page {
+                patched_body(letter.id, &letter.body, Some(patch), options.max_body_bytes)?;
+            }
+            match page.last() {
+                Some(last) if page.len() as i64 == VALIDATE_PAGE => {
+                    after = Some((last.dead_at, last.id));
+                }
+                _ => break,
+            }
         }
     }
     let action = store
@@ -198,19 +212,13 @@ pub struct QueueSync {
 /// Cost: one pass over the queue; memory: one batch.
 pub async fn sync_dead_letter_queue(
     store: &Store,
-    conn: &courier_amqp::Connection,
+    link: &courier_amqp::Link,
     publisher: &Publisher,
     topology: &Topology,
     provider: Option<&str>,
 ) -> Result<QueueSync, RecoveryError> {
     let queue = topology.dead_queue(provider);
-    let channel = conn
-        .create_channel()
-        .await
-        .map_err(|cause| AmqpError::Broker {
-            op: "open channel".into(),
-            cause,
-        })?;
+    let channel = link.channel().await?;
     let depth = u64::from(courier_amqp::topology::message_count(&channel, &queue).await?);
     let mut sync = QueueSync::default();
     while sync.removed + sync.kept < depth {
@@ -249,7 +257,7 @@ pub async fn sync_dead_letter_queue(
 }
 
 fn letter_key(delivery: &courier_amqp::Delivery) -> Option<LetterKey> {
-    let meta = DeliveryMeta::of(&delivery.properties);
+    let meta = DeliveryMeta::of(delivery);
     let signed = |n: u32| i32::try_from(n).unwrap_or(i32::MAX);
     Some(LetterKey {
         message_id: meta.message_id?,
@@ -262,7 +270,7 @@ fn letter_key(delivery: &courier_amqp::Delivery) -> Option<LetterKey> {
 /// or all of them (unrouted included) when it names none.
 pub async fn sync_affected_queues(
     store: &Store,
-    conn: &courier_amqp::Connection,
+    link: &courier_amqp::Link,
     publisher: &Publisher,
     topology: &Topology,
     filter: &DeadFilter,
@@ -279,7 +287,7 @@ pub async fn sync_affected_queues(
     };
     let mut total = QueueSync::default();
     for provider in providers {
-        let sync = sync_dead_letter_queue(store, conn, publisher, topology, provider).await?;
+        let sync = sync_dead_letter_queue(store, link, publisher, topology, provider).await?;
         total.removed += sync.removed;
         total.kept += sync.kept;
     }

@@ -4,18 +4,27 @@
 //! the writer takes as many as are waiting (up to the batch limit), commits
 //! them in one transaction, and only then counts what the commit newly
 //! recorded in the metrics and acks the deliveries, so the job counters show
-//! exactly what PostgreSQL holds. It must never ack before the commit
-//! returns.
+//! exactly what PostgreSQL holds.
+//!
+//! No single outcome may block the others: when PostgreSQL refuses a batch
+//! for its content (a value it cannot store), the batch is split until the
+//! refused outcomes are isolated; the rest commits and is acked. A refused
+//! outcome is recorded again with every text made storable, else as a bare
+//! dead letter naming the refusal, else (when even that is refused) the
+//! delivery goes to its queue's dead-letter exchange. It must never ack
+//! before the commit that records the delivery returns.
 
-use crate::patience::{Io, persist};
+use crate::observe::Running;
+use crate::patience::{Io, Stop, persist};
 use chrono::Utc;
 use courier_amqp::Acker;
 use courier_core::JobState;
 use courier_core::retry::DeadReason;
-use courier_store::{Outcome, Store};
+use courier_store::{DeadLetterRow, Outcome, Store, StoreError};
 use courier_telemetry::{JobOutcome, Metrics};
 use futures_util::future::join_all;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -29,6 +38,16 @@ pub struct Completed {
     pub queue_provider: Option<String>,
 }
 
+/// What committing one outcome came to.
+#[derive(Debug)]
+pub enum Recorded {
+    /// It is in PostgreSQL; `true` when this commit put it there (rather
+    /// than finding it recorded already).
+    Yes(bool),
+    /// PostgreSQL refuses it for its content.
+    Refused(StoreError),
+}
+
 /// Runs until every sender is dropped and the channel is drained, or until
 /// `abandon` fires while a commit keeps failing (its deliveries then stay
 /// unacked and come back).
@@ -38,6 +57,7 @@ pub async fn run(
     mut rx: mpsc::Receiver<Completed>,
     batch_max: usize,
     abandon: CancellationToken,
+    running: Arc<Running>,
 ) {
     let mut batch: Vec<Completed> = Vec::with_capacity(batch_max);
     while rx.recv_many(&mut batch, batch_max).await > 0 {
@@ -47,13 +67,7 @@ pub async fn run(
             outcomes.push(c.outcome);
             settle.push((c.acker, c.queue_provider));
         }
-        let commit = || async {
-            let clock = Instant::now();
-            let committed = store.commit(&outcomes).await?;
-            metrics.batch_committed(outcomes.len(), clock.elapsed());
-            Ok::<_, courier_store::StoreError>(committed)
-        };
-        let Ok(mut committed) = persist(Io::RecordOutcomes, &abandon, &metrics, commit).await
+        let Ok(recorded) = commit_isolating(&store, &metrics, &abandon, &running, &outcomes).await
         else {
             tracing::error!(
                 outcomes = outcomes.len(),
@@ -61,21 +75,148 @@ pub async fn run(
             );
             return;
         };
-        for (outcome, (_, queue_provider)) in outcomes.iter().zip(&settle) {
-            // A second copy of work already recorded changed nothing: not
-            // counted again.
-            if committed.take(outcome) {
-                count(&metrics, outcome, queue_provider.as_deref());
+        let mut acks = Vec::with_capacity(settle.len());
+        for ((outcome, (acker, queue_provider)), recorded) in
+            outcomes.iter().zip(&settle).zip(recorded)
+        {
+            match recorded {
+                // A second copy of work already recorded changed nothing:
+                // not counted again.
+                Recorded::Yes(newly) => {
+                    if newly {
+                        count(&metrics, outcome, queue_provider.as_deref());
+                    }
+                    acks.push(Settle::Ack(acker));
+                }
+                Recorded::Refused(e) => {
+                    match set_aside(&store, &metrics, &abandon, &running, outcome, &e).await {
+                        Ok(true) => {
+                            metrics.dead_lettered(queue_provider.as_deref(), DeadReason::Refused);
+                            acks.push(Settle::Ack(acker));
+                        }
+                        Ok(false) => acks.push(Settle::Reject(acker)),
+                        Err(Stop::Abandoned) => return,
+                        Err(Stop::Refused(never)) => match never {},
+                    }
+                }
             }
         }
-        let acks = join_all(settle.iter().map(|(acker, _)| courier_amqp::ack(acker))).await;
-        for result in acks {
+        for result in join_all(acks.into_iter().map(Settle::send)).await {
             if let Err(e) = result {
                 // The outcome is durable; a redelivery will be seen as a duplicate.
                 tracing::warn!(error = %e, "ack after commit failed");
             }
         }
     }
+}
+
+/// How a delivery is settled once its outcome is dealt with.
+enum Settle<'a> {
+    Ack(&'a Acker),
+    /// Not even a bare record could be written: the queue's dead-letter
+    /// exchange takes the message.
+    Reject(&'a Acker),
+}
+
+impl Settle<'_> {
+    async fn send(self) -> Result<(), courier_amqp::AmqpError> {
+        match self {
+            Settle::Ack(acker) => courier_amqp::ack(acker).await,
+            Settle::Reject(acker) => courier_amqp::reject(acker).await,
+        }
+    }
+}
+
+/// Commits `outcomes`, splitting the batch when PostgreSQL refuses it for
+/// its content, until each refused outcome stands alone. Costs one extra
+/// transaction per halving: about 2·log2(batch) per refused outcome, none
+/// when nothing is refused. Marks the worker not ready while commits fail.
+pub async fn commit_isolating(
+    store: &Store,
+    metrics: &Metrics,
+    abandon: &CancellationToken,
+    running: &Running,
+    outcomes: &[Outcome],
+) -> Result<Vec<Recorded>, Stop<std::convert::Infallible>> {
+    let mut recorded: Vec<Option<Recorded>> = outcomes.iter().map(|_| None).collect();
+    // A stack of ranges still to commit: the whole batch at first.
+    let mut pending = Vec::with_capacity(8);
+    pending.push(0..outcomes.len());
+    while let Some(range) = pending.pop() {
+        if range.is_empty() {
+            continue;
+        }
+        let part = &outcomes[range.clone()];
+        let commit = || async {
+            let clock = Instant::now();
+            let result = store.commit(part).await;
+            running
+                .commit_failing
+                .store(result.is_err(), Ordering::SeqCst);
+            let committed = result?;
+            metrics.batch_committed(part.len(), clock.elapsed());
+            Ok::<_, StoreError>(committed)
+        };
+        match persist(Io::RecordOutcomes, abandon, metrics, commit).await {
+            Ok(mut committed) => {
+                for (i, outcome) in range.clone().zip(part) {
+                    recorded[i] = Some(Recorded::Yes(committed.take(outcome)));
+                }
+            }
+            Err(Stop::Abandoned) => return Err(Stop::Abandoned),
+            Err(Stop::Refused(e)) if range.len() == 1 => {
+                running.commit_failing.store(false, Ordering::SeqCst);
+                recorded[range.start] = Some(Recorded::Refused(e));
+            }
+            Err(Stop::Refused(_)) => {
+                let middle = range.start + range.len() / 2;
+                pending.push(middle..range.end);
+                pending.push(range.start..middle);
+            }
+        }
+    }
+    Ok(recorded
+        .into_iter()
+        .map(|r| r.unwrap_or(Recorded::Yes(false)))
+        .collect())
+}
+
+/// Records an outcome PostgreSQL refused: with its texts made storable, else
+/// as a bare dead letter that says why. `Ok(false)`: nothing could be
+/// recorded.
+async fn set_aside(
+    store: &Store,
+    metrics: &Metrics,
+    abandon: &CancellationToken,
+    running: &Running,
+    outcome: &Outcome,
+    refused: &StoreError,
+) -> Result<bool, Stop<std::convert::Infallible>> {
+    tracing::error!(error = %refused, job_id = ?outcome.job_id(), "PostgreSQL refused an outcome; recording it in a storable form");
+    let storable = outcome.storable();
+    let bare = Outcome::Rejected {
+        job: None,
+        dead_letter: DeadLetterRow::bare(
+            outcome.job_id(),
+            DeadReason::Refused,
+            &format!("PostgreSQL refused the outcome: {refused}"),
+        ),
+    };
+    for attempt in [storable, bare] {
+        let result = commit_isolating(
+            store,
+            metrics,
+            abandon,
+            running,
+            std::slice::from_ref(&attempt),
+        )
+        .await?;
+        if matches!(result.first(), Some(Recorded::Yes(_))) {
+            return Ok(true);
+        }
+    }
+    tracing::error!(job_id = ?outcome.job_id(), "not even a bare dead letter could be recorded; the broker dead-letters the message");
+    Ok(false)
 }
 
 /// Counts one committed outcome.

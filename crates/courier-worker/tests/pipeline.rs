@@ -307,7 +307,7 @@ async fn a_poison_message_is_dead_lettered_after_the_delivery_limit_instead_of_l
     .await;
     let job = env.job(None);
     env.publish(&job).await;
-    let conn = courier_amqp::connect(&courier_testkit::amqp_url(), "poison-test")
+    let conn = courier_amqp::connect(&courier_testkit::broker(), "poison-test")
         .await
         .expect("connect");
     let (_ch, mut consumer) =
@@ -320,7 +320,7 @@ async fn a_poison_message_is_dead_lettered_after_the_delivery_limit_instead_of_l
         courier_amqp::requeue(&d.acker).await.expect("requeue");
     }
     drop(consumer);
-    let _ = conn.close(200, "done".into()).await;
+    let _ = conn.close("done").await;
 
     let worker = env.start_worker().await;
     env.wait_state(job.id, "dead", WAIT).await;

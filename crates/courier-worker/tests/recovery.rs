@@ -140,7 +140,7 @@ async fn requeue_by_filter_applies_and_records_a_patch() {
     .await
     .expect("requeue");
     assert_eq!(report.affected, 3, "only the permanent ones");
-    let conn = courier_amqp::connect(&courier_testkit::amqp_url(), "sync-test")
+    let conn = courier_amqp::connect(&courier_testkit::broker(), "sync-test")
         .await
         .expect("connect");
     let sync = recovery::sync_dead_letter_queue(

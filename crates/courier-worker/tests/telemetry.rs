@@ -276,7 +276,7 @@ async fn readyz_follows_the_broker_connection_and_goes_unready_while_draining() 
     let body = wait_ready_status(&worker, 200, "a fresh worker").await;
     assert_eq!(
         body,
-        "broker: ok\ndatabase: ok\nconsumers: ok\ndraining: ok\n"
+        "broker: ok\ndatabase: ok\noutcomes: ok\nconsumers: ok\ndraining: ok\n"
     );
 
     proxy.cut();

@@ -88,12 +88,12 @@ pub async fn demo(args: Args) -> anyhow::Result<ExitCode> {
     );
 
     // Reset the namespace so every run starts clean.
-    let store = Store::connect(&config.database.url, &config.namespace, 4).await?;
+    let store = Store::connect(&config.database, &config.namespace, 4).await?;
     store.drop_schema().await?;
-    let store = Store::connect(&config.database.url, &config.namespace, 4).await?;
+    let store = Store::connect(&config.database, &config.namespace, 4).await?;
     store.migrate().await?;
-    let conn = courier_amqp::connect(&config.broker.url, "courier demo").await?;
-    if let Ok(ch) = conn.create_channel().await {
+    let conn = courier_amqp::connect(&config.broker, "courier demo").await?;
+    if let Ok(ch) = conn.channel().await {
         // Deleting what does not exist yet is fine; anything else shows up
         // when the worker declares the topology.
         let _ = topology.teardown(&ch).await;
@@ -101,7 +101,7 @@ pub async fn demo(args: Args) -> anyhow::Result<ExitCode> {
 
     let worker = courier_worker::Worker::start(config.clone()).await?;
     let started = Instant::now();
-    let publisher = Publisher::open(&conn).await?;
+    let publisher = Publisher::open(&conn, config.broker.confirm_timeout).await?;
     publish_all(&args, &publisher, &topology).await?;
     let published_in = started.elapsed();
 
@@ -109,7 +109,7 @@ pub async fn demo(args: Args) -> anyhow::Result<ExitCode> {
     let wall = started.elapsed();
     worker.shutdown();
     worker.wait().await;
-    let _ = conn.close(200, "demo done".into()).await;
+    let _ = conn.close("demo done").await;
 
     let summary = Summary::collect(&store, args.jobs, wall, published_in).await?;
     if args.json {

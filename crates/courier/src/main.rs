@@ -225,7 +225,7 @@ async fn wait_for_signal() {
 
 async fn migrate(config: Option<&std::path::Path>) -> anyhow::Result<ExitCode> {
     let config = settings::load(config)?;
-    let store = courier_store::Store::connect(&config.database.url, &config.namespace, 1).await?;
+    let store = courier_store::Store::connect(&config.database, &config.namespace, 1).await?;
     store.migrate().await?;
     println!("migrations applied to schema {:?}", config.namespace);
     Ok(ExitCode::SUCCESS)

@@ -87,6 +87,9 @@ pub enum JobsCommand {
     Find {
         #[arg(long)]
         idempotency_key: String,
+        /// Most jobs listed, oldest first
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(i64).range(1..=10_000))]
+        limit: i64,
         #[arg(long)]
         json: bool,
     },
@@ -180,7 +183,7 @@ impl FilterArgs {
 
 async fn open(config: Option<&Path>) -> anyhow::Result<(courier_core::Config, Store)> {
     let config = settings::load(config)?;
-    let store = Store::connect(&config.database.url, &config.namespace, 4).await?;
+    let store = Store::connect(&config.database, &config.namespace, 4).await?;
     store.migrate().await?;
     Ok((config, store))
 }
@@ -280,8 +283,8 @@ pub async fn dead(config: Option<&Path>, command: DeadCommand) -> anyhow::Result
             {
                 return preview(&store, &filter, count, change.json, "requeue").await;
             }
-            let conn = courier_amqp::connect(&config.broker.url, "courier dead requeue").await?;
-            let publisher = Publisher::open(&conn).await?;
+            let conn = courier_amqp::connect(&config.broker, "courier dead requeue").await?;
+            let publisher = Publisher::open(&conn, config.broker.confirm_timeout).await?;
             let topology = Topology::new(&config.namespace, config.providers.keys().cloned());
             let options = RequeueOptions {
                 actor: actor(change.actor),
@@ -297,7 +300,7 @@ pub async fn dead(config: Option<&Path>, command: DeadCommand) -> anyhow::Result
             .await?;
             bar.finish_and_clear();
             sync_queues(&store, &conn, &publisher, &topology, &filter, change.json).await?;
-            let _ = conn.close(200, "requeued".into()).await;
+            let _ = conn.close("requeued").await;
             report_action("requeued", &report, change.json);
         }
         DeadCommand::Purge {
@@ -321,11 +324,11 @@ pub async fn dead(config: Option<&Path>, command: DeadCommand) -> anyhow::Result
                 return preview(&store, &filter, count, change.json, "purge").await;
             }
             let report = recovery::purge(&store, &filter, &actor(change.actor)).await?;
-            let conn = courier_amqp::connect(&config.broker.url, "courier dead purge").await?;
-            let publisher = Publisher::open(&conn).await?;
+            let conn = courier_amqp::connect(&config.broker, "courier dead purge").await?;
+            let publisher = Publisher::open(&conn, config.broker.confirm_timeout).await?;
             let topology = Topology::new(&config.namespace, config.providers.keys().cloned());
             sync_queues(&store, &conn, &publisher, &topology, &filter, change.json).await?;
-            let _ = conn.close(200, "purged".into()).await;
+            let _ = conn.close("purged").await;
             report_action("purged", &report, change.json);
         }
     }
@@ -403,9 +406,10 @@ pub async fn jobs(config: Option<&Path>, command: JobsCommand) -> anyhow::Result
         }
         JobsCommand::Find {
             idempotency_key,
+            limit,
             json,
         } => {
-            let jobs = store.jobs_by_key(&idempotency_key).await?;
+            let jobs = store.jobs_by_key(&idempotency_key, limit).await?;
             if json {
                 println!("{}", Value::Array(jobs.iter().map(job_json).collect()));
             } else if jobs.is_empty() {
@@ -424,7 +428,7 @@ pub async fn jobs(config: Option<&Path>, command: JobsCommand) -> anyhow::Result
 /// touches.
 async fn sync_queues(
     store: &Store,
-    conn: &courier_amqp::Connection,
+    conn: &courier_amqp::Link,
     publisher: &Publisher,
     topology: &Topology,
     filter: &DeadFilter,

@@ -59,9 +59,9 @@ pub async fn publish(config: Option<&Path>, args: Args) -> anyhow::Result<ExitCo
             (job.provider, job.id, body)
         }
     };
-    let conn = courier_amqp::connect(&config.broker.url, "courier publish").await?;
+    let conn = courier_amqp::connect(&config.broker, "courier publish").await?;
     let topology = Topology::new(&config.namespace, [routing_key.as_str()]);
-    let publisher = Publisher::open(&conn).await?;
+    let publisher = Publisher::open(&conn, config.broker.confirm_timeout).await?;
     publisher
         .publish_job(
             &topology,
@@ -71,7 +71,7 @@ pub async fn publish(config: Option<&Path>, args: Args) -> anyhow::Result<ExitCo
             args.traceparent.as_deref(),
         )
         .await?;
-    let _ = conn.close(200, "published".into()).await;
+    let _ = conn.close("published").await;
     if args.json {
         println!(
             "{}",

@@ -9,7 +9,7 @@
 
 use anyhow::{Context as _, bail};
 use chrono::{DateTime, Utc};
-use courier_amqp::{Channel, Connection, Publisher, Topology};
+use courier_amqp::{Channel, Link, Publisher, Topology};
 use courier_core::Config;
 use courier_core::envelope::JobEnvelope;
 use courier_provider::{FailureMix, MockProvider};
@@ -66,7 +66,7 @@ pub struct Bench {
     pub namespace: String,
     pub config: Config,
     pub store: Store,
-    pub conn: Connection,
+    pub conn: Link,
     pub topology: Topology,
     pub publisher: Publisher,
     pub channel: Channel,
@@ -93,13 +93,13 @@ impl Bench {
     ) -> anyhow::Result<Bench> {
         let config = Config::from_toml("", "(bench)", &|k| std::env::var(k).ok())?;
         let namespace = format!("bench_{scenario}_{}", Utc::now().timestamp_millis());
-        let store = Store::connect(&config.database.url, &namespace, 4).await?;
+        let store = Store::connect(&config.database, &namespace, 4).await?;
         store.migrate().await?;
-        let conn = courier_amqp::connect(&config.broker.url, "courier bench").await?;
+        let conn = courier_amqp::connect(&config.broker, "courier bench").await?;
         let topology = Topology::new(&namespace, providers.iter().cloned());
-        let channel = conn.create_channel().await.context("opening a channel")?;
+        let channel = conn.channel().await.context("opening a channel")?;
         topology.declare(&channel).await?;
-        let publisher = Publisher::open(&conn).await?;
+        let publisher = Publisher::open(&conn, config.broker.confirm_timeout).await?;
         let mock = MockProvider::start_lean(mix)
             .await
             .context("starting the mock provider")?;
@@ -300,7 +300,7 @@ impl Bench {
     pub async fn cleanup(self) -> anyhow::Result<()> {
         self.topology.teardown(&self.channel).await?;
         self.store.drop_schema().await?;
-        let _ = self.conn.close(200, "bench done".into()).await;
+        let _ = self.conn.close("bench done").await;
         Ok(())
     }
 }

@@ -21,11 +21,11 @@ pub async fn requeue(
 ) -> anyhow::Result<ExitCode> {
     let config = courier_core::Config::from_toml("", "(bench)", &|k| std::env::var(k).ok())?;
     let namespace = format!("bench_requeue_{}", chrono::Utc::now().timestamp_millis());
-    let store = Store::connect(&config.database.url, &namespace, 8).await?;
+    let store = Store::connect(&config.database, &namespace, 8).await?;
     store.migrate().await?;
-    let conn = courier_amqp::connect(&config.broker.url, "courier bench").await?;
+    let conn = courier_amqp::connect(&config.broker, "courier bench").await?;
     let topology = Topology::new(&namespace, [PROVIDER]);
-    let setup = conn.create_channel().await.context("opening a channel")?;
+    let setup = conn.channel().await.context("opening a channel")?;
     topology.declare(&setup).await?;
 
     eprintln!("bench requeue: recording {letters} dead letters in {namespace} …");
@@ -50,7 +50,7 @@ pub async fn requeue(
     }
     let setup_secs = setup_clock.elapsed().as_secs_f64();
 
-    let publisher = Publisher::open(&conn).await?;
+    let publisher = Publisher::open(&conn, config.broker.confirm_timeout).await?;
     let filter = DeadFilter {
         provider: Some(PROVIDER.into()),
         ..DeadFilter::default()
@@ -106,7 +106,7 @@ pub async fn requeue(
         topology.teardown(&setup).await?;
         store.drop_schema().await?;
     }
-    let _ = conn.close(200, "bench done".into()).await;
+    let _ = conn.close("bench done").await;
     Ok(if exact {
         ExitCode::SUCCESS
     } else {

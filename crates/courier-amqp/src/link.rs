@@ -1,0 +1,281 @@
+//! The connection to RabbitMQ: opened with TLS when the URL says `amqps`,
+//! replaced by a new one when it is lost for good.
+//!
+//! Owns connecting (a TCP probe that fails fast, the AMQP handshake, TLS
+//! from `broker.tls`), knowing whether the connection is usable, and
+//! replacing it. lapin recovers a connection after network errors by itself;
+//! it gives up for good on some errors (a frame its parser cannot read, say
+//! a message property that is not UTF-8), and a worker must not stop
+//! because of one message: [`Link::reconnect`] opens a fresh connection that
+//! every later channel uses. It must never decide when to reconnect: the
+//! worker's supervisor does, from [`Link::loss`].
+
+use crate::AmqpError;
+use courier_core::config::{BrokerConfig, BrokerTls};
+use futures_util::StreamExt;
+use lapin::tcp::{OwnedIdentity, OwnedTLSConfig};
+use lapin::{Channel, Connection, ConnectionProperties};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::Duration;
+
+/// How long connecting may take before we say the broker is unreachable.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Why a connection was lost for good.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Loss {
+    /// The broker sent a frame the AMQP client cannot parse: a message whose
+    /// properties or header names are not valid UTF-8 short strings. The
+    /// message comes back on every reconnection until the queue's delivery
+    /// limit dead-letters it.
+    pub unreadable: bool,
+    /// What lapin said, for logs and records.
+    pub detail: String,
+}
+
+/// A broker connection that can be replaced. Cheap to clone; clones share
+/// the connection.
+#[derive(Clone, Debug)]
+pub struct Link {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    broker: BrokerConfig,
+    name: String,
+    current: RwLock<Current>,
+    /// Bumped each time the connection is replaced.
+    epoch: AtomicU64,
+    /// Bumped each time a connection comes back.
+    reconnections: tokio::sync::watch::Sender<u64>,
+}
+
+#[derive(Debug, Clone)]
+struct Current {
+    conn: Arc<Connection>,
+    /// The last error this connection reported.
+    last_error: Arc<Mutex<Option<lapin::Error>>>,
+}
+
+impl Link {
+    /// Connects to `broker` (TLS for `amqps://`), with lapin's automatic
+    /// recovery on. Fails fast when the broker is unreachable or refuses us:
+    /// recovery is for brokers that went away, not for one never there.
+    pub async fn connect(broker: &BrokerConfig, name: &str) -> Result<Link, AmqpError> {
+        let (reconnections, _) = tokio::sync::watch::channel(0);
+        let current = open(broker, name, &reconnections).await?;
+        Ok(Link {
+            inner: Arc::new(Inner {
+                broker: broker.clone(),
+                name: name.to_owned(),
+                current: RwLock::new(current),
+                epoch: AtomicU64::new(0),
+                reconnections,
+            }),
+        })
+    }
+
+    fn current(&self) -> Current {
+        self.inner
+            .current
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The current connection.
+    pub(crate) fn connection(&self) -> Arc<Connection> {
+        self.current().conn
+    }
+
+    /// How many times the connection was replaced.
+    pub fn epoch(&self) -> u64 {
+        self.inner.epoch.load(Ordering::SeqCst)
+    }
+
+    /// Opens a channel on the current connection.
+    pub async fn channel(&self) -> Result<Channel, AmqpError> {
+        self.connection()
+            .create_channel()
+            .await
+            .map_err(AmqpError::broker("open channel"))
+    }
+
+    /// `Some` when the current connection is gone for good (lapin's own
+    /// recovery will not bring it back): time to [`Link::reconnect`].
+    pub fn loss(&self) -> Option<Loss> {
+        let current = self.current();
+        let status = current.conn.status();
+        if !(status.errored() || status.closed()) {
+            return None;
+        }
+        let error = current
+            .last_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        Some(Loss {
+            unreadable: error
+                .as_ref()
+                .is_some_and(|e| matches!(e.kind(), lapin::ErrorKind::ParsingError(_))),
+            detail: error.map_or_else(|| "the connection was closed".to_owned(), |e| e.to_string()),
+        })
+    }
+
+    /// Replaces the connection with a fresh one. Channels of the old one are
+    /// dead; callers open new ones.
+    pub async fn reconnect(&self) -> Result<(), AmqpError> {
+        let fresh = open(
+            &self.inner.broker,
+            &self.inner.name,
+            &self.inner.reconnections,
+        )
+        .await?;
+        let old = std::mem::replace(
+            &mut *self
+                .inner
+                .current
+                .write()
+                .unwrap_or_else(PoisonError::into_inner),
+            fresh,
+        );
+        self.inner.epoch.fetch_add(1, Ordering::SeqCst);
+        self.inner.reconnections.send_modify(|n| *n += 1);
+        // Usually dead already; closing tells lapin and the broker so.
+        let _ = tokio::time::timeout(
+            Duration::from_secs(1),
+            old.conn.close(200, "replaced".into()),
+        )
+        .await;
+        Ok(())
+    }
+
+    /// Closes the current connection (unacked deliveries return to their
+    /// queues). Bounded: a broker that does not answer is not waited for.
+    pub async fn close(&self, reason: &str) -> Result<(), AmqpError> {
+        match tokio::time::timeout(
+            Duration::from_secs(5),
+            self.connection().close(200, reason.into()),
+        )
+        .await
+        {
+            Ok(result) => result.map_err(AmqpError::broker("close connection")),
+            Err(_) => Err(AmqpError::Timeout {
+                op: "close connection",
+            }),
+        }
+    }
+
+    /// The current connection's state, for readiness and liveness.
+    pub fn health(&self) -> crate::BrokerHealth {
+        crate::BrokerHealth::of_connection(&self.connection())
+    }
+
+    /// Counts the connection's comebacks: each time lapin's auto-recovery
+    /// re-establishes it, and each [`Link::reconnect`].
+    pub fn reconnections(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.reconnections.subscribe()
+    }
+}
+
+async fn open(
+    broker: &BrokerConfig,
+    name: &str,
+    reconnections: &tokio::sync::watch::Sender<u64>,
+) -> Result<Current, AmqpError> {
+    let addr = crate::broker_address(&broker.url);
+    let unreachable = |cause: String| AmqpError::Connect {
+        addr: addr.clone(),
+        cause,
+    };
+    let uri: lapin::uri::AMQPUri = broker
+        .url
+        .parse()
+        .map_err(|e: String| unreachable(format!("invalid URL: {e}")))?;
+    let tls = uri.scheme == lapin::uri::AMQPScheme::AMQPS;
+    let probe = tokio::net::TcpStream::connect((uri.authority.host.as_str(), uri.authority.port));
+    match tokio::time::timeout(CONNECT_TIMEOUT, probe).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => return Err(unreachable(e.to_string())),
+        Err(_) => return Err(unreachable(format!("no answer within {CONNECT_TIMEOUT:?}"))),
+    }
+    let tls_config = tls_config(&broker.tls).map_err(&unreachable)?;
+    let props = ConnectionProperties::default()
+        .with_connection_name(name.into())
+        .enable_auto_recover();
+    let builder = lapin::DefaultConnectionBuilder::new()
+        .map_err(|e| unreachable(e.to_string()))?
+        .with_uri(uri)
+        .with_properties(props)
+        .with_tls_config(tls_config);
+    let conn = match tokio::time::timeout(CONNECT_TIMEOUT, builder.connect()).await {
+        Ok(Ok(conn)) => conn,
+        Ok(Err(e)) if tls => {
+            return Err(unreachable(format!(
+                "TLS or AMQP handshake failed: {e} (is this port a TLS listener? RabbitMQ serves amqps on 5671 when configured)"
+            )));
+        }
+        Ok(Err(e)) => return Err(unreachable(e.to_string())),
+        Err(_) => {
+            return Err(unreachable(format!(
+                "no AMQP handshake within {CONNECT_TIMEOUT:?}{}",
+                if tls {
+                    " (a plaintext listener does not answer a TLS hello)"
+                } else {
+                    ""
+                }
+            )));
+        }
+    };
+    // Keep the last error the connection reports: it says why a connection
+    // is lost for good (Link::loss).
+    let last_error = Arc::new(Mutex::new(None));
+    let errors = last_error.clone();
+    let comebacks = reconnections.clone();
+    let mut events = conn.events_listener();
+    tokio::spawn(async move {
+        while let Some(event) = events.next().await {
+            match event {
+                lapin::Event::Error(e) => {
+                    tracing::warn!(error = %e, "RabbitMQ connection error");
+                    *errors.lock().unwrap_or_else(PoisonError::into_inner) = Some(e);
+                }
+                lapin::Event::Connected => comebacks.send_modify(|n| *n += 1),
+                _ => {}
+            }
+        }
+    });
+    Ok(Current {
+        conn: Arc::new(conn),
+        last_error,
+    })
+}
+
+/// lapin's TLS settings from the configured files. The broker's certificate
+/// is always verified: against the bundled public roots and `ca_file`.
+fn tls_config(files: &BrokerTls) -> Result<OwnedTLSConfig, String> {
+    let read = |key: &str, path: &std::path::Path| {
+        std::fs::read(path)
+            .map_err(|e| format!("broker.tls.{key}: cannot read {}: {e}", path.display()))
+    };
+    let cert_chain = match &files.ca_file {
+        Some(path) => Some(
+            String::from_utf8(read("ca_file", path)?)
+                .map_err(|_| format!("broker.tls.ca_file: {} is not PEM text", path.display()))?,
+        ),
+        None => None,
+    };
+    let identity = match (&files.cert_file, &files.key_file) {
+        (Some(cert), Some(key)) => Some(OwnedIdentity::PKCS8 {
+            pem: read("cert_file", cert)?,
+            key: read("key_file", key)?,
+        }),
+        _ => None,
+    };
+    Ok(OwnedTLSConfig {
+        identity,
+        cert_chain,
+    })
+}
