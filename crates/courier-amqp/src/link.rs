@@ -3,12 +3,15 @@
 //!
 //! Owns connecting (a TCP probe that fails fast, the AMQP handshake, TLS
 //! from `broker.tls`), knowing whether the connection is usable, and
-//! replacing it. lapin recovers a connection after network errors by itself;
-//! it gives up for good on some errors (a frame its parser cannot read, say
-//! a message property that is not UTF-8), and a worker must not stop
-//! because of one message: [`Link::reconnect`] opens a fresh connection that
-//! every later channel uses. It must never decide when to reconnect: the
-//! worker's supervisor does, from [`Link::loss`].
+//! replacing it. A connection is replaced whatever ended it (the network,
+//! a broker restart, a frame lapin's parser cannot read such as a message
+//! property that is not UTF-8): lapin's own recovery is off, because it
+//! gives up after a fixed number of tries, retries a failed TLS handshake
+//! for 15 s before saying so, and cannot recover from a parse error at all.
+//! One mechanism instead: [`Link::channel`] opens a fresh connection when
+//! the current one is lost, so every user of the link heals on its next
+//! channel, and the worker's supervisor resubscribes its consumers after
+//! [`Link::reconnect`]. It must never decide when to retry: callers do.
 
 use crate::AmqpError;
 use courier_core::config::{BrokerConfig, BrokerTls};
@@ -46,6 +49,11 @@ struct Inner {
     broker: BrokerConfig,
     name: String,
     current: RwLock<Current>,
+    /// Held while a replacement connection is being opened, so that many
+    /// callers finding the connection lost open one, not many.
+    replacing: tokio::sync::Mutex<()>,
+    /// Why recently replaced connections were lost, by epoch.
+    losses: Mutex<std::collections::VecDeque<(u64, Loss)>>,
     /// Bumped each time the connection is replaced.
     epoch: AtomicU64,
     /// Bumped each time a connection comes back.
@@ -65,12 +73,14 @@ impl Link {
     /// recovery is for brokers that went away, not for one never there.
     pub async fn connect(broker: &BrokerConfig, name: &str) -> Result<Link, AmqpError> {
         let (reconnections, _) = tokio::sync::watch::channel(0);
-        let current = open(broker, name, &reconnections).await?;
+        let current = open(broker, name).await?;
         Ok(Link {
             inner: Arc::new(Inner {
                 broker: broker.clone(),
                 name: name.to_owned(),
                 current: RwLock::new(current),
+                replacing: tokio::sync::Mutex::new(()),
+                losses: Mutex::new(std::collections::VecDeque::new()),
                 epoch: AtomicU64::new(0),
                 reconnections,
             }),
@@ -95,8 +105,11 @@ impl Link {
         self.inner.epoch.load(Ordering::SeqCst)
     }
 
-    /// Opens a channel on the current connection.
+    /// Opens a channel, on a new connection if the current one is lost.
     pub async fn channel(&self) -> Result<Channel, AmqpError> {
+        if self.loss().is_some() {
+            self.reconnect_if_lost().await?;
+        }
         self.connection()
             .create_channel()
             .await
@@ -124,15 +137,53 @@ impl Link {
         })
     }
 
-    /// Replaces the connection with a fresh one. Channels of the old one are
-    /// dead; callers open new ones.
-    pub async fn reconnect(&self) -> Result<(), AmqpError> {
-        let fresh = open(
-            &self.inner.broker,
-            &self.inner.name,
-            &self.inner.reconnections,
+    /// Replaces the connection with a fresh one unless someone did since it
+    /// was lost. Channels of the old one are dead; callers open new ones.
+    pub async fn reconnect_if_lost(&self) -> Result<(), AmqpError> {
+        let _replacing = self.inner.replacing.lock().await;
+        if self.loss().is_none() {
+            return Ok(());
+        }
+        self.replace().await
+    }
+
+    /// Whether the connection of `epoch` is lost, and why: it is the current
+    /// one and lost, or it was replaced since (whoever noticed first).
+    pub fn loss_since(&self, epoch: u64) -> Option<Loss> {
+        if self.epoch() == epoch {
+            return self.loss();
+        }
+        let losses = self
+            .inner
+            .losses
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        Some(
+            losses
+                .iter()
+                .find(|(e, _)| *e == epoch)
+                .map(|(_, loss)| loss.clone())
+                .unwrap_or_else(|| Loss {
+                    unreadable: false,
+                    detail: "the connection was replaced".to_owned(),
+                }),
         )
-        .await?;
+    }
+
+    /// Replaces the connection with a fresh one.
+    async fn replace(&self) -> Result<(), AmqpError> {
+        if let Some(loss) = self.loss() {
+            let mut losses = self
+                .inner
+                .losses
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            losses.push_back((self.epoch(), loss));
+            if losses.len() > 16 {
+                losses.pop_front();
+            }
+        }
+        let fresh = open(&self.inner.broker, &self.inner.name).await?;
         let old = std::mem::replace(
             &mut *self
                 .inner
@@ -173,18 +224,13 @@ impl Link {
         crate::BrokerHealth::of_connection(&self.connection())
     }
 
-    /// Counts the connection's comebacks: each time lapin's auto-recovery
-    /// re-establishes it, and each [`Link::reconnect`].
+    /// Counts the connection's replacements.
     pub fn reconnections(&self) -> tokio::sync::watch::Receiver<u64> {
         self.inner.reconnections.subscribe()
     }
 }
 
-async fn open(
-    broker: &BrokerConfig,
-    name: &str,
-    reconnections: &tokio::sync::watch::Sender<u64>,
-) -> Result<Current, AmqpError> {
+async fn open(broker: &BrokerConfig, name: &str) -> Result<Current, AmqpError> {
     let addr = crate::broker_address(&broker.url);
     let unreachable = |cause: String| AmqpError::Connect {
         addr: addr.clone(),
@@ -202,9 +248,8 @@ async fn open(
         Err(_) => return Err(unreachable(format!("no answer within {CONNECT_TIMEOUT:?}"))),
     }
     let tls_config = tls_config(&broker.tls).map_err(&unreachable)?;
-    let props = ConnectionProperties::default()
-        .with_connection_name(name.into())
-        .enable_auto_recover();
+    // No auto-recovery: see the module's documentation.
+    let props = ConnectionProperties::default().with_connection_name(name.into());
     let builder = lapin::DefaultConnectionBuilder::new()
         .map_err(|e| unreachable(e.to_string()))?
         .with_uri(uri)
@@ -233,17 +278,12 @@ async fn open(
     // is lost for good (Link::loss).
     let last_error = Arc::new(Mutex::new(None));
     let errors = last_error.clone();
-    let comebacks = reconnections.clone();
     let mut events = conn.events_listener();
     tokio::spawn(async move {
         while let Some(event) = events.next().await {
-            match event {
-                lapin::Event::Error(e) => {
-                    tracing::warn!(error = %e, "RabbitMQ connection error");
-                    *errors.lock().unwrap_or_else(PoisonError::into_inner) = Some(e);
-                }
-                lapin::Event::Connected => comebacks.send_modify(|n| *n += 1),
-                _ => {}
+            if let lapin::Event::Error(e) = event {
+                tracing::warn!(error = %e, "RabbitMQ connection error");
+                *errors.lock().unwrap_or_else(PoisonError::into_inner) = Some(e);
             }
         }
     });

@@ -11,6 +11,7 @@
 pub mod hostile;
 pub mod proxy;
 pub mod scrape;
+pub mod tls;
 
 use courier_amqp::{Link, Publisher, Topology};
 use courier_core::config::{BrokerConfig, Config, DatabaseConfig, ENV_AMQP_URL, ENV_DATABASE_URL};

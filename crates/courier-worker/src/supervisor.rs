@@ -95,11 +95,15 @@ pub async fn run(s: Supervisor) -> Vec<Subscription> {
     let mut episode: Option<Instant> = None;
     loop {
         let careful = episode.is_some();
+        // Whoever finds the connection lost first replaces it (any user of
+        // the link heals it on its next channel): the session watches the
+        // connection it subscribed on, by its epoch.
+        let epoch = s.link.epoch();
         // A reply lapin never resolves (the connection died under it) must
         // not hold the supervisor: the loss is watched meanwhile.
         let subscribed = tokio::select! {
             subscribed = subscribe(&s, careful) => subscribed,
-            loss = lost(&s.link) => Err(loss),
+            loss = lost(&s.link, epoch) => Err(loss),
             _ = s.stop.cancelled() => return Vec::new(),
         };
         let loss = match subscribed {
@@ -110,7 +114,7 @@ pub async fn run(s: Supervisor) -> Vec<Subscription> {
                         _ = s.stop.cancelled() => return session.end().await,
                         _ = tokio::time::sleep(WATCH_INTERVAL) => {}
                     }
-                    if let Some(loss) = s.link.loss() {
+                    if let Some(loss) = s.link.loss_since(epoch) {
                         break loss;
                     }
                     if born.elapsed() >= HEALTHY_AFTER {
@@ -135,7 +139,7 @@ pub async fn run(s: Supervisor) -> Vec<Subscription> {
             // The connection died while the queues were being subscribed
             // (an unreadable message arrives on the first of them at once).
             Err(Refusal::Lost(loss)) => loss,
-            Err(Refusal::Broker(e)) => match s.link.loss() {
+            Err(Refusal::Broker(e)) => match s.link.loss_since(epoch) {
                 Some(loss) => loss,
                 None => {
                     tracing::warn!(error = %e, "cannot consume from RabbitMQ; trying again");
@@ -184,10 +188,10 @@ impl From<courier_amqp::AmqpError> for Refusal {
     }
 }
 
-/// Resolves once the current connection is lost for good.
-async fn lost(link: &Link) -> Refusal {
+/// Resolves once the connection of `epoch` is lost for good.
+async fn lost(link: &Link, epoch: u64) -> Refusal {
     loop {
-        if let Some(loss) = link.loss() {
+        if let Some(loss) = link.loss_since(epoch) {
             return Refusal::Lost(loss);
         }
         tokio::time::sleep(WATCH_INTERVAL).await;
@@ -249,7 +253,7 @@ async fn wait(stop: &CancellationToken, backoff: &mut Duration, cap: Duration) -
 /// Replaces the connection, trying until it works or the worker stops.
 async fn reconnect(s: &Supervisor, backoff: &mut Duration, cap: Duration) {
     loop {
-        match s.link.reconnect().await {
+        match s.link.reconnect_if_lost().await {
             Ok(()) => {
                 tracing::info!("connected to RabbitMQ again");
                 return;

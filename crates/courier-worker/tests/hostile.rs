@@ -329,6 +329,9 @@ async fn a_line_break_in_the_idempotency_key_is_invalid_not_a_transport_error() 
 
 #[tokio::test]
 async fn a_message_the_amqp_client_cannot_read_does_not_stop_the_worker() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter("info,courier=debug,lapin=info")
+        .try_init();
     let env = TestEnv::new().await;
     let before = env.job(None);
     env.publish(&before).await;
