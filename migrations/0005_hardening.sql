@@ -19,3 +19,7 @@ CREATE INDEX jobs_by_idempotency_key ON jobs (idempotency_key);
 ALTER TABLE dead_letters DROP CONSTRAINT dead_letters_reason_check;
 ALTER TABLE dead_letters ADD CONSTRAINT dead_letters_reason_check
     CHECK (reason IN ('permanent', 'retries_exhausted', 'invalid', 'delivery_limit', 'refused', 'unreadable'));
+
+-- An operator action that stopped early says why (its row is finished
+-- either way, with what it did).
+ALTER TABLE operator_actions ADD COLUMN error text;

@@ -539,3 +539,133 @@ fn every_other_bench_scenario_runs_at_a_tiny_size() {
         "failures were retried"
     );
 }
+
+/// Waits until `log` holds a line containing `needle`; the worker writes
+/// it when the event happened.
+async fn wait_for_log(log: &std::path::Path, needle: &str) {
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        if std::fs::read_to_string(log).is_ok_and(|text| text.contains(needle)) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{needle:?} never logged; log: {}",
+            log.display()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_ignores_proxy_variables_and_rereads_its_token_file_on_sighup() {
+    let token = temp_file("provider-token", "first-token-0123456789\n");
+    let env = TestEnv::with_mix(
+        Default::default(),
+        &format!(
+            "[providers.{PROVIDER}.auth]\nscheme = \"bearer\"\ntoken_file = \"{}\"\n",
+            token.display()
+        ),
+    )
+    .await;
+    // A "proxy" nobody configured for Courier: it must see no connection.
+    let proxy = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    proxy.set_nonblocking(true).expect("non-blocking");
+    let proxy_url = format!("http://{}", proxy.local_addr().expect("address"));
+    let config = temp_file("courier.toml", env.config_toml());
+    let log = config.with_extension("log");
+    let mut child = courier()
+        .arg("run")
+        .arg("--config")
+        .arg(&config)
+        .envs([
+            ("HTTP_PROXY", &proxy_url),
+            ("HTTPS_PROXY", &proxy_url),
+            ("ALL_PROXY", &proxy_url),
+            ("http_proxy", &proxy_url),
+        ])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("create log file"))
+        .spawn()
+        .expect("spawn courier run");
+
+    let first = env.job(None);
+    env.publish(&first).await;
+    env.wait_state(first.id, "succeeded", WAIT).await;
+    std::fs::write(&token, "second-token-0123456789\n").expect("rotate the token");
+    let sent = Command::new("kill")
+        .args(["-HUP", &child.id().to_string()])
+        .status()
+        .expect("kill -HUP");
+    assert!(sent.success());
+    wait_for_log(&log, "secrets re-read from their files").await;
+    let second = env.job(None);
+    env.publish(&second).await;
+    env.wait_state(second.id, "succeeded", WAIT).await;
+    child.kill().expect("stop the worker");
+    let _ = child.wait();
+
+    let seen = |id: uuid::Uuid| env.mock.calls_for(&id.to_string())[0].authorization.clone();
+    assert_eq!(
+        seen(first.id).as_deref(),
+        Some("Bearer first-token-0123456789")
+    );
+    assert_eq!(
+        seen(second.id).as_deref(),
+        Some("Bearer second-token-0123456789")
+    );
+    assert!(
+        proxy.accept().is_err(),
+        "the worker went through the proxy in HTTP(S)_PROXY"
+    );
+    let logged = std::fs::read_to_string(&log).expect("read the log");
+    assert!(
+        !logged.contains("token-0123456789"),
+        "a token reached the log"
+    );
+}
+
+#[tokio::test]
+async fn dead_list_and_show_write_out_control_characters_instead_of_sending_them_to_the_terminal() {
+    let env = TestEnv::new().await;
+    let hostile = "\u{1b}]0;pwned\u{7}\u{1b}[2J\u{1b}[31mred";
+    let mut letter =
+        courier_store::DeadLetterRow::bare(None, courier_core::DeadReason::Invalid, "x");
+    letter.detail = format!("field `{hostile}`: unknown field");
+    letter.provider = Some(format!("p{hostile}"));
+    letter.body = format!("{{\"a\":\"{hostile}\"").into_bytes();
+    let id = letter.id;
+    env.store
+        .commit(&[courier_store::Outcome::Rejected {
+            job: None,
+            dead_letter: letter,
+        }])
+        .await
+        .expect("record a hostile dead letter");
+    let config = temp_file("courier.toml", env.config_toml());
+    for args in [
+        vec!["dead", "list"],
+        vec!["dead", "show", &id.to_string()],
+        vec!["dead", "stats"],
+    ] {
+        let out = courier()
+            .args(&args)
+            .arg("--config")
+            .arg(&config)
+            .output()
+            .expect("run courier");
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            !out.stdout.iter().any(|b| *b == 0x1b || *b == 0x07),
+            "{args:?} printed control characters"
+        );
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("\\u{1b}"),
+            "{args:?} shows them escaped"
+        );
+    }
+}

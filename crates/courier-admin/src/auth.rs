@@ -1,27 +1,44 @@
 //! Bearer tokens with scopes.
 //!
-//! Owns resolving the configured tokens (secret references, never literals)
-//! and checking a request's `Authorization` header against them in constant
-//! time. It must never log or return a token.
+//! Owns resolving the configured tokens (secret references, never literals;
+//! a `token_file` rotates without a restart), checking a request's
+//! `Authorization` header against them in constant time, and the
+//! [`Authorized`] extractor every handler takes first: axum runs extractors
+//! in order, so no query string or body is parsed for a caller whose token
+//! failed. It must never log or return a token.
 
+use crate::AdminState;
 use crate::error::ApiError;
+use axum::extract::FromRequestParts;
 use axum::http::HeaderMap;
+use axum::http::request::Parts;
 use courier_core::config::{AdminToken, Scope};
-use courier_provider::secret::{self, Secret, SecretError};
+use courier_provider::secret::{SecretError, SecretSource};
+use std::marker::PhantomData;
+use std::sync::Arc;
 use subtle::ConstantTimeEq;
 
+/// Shortest configured token accepted: a guessable token guards nothing.
+pub const MIN_TOKEN_BYTES: usize = 16;
+/// Longest presented token compared; longer ones are refused unread.
+pub const MAX_TOKEN_BYTES: usize = 512;
+
 #[derive(Debug, thiserror::Error)]
-#[error("admin.tokens {name:?}: {source}")]
-pub struct AuthError {
-    name: String,
-    #[source]
-    source: SecretError,
+pub enum AuthError {
+    #[error("admin.tokens {name:?}: {source}")]
+    Secret {
+        name: String,
+        #[source]
+        source: SecretError,
+    },
+    #[error("admin.tokens {name:?}: the token is shorter than {MIN_TOKEN_BYTES} bytes")]
+    TooShort { name: String },
 }
 
 #[derive(Debug)]
 struct Resolved {
     name: String,
-    secret: Secret,
+    secret: SecretSource,
     scopes: Vec<Scope>,
 }
 
@@ -34,12 +51,18 @@ impl Tokens {
         configured
             .iter()
             .map(|t| {
+                let secret = SecretSource::open(&t.secret).map_err(|source| AuthError::Secret {
+                    name: t.name.clone(),
+                    source,
+                })?;
+                if secret.current().expose().len() < MIN_TOKEN_BYTES {
+                    return Err(AuthError::TooShort {
+                        name: t.name.clone(),
+                    });
+                }
                 Ok(Resolved {
                     name: t.name.clone(),
-                    secret: secret::resolve(&t.secret).map_err(|source| AuthError {
-                        name: t.name.clone(),
-                        source,
-                    })?,
+                    secret,
                     scopes: t.scopes.clone(),
                 })
             })
@@ -48,17 +71,22 @@ impl Tokens {
     }
 
     /// The name of the token presented in `headers`, if it carries `scope`.
-    /// Every configured token is compared, in constant time, so timing tells
-    /// nothing about which (if any) matched.
+    /// The scheme is case-insensitive (RFC 9110); every configured token is
+    /// compared, in constant time, so timing tells nothing about which (if
+    /// any) matched.
     pub fn authorize(&self, headers: &HeaderMap, scope: Scope) -> Result<String, ApiError> {
         let presented = headers
             .get(axum::http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
+            .and_then(|v| v.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, token)| token.trim())
+            .filter(|token| !token.is_empty() && token.len() <= MAX_TOKEN_BYTES)
             .ok_or(ApiError::Unauthorized)?;
         let mut matched: Option<&Resolved> = None;
         for token in &self.0 {
-            if bool::from(token.secret.expose().as_bytes().ct_eq(presented.as_bytes())) {
+            let secret = token.secret.current();
+            if bool::from(secret.expose().as_bytes().ct_eq(presented.as_bytes())) {
                 matched = Some(token);
             }
         }
@@ -68,5 +96,43 @@ impl Tokens {
         } else {
             Err(ApiError::Forbidden(scope.as_str()))
         }
+    }
+}
+
+/// A scope a route needs, as a type.
+pub trait Needs: Send + Sync {
+    const SCOPE: Scope;
+}
+
+#[derive(Debug)]
+pub struct Read;
+#[derive(Debug)]
+pub struct Requeue;
+#[derive(Debug)]
+pub struct Purge;
+
+impl Needs for Read {
+    const SCOPE: Scope = Scope::Read;
+}
+impl Needs for Requeue {
+    const SCOPE: Scope = Scope::Requeue;
+}
+impl Needs for Purge {
+    const SCOPE: Scope = Scope::Purge;
+}
+
+/// The caller, authorized for `S`: the token's name (recorded as the actor).
+#[derive(Debug)]
+pub struct Authorized<S>(pub String, pub PhantomData<S>);
+
+impl<S: Needs> FromRequestParts<Arc<AdminState>> for Authorized<S> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AdminState>,
+    ) -> Result<Self, Self::Rejection> {
+        let name = state.tokens.authorize(&parts.headers, S::SCOPE)?;
+        Ok(Authorized(name, PhantomData))
     }
 }

@@ -28,6 +28,8 @@ pub enum ApiError {
     BadRequest(String),
     #[error("internal error: {0}")]
     Internal(String),
+    #[error("the request took too long; a read can be tried again")]
+    Timeout,
 }
 
 impl From<courier_store::StoreError> for ApiError {
@@ -59,6 +61,7 @@ impl IntoResponse for ApiError {
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Timeout => StatusCode::SERVICE_UNAVAILABLE,
         };
         let mut response = (
             status,

@@ -7,7 +7,7 @@
 //! whether a job exists. It must never implement recovery itself: requeue and
 //! purge are courier-worker's `recovery`, the same code the CLI runs.
 
-mod auth;
+pub mod auth;
 mod error;
 mod routes;
 
@@ -102,14 +102,9 @@ impl AdminServer {
         })?;
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let app = router(state);
-        let done = tokio::spawn(async move {
-            let serve = axum::serve(listener, app).with_graceful_shutdown(async {
-                let _ = stopped.await;
-            });
-            if let Err(e) = serve.await {
-                tracing::error!(error = %e, "admin server stopped");
-            }
-        });
+        let done = tokio::spawn(courier_telemetry::http::serve(listener, app, async {
+            let _ = stopped.await;
+        }));
         tracing::info!(%addr, "admin API listening");
         Ok(AdminServer {
             addr,

@@ -1,16 +1,17 @@
 //! The routes and their OpenAPI description.
 //!
 //! Owns request and response shapes and the mapping to store queries and
-//! recovery actions. Each handler's first line authorizes.
+//! recovery actions. Each handler's first argument is its [`Authorized`]
+//! caller (axum extracts in order: nothing else is parsed for a caller who
+//! fails), and every filter is validated before it reaches the store.
 
 use crate::AdminState;
+use crate::auth::{Authorized, Purge, Read, Requeue};
 use crate::error::{ApiError, ErrorBody};
 use axum::extract::{Path, Query, State};
-use axum::http::HeaderMap;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
-use courier_core::config::Scope;
 use courier_store::{DeadFilter, DeadLetterRecord, JobRecord};
 use courier_worker::recovery::{self, ActionReport, RequeueOptions};
 use serde::{Deserialize, Serialize};
@@ -48,17 +49,36 @@ impl Modify for BearerAuth {
     }
 }
 
+/// Largest request body read (a requeue's ids, filter and patch).
+pub const MAX_REQUEST_BYTES: usize = 1024 * 1024;
+/// Longest a read-only request may take, reading included.
+const READ_DEADLINE: std::time::Duration = std::time::Duration::from_secs(60);
+
 pub fn router(state: Arc<AdminState>) -> Router {
-    Router::new()
+    let reads = Router::new()
         .route("/openapi.json", get(openapi_document))
         .route("/dead-letters", get(list_dead))
         .route("/dead-letters/stats", get(dead_stats))
-        .route("/dead-letters/requeue", post(requeue))
-        .route("/dead-letters/purge", post(purge))
         .route("/dead-letters/{id}", get(show_dead))
         .route("/jobs", get(find_jobs))
         .route("/jobs/{id}", get(show_job))
-        .with_state(state)
+        .layer(axum::middleware::from_fn(
+            |req, next: axum::middleware::Next| async move {
+                match tokio::time::timeout(READ_DEADLINE, next.run(req)).await {
+                    Ok(response) => response,
+                    Err(_) => axum::response::IntoResponse::into_response(ApiError::Timeout),
+                }
+            },
+        ));
+    // Actions run to the end once started (see `detached`): only reading
+    // their body is bounded in time, and in size.
+    let actions = Router::new()
+        .route("/dead-letters/requeue", post(requeue))
+        .route("/dead-letters/purge", post(purge))
+        .layer(axum::middleware::from_fn(|req, next| {
+            courier_telemetry::http::read_body_within(MAX_REQUEST_BYTES, req, next)
+        }));
+    reads.merge(actions).with_state(state)
 }
 
 async fn openapi_document() -> ([(&'static str, &'static str); 1], String) {
@@ -87,8 +107,9 @@ pub struct FilterBody {
 }
 
 impl FilterBody {
-    fn into_filter(self, ids: Vec<Uuid>) -> DeadFilter {
-        DeadFilter {
+    /// The filter, or a 400 naming the field that makes no sense.
+    fn into_filter(self, ids: Vec<Uuid>) -> Result<DeadFilter, ApiError> {
+        let filter = DeadFilter {
             ids,
             provider: self.provider,
             operation: self.operation,
@@ -97,7 +118,9 @@ impl FilterBody {
             since: self.since,
             until: self.until,
             text: self.search,
-        }
+        };
+        filter.check().map_err(ApiError::BadRequest)?;
+        Ok(filter)
     }
 }
 
@@ -298,12 +321,11 @@ fn refuse_everything(ids: &[Uuid], filter: &DeadFilter) -> Result<(), ApiError> 
 #[utoipa::path(get, path = "/dead-letters", params(FilterBody, ListParams),
     responses((status = 200, body = [DeadLetterView]), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 async fn list_dead(
+    _: Authorized<Read>,
     State(s): Shared,
-    headers: HeaderMap,
     Query(filter): Query<FilterBody>,
     Query(list): Query<ListParams>,
 ) -> Result<Json<Vec<DeadLetterView>>, ApiError> {
-    s.tokens.authorize(&headers, Scope::Read)?;
     let statuses: &[&str] = if list.all.unwrap_or(false) {
         &["pending", "requeueing", "requeued", "purged"]
     } else {
@@ -311,7 +333,7 @@ async fn list_dead(
     };
     let letters = s
         .store
-        .list_dead(&filter.into_filter(Vec::new()), statuses, limit_of(&list))
+        .list_dead(&filter.into_filter(Vec::new())?, statuses, limit_of(&list))
         .await?;
     Ok(Json(letters.iter().map(DeadLetterView::from).collect()))
 }
@@ -320,12 +342,11 @@ async fn list_dead(
 #[utoipa::path(get, path = "/dead-letters/stats", params(FilterBody),
     responses((status = 200, body = [StatView]), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 async fn dead_stats(
+    _: Authorized<Read>,
     State(s): Shared,
-    headers: HeaderMap,
     Query(filter): Query<FilterBody>,
 ) -> Result<Json<Vec<StatView>>, ApiError> {
-    s.tokens.authorize(&headers, Scope::Read)?;
-    let stats = s.store.dead_stats(&filter.into_filter(Vec::new())).await?;
+    let stats = s.store.dead_stats(&filter.into_filter(Vec::new())?).await?;
     Ok(Json(
         stats
             .into_iter()
@@ -343,11 +364,10 @@ async fn dead_stats(
     responses((status = 200, body = DeadLetterView), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
               (status = 404, body = ErrorBody)))]
 async fn show_dead(
+    _: Authorized<Read>,
     State(s): Shared,
-    headers: HeaderMap,
     Path(id): Path<Uuid>,
 ) -> Result<Json<DeadLetterView>, ApiError> {
-    s.tokens.authorize(&headers, Scope::Read)?;
     let letter = s.store.dead_letter(id).await?.ok_or(ApiError::NotFound)?;
     Ok(Json(DeadLetterView::from(&letter)))
 }
@@ -357,13 +377,19 @@ async fn show_dead(
     responses((status = 200, body = ActionResult), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
               (status = 403, body = ErrorBody)))]
 async fn requeue(
+    Authorized(actor, _): Authorized<Requeue>,
     State(s): Shared,
-    headers: HeaderMap,
     Json(req): Json<RequeueRequest>,
 ) -> Result<Json<ActionResult>, ApiError> {
-    let actor = s.tokens.authorize(&headers, Scope::Requeue)?;
-    let filter = req.filter.into_filter(req.ids.clone());
+    let filter = req.filter.into_filter(req.ids.clone())?;
     refuse_everything(&req.ids, &filter)?;
+    if let Some(rate) = req.rate
+        && !(MIN_RATE..=MAX_RATE).contains(&rate)
+    {
+        return Err(ApiError::BadRequest(format!(
+            "rate: must be between {MIN_RATE} and {MAX_RATE} letters per second"
+        )));
+    }
     if let Some(patch) = &req.patch
         && !patch.is_object()
     {
@@ -381,17 +407,37 @@ async fn requeue(
         batch: 500,
         max_body_bytes: s.max_body_bytes,
     };
-    let report = recovery::requeue(
-        &s.store,
-        &s.publisher,
-        &s.topology,
-        &filter,
-        &options,
-        |_| {},
-    )
+    let report = detached(s.clone(), move |s| async move {
+        let report = recovery::requeue(
+            &s.store,
+            &s.publisher,
+            &s.topology,
+            &filter,
+            &options,
+            |_| {},
+        )
+        .await?;
+        sync_queues(&s, &filter).await;
+        Ok(report)
+    })
     .await?;
-    sync_queues(&s, &filter).await;
     Ok(Json(ActionResult::from(report)))
+}
+
+/// Slowest and fastest requeue rates accepted, in letters per second.
+const MIN_RATE: f64 = 0.01;
+const MAX_RATE: f64 = 100_000.0;
+
+/// Runs an action to its end in a task of its own: a client that goes away
+/// (or times out) does not stop a requeue half-way through its audit.
+async fn detached<F, Fut>(s: Arc<AdminState>, action: F) -> Result<ActionReport, ApiError>
+where
+    F: FnOnce(Arc<AdminState>) -> Fut,
+    Fut: std::future::Future<Output = Result<ActionReport, ApiError>> + Send + 'static,
+{
+    tokio::spawn(action(s))
+        .await
+        .map_err(|e| ApiError::Internal(format!("the action stopped: {e}")))?
 }
 
 /// Purge dead letters: a recorded decision, never a delete.
@@ -399,12 +445,11 @@ async fn requeue(
     responses((status = 200, body = ActionResult), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
               (status = 403, body = ErrorBody)))]
 async fn purge(
+    Authorized(actor, _): Authorized<Purge>,
     State(s): Shared,
-    headers: HeaderMap,
     Json(req): Json<PurgeRequest>,
 ) -> Result<Json<ActionResult>, ApiError> {
-    let actor = s.tokens.authorize(&headers, Scope::Purge)?;
-    let mut filter = req.filter.into_filter(req.ids.clone());
+    let mut filter = req.filter.into_filter(req.ids.clone())?;
     if let Some(secs) = req.older_than_secs {
         let cutoff =
             Utc::now() - chrono::Duration::seconds(i64::try_from(secs).unwrap_or(i64::MAX / 1000));
@@ -414,8 +459,13 @@ async fn purge(
     if req.dry_run {
         return dry_run(&s, &filter).await;
     }
-    let report = recovery::purge(&s.store, &filter, &format!("api:{actor}")).await?;
-    sync_queues(&s, &filter).await;
+    let actor = format!("api:{actor}");
+    let report = detached(s.clone(), move |s| async move {
+        let report = recovery::purge(&s.store, &filter, &actor).await?;
+        sync_queues(&s, &filter).await;
+        Ok(report)
+    })
+    .await?;
     Ok(Json(ActionResult::from(report)))
 }
 
@@ -446,11 +496,10 @@ async fn sync_queues(s: &AdminState, filter: &DeadFilter) {
     responses((status = 200, body = JobTimeline), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
               (status = 404, body = ErrorBody)))]
 async fn show_job(
+    _: Authorized<Read>,
     State(s): Shared,
-    headers: HeaderMap,
     Path(id): Path<Uuid>,
 ) -> Result<Json<JobTimeline>, ApiError> {
-    s.tokens.authorize(&headers, Scope::Read)?;
     let job = s.store.job(id).await?.ok_or(ApiError::NotFound)?;
     let attempts = s.store.attempts(id).await?;
     let letters = s.store.dead_letters_of(id).await?;
@@ -499,11 +548,15 @@ pub struct FindParams {
 #[utoipa::path(get, path = "/jobs", params(FindParams),
     responses((status = 200, body = [JobView]), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 async fn find_jobs(
+    _: Authorized<Read>,
     State(s): Shared,
-    headers: HeaderMap,
     Query(p): Query<FindParams>,
 ) -> Result<Json<Vec<JobView>>, ApiError> {
-    s.tokens.authorize(&headers, Scope::Read)?;
+    if p.idempotency_key.is_empty() {
+        return Err(ApiError::BadRequest(
+            "idempotency_key: must not be empty".into(),
+        ));
+    }
     let limit = p.limit.unwrap_or(100).clamp(1, 1000);
     let jobs = s.store.jobs_by_key(&p.idempotency_key, limit).await?;
     Ok(Json(jobs.iter().map(JobView::from).collect()))

@@ -332,3 +332,214 @@ async fn the_served_openapi_document_is_the_committed_one_and_describes_every_ro
         }
     }
 }
+
+#[tokio::test]
+async fn a_caller_without_a_token_learns_nothing_from_a_malformed_request() {
+    let (_env, server, client) = start().await;
+    for (path, body) in [
+        ("/dead-letters/requeue", "{not json"),
+        ("/dead-letters/purge", "[1,2,"),
+    ] {
+        let resp = client
+            .post(url(&server, path))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(resp.status(), StatusCode::UNAUTHORIZED, "{path}");
+        let text = resp.text().await.expect("body");
+        assert!(
+            !text.contains("JSON") && !text.contains("parse"),
+            "{path}: {text}"
+        );
+    }
+    let resp = client
+        .get(url(
+            &server,
+            "/dead-letters?status=not-a-number&since=yesterday",
+        ))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn the_bearer_scheme_is_case_insensitive_and_oversized_tokens_are_refused() {
+    let (_env, server, client) = start().await;
+    for scheme in ["bearer", "BEARER", "Bearer"] {
+        let resp = client
+            .get(url(&server, "/dead-letters"))
+            .header("authorization", format!("{scheme} {READER}"))
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(resp.status(), StatusCode::OK, "{scheme}");
+    }
+    let huge = "x".repeat(64 * 1024);
+    let (status, _) = call(&client, &server, "GET", "/dead-letters", None, Some(&huge)).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn filters_that_match_nothing_or_everything_by_accident_are_refused() {
+    let (env, server, client) = start().await;
+    env.fabricate_dead_letters(3).await;
+    for (method, path, body) in [
+        ("GET", "/dead-letters?search=", None),
+        ("GET", "/dead-letters/stats?reason=permanant", None),
+        (
+            "POST",
+            "/dead-letters/purge",
+            Some(json!({"filter": {"search": ""}})),
+        ),
+        (
+            "POST",
+            "/dead-letters/requeue",
+            Some(json!({"filter": {"provider": " "}})),
+        ),
+    ] {
+        let (status, answer) =
+            call(&client, &server, method, path, body.as_ref(), Some(ADMIN)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{method} {path}: {answer}");
+        let error = answer["error"].as_str().unwrap_or_default();
+        assert!(
+            ["search", "reason", "provider"]
+                .iter()
+                .any(|f| error.starts_with(f)),
+            "names the field: {error}"
+        );
+    }
+    assert_eq!(
+        env.store
+            .count_pending(&Default::default())
+            .await
+            .expect("count"),
+        3,
+        "nothing was purged or requeued"
+    );
+}
+
+#[tokio::test]
+async fn an_absurd_rate_is_refused_and_leaves_no_unfinished_audit_row() {
+    let (env, server, client) = start().await;
+    env.fabricate_dead_letters(2).await;
+    for rate in [json!(1e-300), json!(0), json!(-5), json!(1e12)] {
+        let body = json!({"filter": {"provider": PROVIDER}, "rate": rate});
+        let (status, answer) = call(
+            &client,
+            &server,
+            "POST",
+            "/dead-letters/requeue",
+            Some(&body),
+            Some(ADMIN),
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "rate {rate}: {answer}");
+    }
+    let jobs = env.store.dead_letters().await.expect("read");
+    for letter in &jobs {
+        assert!(
+            env.store
+                .actions_of(letter.job_id.expect("a job"))
+                .await
+                .expect("read")
+                .is_empty()
+        );
+    }
+    // A sane rate works, and its audit row is finished.
+    let body = json!({"filter": {"provider": PROVIDER}, "rate": 1000.0});
+    let (status, done) = call(
+        &client,
+        &server,
+        "POST",
+        "/dead-letters/requeue",
+        Some(&body),
+        Some(ADMIN),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{done}");
+    let action: uuid::Uuid = done["action_id"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .expect("an action");
+    let record = env
+        .store
+        .action(action)
+        .await
+        .expect("read")
+        .expect("recorded");
+    assert!(record.finished_at.is_some() && record.error.is_none());
+    assert_eq!(record.affected, 2);
+}
+
+#[tokio::test]
+async fn a_client_that_trickles_its_headers_or_body_is_cut_off() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (_env, server, _client) = start().await;
+    let trickle = |request: String| {
+        let addr = server.addr;
+        async move {
+            let mut socket = tokio::net::TcpStream::connect(addr).await.expect("connect");
+            socket
+                .write_all(request.as_bytes())
+                .await
+                .expect("send a part");
+            let started = std::time::Instant::now();
+            let mut answer = Vec::new();
+            // The server answers or closes; nothing more is sent.
+            let _ = socket.read_to_end(&mut answer).await;
+            (
+                started.elapsed(),
+                String::from_utf8_lossy(&answer).into_owned(),
+            )
+        }
+    };
+    let headers = trickle("GET /dead-letters HTTP/1.1\r\nHost: x\r\nAuthoriz".to_owned());
+    let body = trickle(format!(
+        "POST /dead-letters/purge HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {PURGER}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"filter\":"
+    ));
+    let ((header_wait, _), (body_wait, body_answer)) = tokio::join!(headers, body);
+    let limit = courier_telemetry::http::HEADER_READ_TIMEOUT + std::time::Duration::from_secs(5);
+    assert!(
+        header_wait < limit,
+        "headers: connection held {header_wait:?}"
+    );
+    assert!(body_wait < limit, "body: connection held {body_wait:?}");
+    assert!(body_answer.starts_with("HTTP/1.1 408"), "{body_answer}");
+}
+
+#[tokio::test]
+async fn an_admin_token_file_rotates_without_a_restart() {
+    let old = "rotating-token-old-0123456789";
+    let new = "rotating-token-new-0123456789";
+    let file = token_file(old);
+    let tokens = format!(
+        "[[admin.tokens]]\nname = \"rotating\"\ntoken_file = \"{}\"\nscopes = [\"read\"]\n",
+        file.display()
+    );
+    let env = TestEnv::with_mix(Default::default(), &tokens).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let server = AdminServer::start(&env.config(), listener)
+        .await
+        .expect("start");
+    courier_provider::install_crypto();
+    let client = reqwest::Client::new();
+    let status = |token: &'static str| {
+        let (client, server) = (&client, &server);
+        async move {
+            call(client, server, "GET", "/dead-letters", None, Some(token))
+                .await
+                .0
+        }
+    };
+    assert_eq!(status(old).await, StatusCode::OK);
+    std::fs::write(&file, format!("{new}\n")).expect("rotate the token");
+    // What SIGHUP (or the periodic re-read) does in `courier admin serve`.
+    courier_provider::secret::reload_all();
+    assert_eq!(status(new).await, StatusCode::OK);
+    assert_eq!(status(old).await, StatusCode::UNAUTHORIZED);
+}

@@ -4,7 +4,7 @@
 //! It must never retry, sleep between attempts or judge the result: that is
 //! courier-core's classification, applied by the worker.
 
-use crate::secret::{self, SecretError};
+use crate::secret::{SecretError, SecretSource};
 use chrono::{DateTime, Utc};
 use courier_core::config::{AuthScheme, Operation, ProviderConfig};
 use courier_core::retry::parse_retry_after;
@@ -50,6 +50,30 @@ pub struct CallReport {
 pub struct ProviderClient {
     http: reqwest::Client,
     base_url: String,
+    auth: Option<Auth>,
+}
+
+/// The auth header, built from the secret's current value on each call (a
+/// `token_file` rotates without a restart).
+#[derive(Debug, Clone)]
+struct Auth {
+    header: HeaderName,
+    bearer: bool,
+    secret: SecretSource,
+}
+
+impl Auth {
+    fn value(&self) -> Option<HeaderValue> {
+        let secret = self.secret.current();
+        let mut value = if self.bearer {
+            HeaderValue::from_str(&format!("Bearer {}", secret.expose()))
+        } else {
+            HeaderValue::from_str(secret.expose())
+        }
+        .ok()?;
+        value.set_sensitive(true);
+        Some(value)
+    }
 }
 
 impl ProviderClient {
@@ -67,37 +91,49 @@ impl ProviderClient {
                 HeaderValue::from_str(value).map_err(|_| bad())?,
             );
         }
-        if let Some(auth) = &config.auth {
-            let secret = secret::resolve(&auth.secret).map_err(|source| ProviderError::Secret {
-                provider: provider.clone(),
-                source,
-            })?;
-            let (name, value) = match &auth.scheme {
-                AuthScheme::Bearer => (
-                    reqwest::header::AUTHORIZATION,
-                    format!("Bearer {}", secret.expose()),
-                ),
-                AuthScheme::Header(h) => (
-                    HeaderName::from_bytes(h.as_bytes()).map_err(|_| ProviderError::Header {
+        let auth = match &config.auth {
+            None => None,
+            Some(auth) => {
+                let secret =
+                    SecretSource::open(&auth.secret).map_err(|source| ProviderError::Secret {
                         provider: provider.clone(),
-                        header: h.clone(),
-                    })?,
-                    secret.expose().to_owned(),
-                ),
-            };
-            let mut value = HeaderValue::from_str(&value).map_err(|_| ProviderError::Header {
-                provider: provider.clone(),
-                header: name.to_string(),
-            })?;
-            value.set_sensitive(true);
-            headers.insert(name, value);
-        }
+                        source,
+                    })?;
+                let (header, bearer) = match &auth.scheme {
+                    AuthScheme::Bearer => (reqwest::header::AUTHORIZATION, true),
+                    AuthScheme::Header(h) => (
+                        HeaderName::from_bytes(h.as_bytes()).map_err(|_| {
+                            ProviderError::Header {
+                                provider: provider.clone(),
+                                header: h.clone(),
+                            }
+                        })?,
+                        false,
+                    ),
+                };
+                let auth = Auth {
+                    header,
+                    bearer,
+                    secret,
+                };
+                if auth.value().is_none() {
+                    return Err(ProviderError::Header {
+                        provider: provider.clone(),
+                        header: auth.header.to_string(),
+                    });
+                }
+                Some(auth)
+            }
+        };
         let http = reqwest::Client::builder()
             .default_headers(headers)
             .timeout(config.timeout)
             .connect_timeout(config.timeout.min(Duration::from_secs(5)))
             .pool_max_idle_per_host(config.concurrency)
             .redirect(reqwest::redirect::Policy::none())
+            // HTTP(S)_PROXY from the environment would send provider tokens
+            // to a proxy nobody configured for Courier.
+            .no_proxy()
             .tcp_nodelay(true)
             .user_agent(concat!("courier/", env!("CARGO_PKG_VERSION")))
             .build()
@@ -105,6 +141,7 @@ impl ProviderClient {
         Ok(Self {
             http,
             base_url: config.base_url.clone(),
+            auth,
         })
     }
 
@@ -127,6 +164,13 @@ impl ProviderClient {
             .header("Idempotency-Key", &job.idempotency_key);
         if let Some(tp) = traceparent {
             request = request.header("traceparent", tp);
+        }
+        if let Some(auth) = &self.auth {
+            // Checked at start; a rotated value that is no header value is
+            // sent as nothing, and the provider's 401 says so.
+            if let Some(value) = auth.value() {
+                request = request.header(auth.header.clone(), value);
+            }
         }
         if operation.method.sends_body() {
             request = request.json(&job.payload);

@@ -1,10 +1,18 @@
-//! Resolving secret references (`token_env`, `token_file`) into values.
+//! Resolving secret references (`token_env`, `token_file`) into values, and
+//! re-reading files when they change.
 //!
-//! Owns the only code that reads a secret. It must never put a secret's value
-//! into an error, a log line or a `Debug` output.
+//! Owns the only code that reads a secret. A secret from a file rotates
+//! without a restart: [`reload_all`] (called on SIGHUP and on a short
+//! interval by the running services) re-reads every file-backed secret still
+//! in use, and users ask a [`SecretSource`] for the current value on each
+//! use. A file that cannot be read, or reads empty, keeps the last good
+//! value (and says so in the log): a half-written rotation must not take
+//! the secret away. It must never put a secret's value into an error, a log
+//! line or a `Debug` output.
 
 use courier_core::config::SecretRef;
 use std::fmt;
+use std::sync::{Arc, Mutex, PoisonError, RwLock, Weak};
 
 /// A resolved secret. `Debug` and `Display` print `***`.
 #[derive(Clone)]
@@ -60,14 +68,103 @@ pub fn resolve(reference: &SecretRef) -> Result<Secret, SecretError> {
     Ok(Secret(value))
 }
 
+/// A secret that follows its source: the value as of the last reload.
+/// Cheap to clone; clones share the value.
+#[derive(Clone, Debug)]
+pub struct SecretSource {
+    inner: Arc<Source>,
+}
+
+#[derive(Debug)]
+struct Source {
+    reference: SecretRef,
+    current: RwLock<Secret>,
+}
+
+/// Every file-backed source in use, for [`reload_all`]. Dropped sources
+/// fall out on the next reload.
+static FILE_SOURCES: Mutex<Vec<Weak<Source>>> = Mutex::new(Vec::new());
+
+impl SecretSource {
+    /// Resolves `reference` now (failing as [`resolve`] does) and, for a
+    /// file, keeps following it.
+    pub fn open(reference: &SecretRef) -> Result<SecretSource, SecretError> {
+        let secret = resolve(reference)?;
+        let inner = Arc::new(Source {
+            reference: reference.clone(),
+            current: RwLock::new(secret),
+        });
+        if matches!(reference, SecretRef::File(_)) {
+            FILE_SOURCES
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(Arc::downgrade(&inner));
+        }
+        Ok(SecretSource { inner })
+    }
+
+    /// The value as of the last reload.
+    pub fn current(&self) -> Secret {
+        self.inner
+            .current
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Re-reads the source; `true` when the value changed.
+    fn reload(source: &Source) -> bool {
+        match resolve(&source.reference) {
+            Ok(fresh) => {
+                let mut current = source
+                    .current
+                    .write()
+                    .unwrap_or_else(PoisonError::into_inner);
+                if current.expose() == fresh.expose() {
+                    return false;
+                }
+                *current = fresh;
+                true
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "re-reading a secret failed; keeping the last value");
+                false
+            }
+        }
+    }
+}
+
+/// Re-reads every file-backed secret in use; returns how many changed.
+pub fn reload_all() -> usize {
+    let sources: Vec<Arc<Source>> = {
+        let mut all = FILE_SOURCES.lock().unwrap_or_else(PoisonError::into_inner);
+        all.retain(|s| s.strong_count() > 0);
+        all.iter().filter_map(Weak::upgrade).collect()
+    };
+    let changed = sources.iter().filter(|s| SecretSource::reload(s)).count();
+    if changed > 0 {
+        tracing::info!(changed, "secrets re-read from their files");
+    }
+    changed
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn temp_secret(value: &str) -> std::path::PathBuf {
+        let path = std::env::temp_dir().join(format!(
+            "courier-secret-{}-{}",
+            std::process::id(),
+            rand::random::<u64>()
+        ));
+        std::fs::write(&path, value).expect("write temp secret");
+        path
+    }
+
     #[test]
     fn reads_files_without_the_trailing_newline_and_never_shows_the_value() {
-        let path = std::env::temp_dir().join(format!("courier-secret-{}", std::process::id()));
-        std::fs::write(&path, "s3cr3t\n").expect("write temp secret");
+        let path = temp_secret("s3cr3t\n");
         let s = resolve(&SecretRef::File(path.clone())).expect("resolves");
         assert_eq!(s.expose(), "s3cr3t");
         assert!(!format!("{s:?}").contains("s3cr3t"));
@@ -82,5 +179,22 @@ mod tests {
         let e =
             resolve(&SecretRef::File("/nonexistent/courier/token".into())).expect_err("no file");
         assert!(e.to_string().contains("/nonexistent/courier/token"));
+    }
+
+    #[test]
+    fn a_file_secret_follows_its_file_and_survives_a_bad_rotation() {
+        let path = temp_secret("first-value\n");
+        let source = SecretSource::open(&SecretRef::File(path.clone())).expect("opens");
+        assert_eq!(source.current().expose(), "first-value");
+        std::fs::write(&path, "second-value\n").expect("rotate");
+        assert!(reload_all() >= 1);
+        assert_eq!(source.current().expose(), "second-value");
+        // Half-written or gone: the last good value stays.
+        std::fs::write(&path, "").expect("truncate");
+        reload_all();
+        assert_eq!(source.current().expose(), "second-value");
+        let _ = std::fs::remove_file(&path);
+        reload_all();
+        assert_eq!(source.current().expose(), "second-value");
     }
 }

@@ -128,6 +128,35 @@ fn failure_of_sqlstate(code: &str) -> Failure {
     }
 }
 
+/// How to connect to `database`: its URL, the TLS rule and the timeouts.
+fn connect_options(database: &DatabaseConfig) -> Result<PgConnectOptions, StoreError> {
+    let url = database.url.as_str();
+    let mut base = PgConnectOptions::from_str(url).map_err(StoreError::Url)?;
+    // A mode anyone chose (in the URL, or PGSSLMODE) is kept. Otherwise:
+    // TLS to a server on this machine protects nothing and costs a quarter
+    // of the worker's CPU (measured with `courier bench drain`), so loopback
+    // goes without; anywhere else the certificate and host name are checked
+    // (libpq's `prefer` would fall back to plaintext silently and check
+    // nothing).
+    let chosen = url.contains("sslmode=")
+        || url.contains("ssl-mode=")
+        || std::env::var_os("PGSSLMODE").is_some();
+    if !chosen {
+        let mode = if is_loopback(base.get_host()) {
+            sqlx::postgres::PgSslMode::Disable
+        } else {
+            sqlx::postgres::PgSslMode::VerifyFull
+        };
+        base = base.ssl_mode(mode);
+    }
+    let timeouts = [
+        ("statement_timeout", database.statement_timeout),
+        ("lock_timeout", database.lock_timeout),
+    ]
+    .map(|(name, value)| (name, format!("{}ms", value.as_millis())));
+    Ok(base.options(timeouts.iter().map(|(n, v)| (*n, v.as_str()))))
+}
+
 /// Whether `host` is this machine (a name, an address, or a Unix socket
 /// directory).
 fn is_loopback(host: &str) -> bool {
@@ -167,31 +196,7 @@ impl Store {
     ) -> Result<Store, StoreError> {
         courier_core::config::check_namespace(schema)
             .map_err(|p| StoreError::Url(sqlx::Error::Configuration(p.into())))?;
-        let url = database.url.as_str();
-        let mut base = PgConnectOptions::from_str(url).map_err(StoreError::Url)?;
-        // A mode anyone chose (in the URL, or PGSSLMODE) is kept. Otherwise:
-        // TLS to a server on this machine protects nothing and costs a
-        // quarter of the worker's CPU (measured with `courier bench drain`),
-        // so loopback goes without; anywhere else the certificate and host
-        // name are checked (libpq's `prefer` would fall back to plaintext
-        // silently and check nothing).
-        let chosen = url.contains("sslmode=")
-            || url.contains("ssl-mode=")
-            || std::env::var_os("PGSSLMODE").is_some();
-        if !chosen {
-            let mode = if is_loopback(base.get_host()) {
-                sqlx::postgres::PgSslMode::Disable
-            } else {
-                sqlx::postgres::PgSslMode::VerifyFull
-            };
-            base = base.ssl_mode(mode);
-        }
-        let timeouts = [
-            ("statement_timeout", database.statement_timeout),
-            ("lock_timeout", database.lock_timeout),
-        ]
-        .map(|(name, value)| (name, format!("{}ms", value.as_millis())));
-        base = base.options(timeouts.iter().map(|(n, v)| (*n, v.as_str())));
+        let base = connect_options(database)?;
         let addr = format!("{}:{}", base.get_host(), base.get_port());
         let connect_err = |cause| StoreError::Connect {
             addr: addr.clone(),
@@ -346,6 +351,37 @@ fn is_duplicate(e: &sqlx::Error) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+    use sqlx::postgres::PgSslMode;
+
+    #[test]
+    fn a_remote_database_is_verified_unless_the_url_says_otherwise() {
+        let mode = |url: &str| {
+            connect_options(&DatabaseConfig::with_url(url))
+                .expect("a URL")
+                .get_ssl_mode()
+        };
+        if std::env::var_os("PGSSLMODE").is_some() {
+            return; // the environment chose; nothing to decide
+        }
+        assert!(matches!(
+            mode("postgres://u@db.internal/x"),
+            PgSslMode::VerifyFull
+        ));
+        assert!(matches!(
+            mode("postgres://u@10.0.0.5:5432/x"),
+            PgSslMode::VerifyFull
+        ));
+        assert!(matches!(
+            mode("postgres://u@127.0.0.1/x"),
+            PgSslMode::Disable
+        ));
+        assert!(matches!(
+            mode("postgres://u@db.internal/x?sslmode=require"),
+            PgSslMode::Require
+        ));
+    }
+
     #[test]
     fn loopback_hosts_are_recognised() {
         for host in [

@@ -13,6 +13,7 @@
 use crate::queries::{DeadLetterRecord, JobRecord};
 use crate::{Store, StoreError};
 use chrono::{DateTime, Utc};
+use courier_core::retry::DeadReason;
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -36,6 +37,33 @@ pub struct DeadFilter {
 }
 
 impl DeadFilter {
+    /// Refuses a filter that makes no sense, naming the field: an empty
+    /// string matches nothing (an empty `text`, everything), and a reason
+    /// that is not one matches nothing.
+    pub fn check(&self) -> Result<(), String> {
+        for (field, value) in [
+            ("provider", &self.provider),
+            ("operation", &self.operation),
+            ("reason", &self.reason),
+            ("search", &self.text),
+        ] {
+            if value.as_deref().is_some_and(|v| v.trim().is_empty()) {
+                return Err(format!("{field}: must not be empty"));
+            }
+        }
+        if let Some(reason) = &self.reason
+            && DeadReason::parse(reason).is_none()
+        {
+            let known: Vec<&str> = DeadReason::ALL.iter().map(|r| r.as_str()).collect();
+            return Err(format!(
+                "reason: {} is not one of {}",
+                courier_core::text::printable(reason, 64),
+                known.join(", ")
+            ));
+        }
+        Ok(())
+    }
+
     /// The filter as recorded in the audit trail.
     pub fn to_json(&self) -> Value {
         serde_json::json!({
@@ -108,6 +136,8 @@ pub struct ActionRecord {
     pub affected: i32,
     pub started_at: DateTime<Utc>,
     pub finished_at: Option<DateTime<Utc>>,
+    /// Why the action stopped before the end, if it did.
+    pub error: Option<String>,
 }
 
 impl Store {
@@ -242,16 +272,20 @@ impl Store {
         Ok(id)
     }
 
+    /// Records the end of an operator action: what matched, what it did,
+    /// and why it stopped early (`error`), if it did.
     pub async fn finish_action(
         &self,
         id: Uuid,
         matched: i64,
         affected: i64,
+        error: Option<&str>,
     ) -> Result<(), StoreError> {
-        sqlx::query("UPDATE operator_actions SET matched = $2, affected = $3, finished_at = now() WHERE id = $1")
+        sqlx::query("UPDATE operator_actions SET matched = $2, affected = $3, finished_at = now(), error = $4 WHERE id = $1")
             .bind(id)
             .bind(i32::try_from(matched).unwrap_or(i32::MAX))
             .bind(i32::try_from(affected).unwrap_or(i32::MAX))
+            .bind(error.map(|e| courier_core::text::printable(e, 1024)))
             .execute(&self.pool)
             .await
             .map_err(StoreError::query("finish operator action"))?;

@@ -9,6 +9,7 @@
 //! and answers its readiness probe. It must never put an unbounded value
 //! (job id, key, URL, payload) into a metric label.
 
+pub mod http;
 pub mod logging;
 pub mod metrics;
 pub mod otlp;

@@ -46,6 +46,8 @@ impl Exporter {
         let client = RuntimeClient {
             http: reqwest::Client::builder()
                 .timeout(EXPORT_TIMEOUT)
+                // Only the configured endpoint, never an ambient HTTP(S)_PROXY.
+                .no_proxy()
                 .build()
                 .map_err(|e| OtlpError(e.to_string()))?,
             runtime,

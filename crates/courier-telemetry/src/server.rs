@@ -63,13 +63,7 @@ pub async fn serve(
     probe: Arc<dyn Probe>,
     stop: CancellationToken,
 ) {
-    let app = router(metrics, probe);
-    if let Err(e) = axum::serve(listener, app)
-        .with_graceful_shutdown(stop.cancelled_owned())
-        .await
-    {
-        tracing::error!(error = %e, "telemetry endpoint failed");
-    }
+    crate::http::serve(listener, router(metrics, probe), stop.cancelled_owned()).await;
 }
 
 async fn metrics_text(State(state): State<AppState>) -> Response {

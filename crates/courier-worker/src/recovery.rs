@@ -109,12 +109,54 @@ pub async fn requeue(
     let action = store
         .begin_action(&options.actor, "requeue", filter, options.patch.as_ref())
         .await?;
-    let started = Instant::now();
     let mut requeued = 0u64;
+    let result = requeue_claimed(
+        store,
+        publisher,
+        topology,
+        filter,
+        options,
+        action,
+        &mut requeued,
+        &mut progress,
+    )
+    .await;
+    // The audit row is finished whatever happened, with what was done.
+    let error = result.as_ref().err().map(ToString::to_string);
+    store
+        .finish_action(
+            action,
+            matched,
+            i64::try_from(requeued).unwrap_or(i64::MAX),
+            error.as_deref(),
+        )
+        .await?;
+    result?;
+    Ok(ActionReport {
+        action,
+        matched,
+        affected: requeued,
+    })
+}
+
+/// Claims, republishes and settles batch after batch, counting into
+/// `requeued`, paced to `options.rate`.
+#[allow(clippy::too_many_arguments)]
+async fn requeue_claimed(
+    store: &Store,
+    publisher: &Publisher,
+    topology: &Topology,
+    filter: &DeadFilter,
+    options: &RequeueOptions,
+    action: Uuid,
+    requeued: &mut u64,
+    progress: &mut impl FnMut(u64),
+) -> Result<(), RecoveryError> {
+    let started = Instant::now();
     loop {
         let claimed = store.claim_requeue(action, filter, options.batch).await?;
         if claimed.is_empty() {
-            break;
+            return Ok(());
         }
         let bodies: Vec<Option<Vec<u8>>> = claimed
             .iter()
@@ -140,23 +182,18 @@ pub async fn requeue(
             result?;
         }
         let ids: Vec<Uuid> = claimed.iter().map(|l| l.id).collect();
-        requeued += store.finish_requeue(action, &ids, &bodies).await?;
-        progress(requeued);
-        if let Some(rate) = options.rate.filter(|r| *r > 0.0) {
-            let due = Duration::from_secs_f64(requeued as f64 / rate);
-            if let Some(wait) = due.checked_sub(started.elapsed()) {
-                tokio::time::sleep(wait).await;
-            }
+        *requeued += store.finish_requeue(action, &ids, &bodies).await?;
+        progress(*requeued);
+        // A rate that makes no sense (0, negative, NaN, 1e-300) is no pace:
+        // the edges refuse it; here it must not panic either.
+        let due = options
+            .rate
+            .filter(|r| r.is_finite() && *r > 0.0)
+            .and_then(|rate| Duration::try_from_secs_f64(*requeued as f64 / rate).ok());
+        if let Some(wait) = due.and_then(|due| due.checked_sub(started.elapsed())) {
+            tokio::time::sleep(wait).await;
         }
     }
-    store
-        .finish_action(action, matched, i64::try_from(requeued).unwrap_or(i64::MAX))
-        .await?;
-    Ok(ActionReport {
-        action,
-        matched,
-        affected: requeued,
-    })
 }
 
 fn requeue_meta(letter: &ClaimedLetter) -> DeliveryMeta {
@@ -184,7 +221,12 @@ pub async fn purge(
     let action = store.begin_action(actor, "purge", filter, None).await?;
     let purged = store.purge(action, filter).await?;
     store
-        .finish_action(action, matched, i64::try_from(purged).unwrap_or(i64::MAX))
+        .finish_action(
+            action,
+            matched,
+            i64::try_from(purged).unwrap_or(i64::MAX),
+            None,
+        )
         .await?;
     Ok(ActionReport {
         action,

@@ -167,7 +167,9 @@ async fn run(config: Option<&std::path::Path>) -> anyhow::Result<ExitCode> {
         });
     }
     let worker = courier_worker::Worker::start(config).await?;
+    let rotation = tokio::spawn(follow_secret_files());
     wait_for_signal().await;
+    rotation.abort();
     worker.shutdown();
     worker.wait().await;
     Ok(ExitCode::SUCCESS)
@@ -195,9 +197,42 @@ async fn admin_serve(config: Option<&std::path::Path>) -> anyhow::Result<ExitCod
         "admin API on http://{} (OpenAPI at /openapi.json)",
         server.addr
     );
+    let rotation = tokio::spawn(follow_secret_files());
     wait_for_signal().await;
+    rotation.abort();
     drop(server);
     Ok(ExitCode::SUCCESS)
+}
+
+/// How often secret files are re-read without a SIGHUP: a Kubernetes
+/// Secret's update reaches the pod's files within about a minute anyway.
+const SECRET_REREAD: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Re-reads every `token_file` on SIGHUP and every [`SECRET_REREAD`], so
+/// tokens rotate without a restart.
+async fn follow_secret_files() {
+    let mut every = tokio::time::interval(SECRET_REREAD);
+    every.tick().await;
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::hangup()) {
+            Ok(mut hangup) => loop {
+                tokio::select! {
+                    _ = hangup.recv() => tracing::info!("SIGHUP: re-reading secret files"),
+                    _ = every.tick() => {}
+                }
+                courier_provider::secret::reload_all();
+            },
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGHUP; secret files are re-read every {SECRET_REREAD:?}")
+            }
+        }
+    }
+    loop {
+        every.tick().await;
+        courier_provider::secret::reload_all();
+    }
 }
 
 async fn wait_for_signal() {

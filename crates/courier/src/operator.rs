@@ -58,8 +58,8 @@ pub enum DeadCommand {
         /// JSON merge patch for each job's payload, inline or @file
         #[arg(long)]
         patch: Option<String>,
-        /// Most jobs republished per second
-        #[arg(long)]
+        /// Most jobs republished per second (0.01 to 100000)
+        #[arg(long, value_parser = rate)]
         rate: Option<f64>,
     },
     /// Discard dead letters (kept as a recorded decision, never deleted)
@@ -141,6 +141,15 @@ pub struct ChangeArgs {
     json: bool,
 }
 
+fn rate(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(r) if (0.01..=100_000.0).contains(&r) => Ok(r),
+        _ => Err(format!(
+            "{s:?}: a rate between 0.01 and 100000 letters per second"
+        )),
+    }
+}
+
 fn age(s: &str) -> Result<Duration, String> {
     let (n, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
     let n: u64 = n
@@ -157,8 +166,8 @@ fn age(s: &str) -> Result<Duration, String> {
 }
 
 impl FilterArgs {
-    fn into_filter(self, ids: Vec<Uuid>) -> DeadFilter {
-        DeadFilter {
+    fn into_filter(self, ids: Vec<Uuid>) -> anyhow::Result<DeadFilter> {
+        let filter = DeadFilter {
             ids,
             provider: self.provider,
             operation: self.operation,
@@ -167,7 +176,11 @@ impl FilterArgs {
             since: self.since,
             until: self.until,
             text: self.search,
-        }
+        };
+        filter
+            .check()
+            .map_err(|problem| anyhow::anyhow!("--{problem}"))?;
+        Ok(filter)
     }
 
     fn is_empty(&self) -> bool {
@@ -210,7 +223,7 @@ pub async fn dead(config: Option<&Path>, command: DeadCommand) -> anyhow::Result
                 &["pending"]
             };
             let letters = store
-                .list_dead(&filter.into_filter(Vec::new()), statuses, limit)
+                .list_dead(&filter.into_filter(Vec::new())?, statuses, limit)
                 .await?;
             if json {
                 println!(
@@ -222,7 +235,7 @@ pub async fn dead(config: Option<&Path>, command: DeadCommand) -> anyhow::Result
             }
         }
         DeadCommand::Stats { filter, json } => {
-            let stats = store.dead_stats(&filter.into_filter(Vec::new())).await?;
+            let stats = store.dead_stats(&filter.into_filter(Vec::new())?).await?;
             if json {
                 let rows: Vec<Value> = stats
                     .iter()
@@ -234,8 +247,8 @@ pub async fn dead(config: Option<&Path>, command: DeadCommand) -> anyhow::Result
                 for s in &stats {
                     println!(
                         "{:<24} {:<18} {:>8}",
-                        s.provider.as_deref().unwrap_or("-"),
-                        s.reason,
+                        shown_opt(s.provider.as_deref()),
+                        shown(&s.reason),
                         s.count
                     );
                 }
@@ -276,7 +289,7 @@ pub async fn dead(config: Option<&Path>, command: DeadCommand) -> anyhow::Result
                 bail!("say which letters: give ids or at least one filter (e.g. --provider)");
             }
             let patch = patch.map(|p| read_patch(&p)).transpose()?;
-            let filter = filter.into_filter(ids);
+            let filter = filter.into_filter(ids)?;
             let count = store.count_pending(&filter).await?;
             if change.dry_run
                 || !confirm(&change, &format!("Requeue {count} dead letters?"), count)?
@@ -312,7 +325,7 @@ pub async fn dead(config: Option<&Path>, command: DeadCommand) -> anyhow::Result
             if ids.is_empty() && filter.is_empty() && older_than.is_none() {
                 bail!("say which letters: give ids, a filter or --older-than");
             }
-            let mut filter = filter.into_filter(ids);
+            let mut filter = filter.into_filter(ids)?;
             if let Some(age) = older_than {
                 let cutoff = Utc::now()
                     - chrono::Duration::from_std(age).context("--older-than is too large")?;
@@ -385,16 +398,16 @@ pub async fn jobs(config: Option<&Path>, command: JobsCommand) -> anyhow::Result
                     println!(
                         "  dead {} [{}] {} ({})",
                         l.dead_at.format("%F %T"),
-                        l.status,
-                        l.detail,
+                        shown(&l.status),
+                        shown(&l.detail),
                         l.id
                     );
                 }
                 for a in &actions {
                     println!(
                         "  {} by {} at {}{}",
-                        a.action,
-                        a.actor,
+                        shown(&a.action),
+                        shown(&a.actor),
                         a.started_at.format("%F %T"),
                         a.patch
                             .as_ref()
@@ -413,7 +426,7 @@ pub async fn jobs(config: Option<&Path>, command: JobsCommand) -> anyhow::Result
             if json {
                 println!("{}", Value::Array(jobs.iter().map(job_json).collect()));
             } else if jobs.is_empty() {
-                println!("no job carries idempotency key {idempotency_key:?}");
+                println!("no job carries idempotency key {}", shown(&idempotency_key));
             } else {
                 for j in &jobs {
                     print_job(j);
@@ -523,6 +536,17 @@ fn report_action(verb: &str, report: &recovery::ActionReport, json: bool) {
     }
 }
 
+/// Text from the store as it may be shown on a terminal: whatever a
+/// publisher put in a job (an escape sequence, a NUL) is written out, not
+/// interpreted.
+fn shown(text: &str) -> String {
+    courier_core::text::printable(text, 4096)
+}
+
+fn shown_opt(text: Option<&str>) -> String {
+    text.map_or_else(|| "-".to_owned(), shown)
+}
+
 fn body_json(body: &[u8]) -> Value {
     serde_json::from_slice(body)
         .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(body).into_owned()))
@@ -563,33 +587,30 @@ fn print_letters(letters: &[DeadLetterRecord]) {
         "ID", "DEAD AT", "PROVIDER", "REASON", "STATUS"
     );
     for l in letters {
-        let mut detail = l.detail.clone();
-        if detail.len() > 60 {
-            detail = courier_provider::client::truncate(detail, 60);
-        }
+        let detail = courier_core::text::printable(&l.detail, 60);
         println!(
             "{:<36}  {:<19}  {:<12} {:<18} {:>6}  {detail}",
             l.id,
             l.dead_at.format("%F %T"),
-            l.provider.as_deref().unwrap_or("-"),
-            l.reason,
+            shown_opt(l.provider.as_deref()),
+            shown(&l.reason),
             l.last_status.map_or("-".to_owned(), |s| s.to_string()),
         );
     }
 }
 
 fn print_letter(l: &DeadLetterRecord) {
-    println!("dead letter {} [{}]", l.id, l.status);
+    println!("dead letter {} [{}]", l.id, shown(&l.status));
     println!(
         "  job        {}",
         l.job_id.map_or("-".to_owned(), |j| j.to_string())
     );
     println!(
         "  provider   {} / {}",
-        l.provider.as_deref().unwrap_or("-"),
-        l.operation.as_deref().unwrap_or("-")
+        shown_opt(l.provider.as_deref()),
+        shown_opt(l.operation.as_deref())
     );
-    println!("  reason     {}: {}", l.reason, l.detail);
+    println!("  reason     {}: {}", shown(&l.reason), shown(&l.detail));
     println!(
         "  attempts   {}   last status {}",
         l.attempts,
@@ -600,10 +621,12 @@ fn print_letter(l: &DeadLetterRecord) {
 }
 
 fn print_job(j: &courier_store::JobRecord) {
-    println!("job {} [{}]", j.id, j.state);
+    println!("job {} [{}]", j.id, shown(&j.state));
     println!(
         "  provider   {} / {}   key {}",
-        j.provider, j.operation, j.idempotency_key
+        shown(&j.provider),
+        shown(&j.operation),
+        shown(&j.idempotency_key)
     );
     println!(
         "  attempts   {} (generation {})   last status {}",
@@ -626,8 +649,8 @@ fn print_attempts(attempts: &[courier_store::AttemptRecord]) {
             a.started_at.format("%F %T%.3f"),
             a.duration_us as f64 / 1000.0,
             a.http_status.map_or("-".to_owned(), |s| s.to_string()),
-            a.error_class,
-            a.error.as_deref().unwrap_or(""),
+            shown(&a.error_class),
+            a.error.as_deref().map(shown).unwrap_or_default(),
             a.trace_id
                 .as_deref()
                 .map_or(String::new(), |t| format!("  trace {t}")),
