@@ -326,6 +326,30 @@ impl Store {
         Ok(())
     }
 
+    /// PostgreSQL's plan for `sql` (with sequential scans off, so that a
+    /// usable index shows even on a small table): for tests and for an
+    /// operator asking why a query is slow.
+    pub async fn explain(&self, sql: &str) -> Result<String, StoreError> {
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(StoreError::query("begin explain"))?;
+        sqlx::query("SET LOCAL enable_seqscan = off")
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::query("explain"))?;
+        let lines: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("EXPLAIN {sql}")))
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(StoreError::query("explain"))?;
+        // Ended now: a transaction left to the pool's drop holds its locks.
+        tx.rollback()
+            .await
+            .map_err(StoreError::query("end explain"))?;
+        Ok(lines.join("\n"))
+    }
+
     /// Drops the whole schema: its jobs, attempts and dead letters.
     pub async fn drop_schema(&self) -> Result<(), StoreError> {
         sqlx::query(sqlx::AssertSqlSafe(format!(
