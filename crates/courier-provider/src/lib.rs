@@ -7,6 +7,7 @@
 //! whether to retry. Secrets are resolved once, at construction, marked
 //! sensitive, and never logged or recorded.
 
+pub mod chaos;
 pub mod client;
 pub mod mock;
 pub mod secret;

@@ -13,7 +13,7 @@ pub mod recovery;
 pub mod synthetic;
 
 pub use outcome::{AttemptRow, Committed, DeadLetterRow, JobRow, Outcome};
-pub use queries::{AttemptRecord, Backlog, DeadLetterRecord, JobRecord, Timing};
+pub use queries::{AttemptRecord, Backlog, DeadLetterRecord, JobRecord, JobSummary, Timing};
 pub use recovery::{ActionRecord, ClaimedLetter, DeadFilter, DeadStat, LetterKey};
 
 use courier_core::Failure;

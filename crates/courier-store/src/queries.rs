@@ -109,6 +109,33 @@ impl Store {
         .map_err(StoreError::query("count terminal jobs"))
     }
 
+    /// What is recorded of each of `ids`, for audits of a run (the fault
+    /// suite): state, attempts, when it finished, and its dead letters.
+    pub async fn summaries(&self, ids: &[Uuid]) -> Result<Vec<JobSummary>, StoreError> {
+        sqlx::query_as(
+            "SELECT j.id, j.state, j.attempts, j.finished_at,
+                    (SELECT count(*) FROM dead_letters d WHERE d.job_id = j.id) AS dead_letters
+             FROM jobs j WHERE j.id = ANY($1)",
+        )
+        .bind(ids)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(StoreError::query("summarise jobs"))
+    }
+
+    /// Dead letters whose message id is one of `ids` (for messages that
+    /// never became a job), by reason.
+    pub async fn dead_letters_by_message(
+        &self,
+        message_ids: &[String],
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        sqlx::query_as("SELECT message_id, reason FROM dead_letters WHERE message_id = ANY($1)")
+            .bind(message_ids)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(StoreError::query("find dead letters by message id"))
+    }
+
     /// Jobs that needed more than one attempt.
     pub async fn count_retried(&self) -> Result<i64, StoreError> {
         sqlx::query_scalar("SELECT count(*) FROM jobs WHERE attempts > 1")
@@ -207,6 +234,16 @@ pub struct Timing {
     pub max: f64,
     pub first_attempt: Option<DateTime<Utc>>,
     pub last_finish: Option<DateTime<Utc>>,
+}
+
+/// See [`Store::summaries`].
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct JobSummary {
+    pub id: Uuid,
+    pub state: String,
+    pub attempts: i32,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub dead_letters: i64,
 }
 
 /// See [`Store::backlog`].

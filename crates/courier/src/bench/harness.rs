@@ -70,9 +70,16 @@ pub struct Bench {
     pub topology: Topology,
     pub publisher: Publisher,
     pub channel: Channel,
-    pub mock: MockProvider,
+    /// Kept alive for the workers (they call it unless `provider_url` says
+    /// otherwise).
+    _mock: MockProvider,
     pub providers: Vec<String>,
-    workers_started: usize,
+    /// Where workers send their calls: the mock, unless a scenario points
+    /// them elsewhere (the fault suite's chaos provider).
+    pub provider_url: String,
+    /// Keys added to every provider table of the workers' config.
+    pub provider_toml: String,
+    workers_started: std::sync::atomic::AtomicUsize,
 }
 
 impl std::fmt::Debug for Bench {
@@ -111,9 +118,11 @@ impl Bench {
             topology,
             publisher,
             channel,
-            mock,
+            provider_url: mock.base_url(),
+            _mock: mock,
             providers,
-            workers_started: 0,
+            provider_toml: String::new(),
+            workers_started: std::sync::atomic::AtomicUsize::new(0),
         })
     }
 
@@ -174,8 +183,8 @@ impl Bench {
         );
         for provider in &self.providers {
             toml.push_str(&format!(
-                "\n[providers.{provider}]\nbase_url = \"{}\"\n\n[providers.{provider}.retry]\n{retry}\n\n[providers.{provider}.operations.{OPERATION}]\nmethod = \"POST\"\npath = \"/v1/customers/{{customer}}/charges\"\n",
-                self.mock.base_url()
+                "\n[providers.{provider}]\nbase_url = \"{}\"\n{}\n[providers.{provider}.retry]\n{retry}\n\n[providers.{provider}.operations.{OPERATION}]\nmethod = \"POST\"\npath = \"/v1/customers/{{customer}}/charges\"\n",
+                self.provider_url, self.provider_toml
             ));
         }
         toml
@@ -183,15 +192,18 @@ impl Bench {
 
     /// Starts a `courier run` process on this namespace and waits until it
     /// is ready.
-    pub async fn start_worker(&mut self, retry: &str) -> anyhow::Result<WorkerProcess> {
+    pub async fn start_worker(&self, retry: &str) -> anyhow::Result<WorkerProcess> {
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
             .port();
-        self.workers_started += 1;
+        let n = self
+            .workers_started
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+            + 1;
         let dir = std::env::temp_dir();
-        let config_path = dir.join(format!("{}-{}.toml", self.namespace, self.workers_started));
+        let config_path = dir.join(format!("{}-{n}.toml", self.namespace));
         std::fs::write(&config_path, self.worker_toml(port, retry))?;
-        let log_path = dir.join(format!("{}-{}.log", self.namespace, self.workers_started));
+        let log_path = dir.join(format!("{}-{n}.log", self.namespace));
         let log = std::fs::File::create(&log_path)?;
         let child = Command::new(std::env::current_exe()?)
             .arg("run")
@@ -298,14 +310,17 @@ impl Bench {
 
     /// Removes the namespace's queues, exchanges and schema.
     pub async fn cleanup(self) -> anyhow::Result<()> {
-        self.topology.teardown(&self.channel).await?;
+        // A fresh channel: the setup channel may have died with a broker
+        // restart (the fault suite's).
+        let channel = self.conn.channel().await?;
+        self.topology.teardown(&channel).await?;
         self.store.drop_schema().await?;
         let _ = self.conn.close("bench done").await;
         Ok(())
     }
 }
 
-fn bench_job(provider: &str, i: usize) -> JobEnvelope {
+pub fn bench_job(provider: &str, i: usize) -> JobEnvelope {
     JobEnvelope::new(
         provider,
         OPERATION,
@@ -437,6 +452,45 @@ impl WorkerProcess {
 
     fn pid(&self) -> u32 {
         self.child.as_ref().map_or(0, Child::id)
+    }
+
+    /// SIGKILL: no shutdown, nothing flushed, as a crash.
+    pub fn kill(mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// `/healthz` and `/readyz` answer 200.
+    pub async fn alive_and_ready(&self) -> bool {
+        let mut ok = true;
+        for path in ["/healthz", "/readyz"] {
+            let url = format!("http://{}{path}", self.telemetry);
+            ok &= self
+                .http
+                .get(&url)
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success());
+        }
+        ok
+    }
+
+    /// Where the worker logs (kept while it runs).
+    pub fn log_path(&self) -> &std::path::Path {
+        &self.log_path
+    }
+
+    /// Current resident memory (VmRSS) in MiB.
+    pub fn rss_mb(&self) -> anyhow::Result<f64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))?;
+        let kib = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+            .context("no VmRSS in /proc status")?;
+        Ok(kib / 1024.0)
     }
 
     /// SIGTERM, then wait for the graceful shutdown.

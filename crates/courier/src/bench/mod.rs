@@ -8,6 +8,7 @@
 //! docs/BENCHMARKS.md, never in tests.
 
 mod baseline;
+mod faults;
 mod harness;
 mod requeue;
 
@@ -99,6 +100,22 @@ pub enum Scenario {
         #[command(flatten)]
         out: Output,
     },
+    /// The fault suite: kill -9, RabbitMQ and PostgreSQL outages, a provider
+    /// misbehaving on the wire, hostile input; invariants checked after each.
+    /// Restarts the machine's RabbitMQ and PostgreSQL: run it alone.
+    Faults {
+        /// Only these scenarios (kill, broker, database, provider, hostile)
+        #[arg(long, value_delimiter = ',')]
+        only: Vec<String>,
+        /// The short version CI runs
+        #[arg(long)]
+        short: bool,
+        /// Jobs per scenario [default: 20000, short: 3000]
+        #[arg(long)]
+        jobs: Option<u64>,
+        #[command(flatten)]
+        out: Output,
+    },
     /// Requeue N dead letters with `courier dead requeue`'s code path
     Requeue {
         #[arg(long, default_value_t = 100_000)]
@@ -116,6 +133,38 @@ pub enum Scenario {
 
 pub async fn bench(scenario: Scenario) -> anyhow::Result<ExitCode> {
     let (name, out, baseline, runs) = match scenario {
+        Scenario::Faults {
+            only,
+            short,
+            jobs,
+            out,
+        } => {
+            let mut size = if short {
+                faults::Size::SHORT
+            } else {
+                faults::Size::FULL
+            };
+            if let Some(jobs) = jobs {
+                size.jobs = jobs;
+            }
+            let reports = faults::run(&only, size).await?;
+            faults::print(&reports);
+            if let Some(path) = out.json {
+                let report = serde_json::json!({
+                    "scenario": "faults",
+                    "measured_at": Utc::now(),
+                    "short": short,
+                    "reports": reports,
+                });
+                std::fs::write(&path, serde_json::to_string_pretty(&report)?)
+                    .with_context(|| format!("writing {}", path.display()))?;
+            }
+            return Ok(if reports.iter().all(faults::FaultReport::passed) {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            });
+        }
         Scenario::Requeue {
             letters,
             batch,
