@@ -147,6 +147,21 @@ impl Pipeline {
                     .await;
             }
         };
+        // What PostgreSQL holds of the job decides whether this is work,
+        // and which attempt: known before the span, which carries it.
+        let progress = self.lookup.get(job.id).await?;
+        let delivered = DeliveredProgress {
+            attempts: meta.attempts,
+            generation: meta.generation,
+            via_retry: delivery.exchange.as_str() == self.retry_exchange,
+        };
+        let verdict = verdict(progress, delivered, &job.fingerprint);
+        let attempt = match verdict {
+            DeliveryVerdict::Process(admission) => admission.attempt,
+            DeliveryVerdict::Duplicate | DeliveryVerdict::Conflict => {
+                progress.map_or(0, |p| p.attempts)
+            }
+        };
         // The job's trace: the publisher's when it sent one, else the one
         // its id spells. Settled before the span is entered, so that an
         // exported span continues it (courier_telemetry::otlp).
@@ -157,12 +172,11 @@ impl Pipeline {
             job_id = %job.id,
             provider = %job.provider,
             operation = %job.operation,
-            // Known once PostgreSQL has said what was recorded.
-            attempt = tracing::field::Empty,
+            attempt,
             trace_id = %own.trace_id(),
         );
         let trace = courier_telemetry::otlp::continue_trace(&span, parent, own);
-        self.process_job(queue_provider, delivery, &meta, job, trace)
+        self.process_job(queue_provider, delivery, &meta, job, verdict, trace)
             .instrument(span)
             .await
     }
@@ -173,15 +187,10 @@ impl Pipeline {
         delivery: &Delivery,
         meta: &DeliveryMeta,
         job: Job,
+        verdict: DeliveryVerdict,
         trace: TraceContext,
     ) -> Result<Outcome, Abandoned> {
-        let progress = self.lookup.get(job.id).await?;
-        let delivered = DeliveredProgress {
-            attempts: meta.attempts,
-            generation: meta.generation,
-            via_retry: delivery.exchange.as_str() == self.retry_exchange,
-        };
-        let admission = match verdict(progress, delivered, &job.fingerprint) {
+        let admission = match verdict {
             DeliveryVerdict::Process(admission) => admission,
             DeliveryVerdict::Duplicate => {
                 tracing::info!(
@@ -209,7 +218,6 @@ impl Pipeline {
                     .await;
             }
         };
-        tracing::Span::current().record("attempt", admission.attempt);
         // What the rest of this delivery's life writes into headers and
         // records: the trusted progress, not the one the delivery claimed.
         let meta = &DeliveryMeta {
