@@ -416,10 +416,25 @@ async fn outage(bench: &Bench, size: Size, which: Service) -> anyhow::Result<Run
                 if let Some(r) = restore.as_mut()
                     && Instant::now() >= fault_at + size.outage
                 {
-                    tokio::task::spawn_blocking(move || service(which, true)).await??;
+                    // "Back" is when the port accepts connections again, not
+                    // when the start command returns (it waits longer).
+                    let starting = tokio::task::spawn_blocking(move || service(which, true));
+                    let port = match which {
+                        Service::RabbitMq => 5672,
+                        Service::PostgreSql => 5432,
+                    };
+                    let mut open = None;
+                    while open.is_none() && !starting.is_finished() {
+                        if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+                            open = Some(Instant::now());
+                        } else {
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
+                    }
+                    starting.await??;
                     r.1 = true;
                     restore = None;
-                    back_at = Some(Instant::now());
+                    back_at = Some(open.unwrap_or_else(Instant::now));
                     eprintln!("  {which:?} is back");
                 }
             }
