@@ -1,7 +1,7 @@
 //! Bearer tokens with scopes.
 //!
 //! Owns resolving the configured tokens (secret references, never literals;
-//! a `token_file` rotates without a restart), checking a request's
+//! a `token_file` rotates without a restart and is revoked when removed), checking a request's
 //! `Authorization` header against them in constant time, and the
 //! [`Authorized`] extractor every handler takes first: axum runs extractors
 //! in order, so no query string or body is parsed for a caller whose token
@@ -9,11 +9,13 @@
 
 use crate::AdminState;
 use crate::error::ApiError;
-use axum::extract::FromRequestParts;
+use axum::extract::{FromRequestParts, Request, State};
 use axum::http::HeaderMap;
 use axum::http::request::Parts;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use courier_core::config::{AdminToken, Scope};
-use courier_provider::secret::{SecretError, SecretSource};
+use courier_provider::secret::{Rules, SecretError, SecretSource};
 use std::marker::PhantomData;
 use std::sync::Arc;
 use subtle::ConstantTimeEq;
@@ -31,9 +33,22 @@ pub enum AuthError {
         #[source]
         source: SecretError,
     },
-    #[error("admin.tokens {name:?}: the token is shorter than {MIN_TOKEN_BYTES} bytes")]
-    TooShort { name: String },
 }
+
+/// An admin token is 16 to 512 bytes; one whose file is removed (or
+/// emptied) is revoked.
+const TOKEN_RULES: Rules = Rules {
+    check: |v| {
+        if (MIN_TOKEN_BYTES..=MAX_TOKEN_BYTES).contains(&v.len()) {
+            Ok(())
+        } else {
+            Err(format!(
+                "an admin token is {MIN_TOKEN_BYTES} to {MAX_TOKEN_BYTES} bytes"
+            ))
+        }
+    },
+    revoke_when_gone: true,
+};
 
 #[derive(Debug)]
 struct Resolved {
@@ -51,15 +66,12 @@ impl Tokens {
         configured
             .iter()
             .map(|t| {
-                let secret = SecretSource::open(&t.secret).map_err(|source| AuthError::Secret {
-                    name: t.name.clone(),
-                    source,
-                })?;
-                if secret.current().expose().len() < MIN_TOKEN_BYTES {
-                    return Err(AuthError::TooShort {
+                let secret = SecretSource::open(&t.secret, TOKEN_RULES).map_err(|source| {
+                    AuthError::Secret {
                         name: t.name.clone(),
-                    });
-                }
+                        source,
+                    }
+                })?;
                 Ok(Resolved {
                     name: t.name.clone(),
                     secret,
@@ -85,8 +97,10 @@ impl Tokens {
             .ok_or(ApiError::Unauthorized)?;
         let mut matched: Option<&Resolved> = None;
         for token in &self.0 {
-            let secret = token.secret.current();
-            if bool::from(secret.expose().as_bytes().ct_eq(presented.as_bytes())) {
+            // A revoked token (its file removed) matches nothing.
+            if let Some(secret) = token.secret.current()
+                && bool::from(secret.expose().as_bytes().ct_eq(presented.as_bytes()))
+            {
                 matched = Some(token);
             }
         }
@@ -134,5 +148,19 @@ impl<S: Needs> FromRequestParts<Arc<AdminState>> for Authorized<S> {
     ) -> Result<Self, Self::Rejection> {
         let name = state.tokens.authorize(&parts.headers, S::SCOPE)?;
         Ok(Authorized(name, PhantomData))
+    }
+}
+
+/// A route layer (`axum::middleware::from_fn_with_state`) that refuses a
+/// caller without a token carrying `S` before the layers inside it run: the
+/// body of an action is not read for a caller who may not act.
+pub async fn require<S: Needs>(
+    State(state): State<Arc<AdminState>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    match state.tokens.authorize(req.headers(), S::SCOPE) {
+        Ok(_) => next.run(req).await,
+        Err(refused) => refused.into_response(),
     }
 }

@@ -71,14 +71,31 @@ pub fn router(state: Arc<AdminState>) -> Router {
             },
         ));
     // Actions run to the end once started (see `detached`): only reading
-    // their body is bounded in time, and in size.
-    let actions = Router::new()
-        .route("/dead-letters/requeue", post(requeue))
-        .route("/dead-letters/purge", post(purge))
-        .layer(axum::middleware::from_fn(|req, next| {
+    // their body is bounded in time, and in size, and only once the token
+    // is known to carry the scope (the outer layer runs first).
+    let body = || {
+        axum::middleware::from_fn(|req, next| {
             courier_telemetry::http::read_body_within(MAX_REQUEST_BYTES, req, next)
-        }));
-    reads.merge(actions).with_state(state)
+        })
+    };
+    let requeue_route = Router::new()
+        .route("/dead-letters/requeue", post(requeue))
+        .layer(body())
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::auth::require::<Requeue>,
+        ));
+    let purge_route = Router::new()
+        .route("/dead-letters/purge", post(purge))
+        .layer(body())
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::auth::require::<Purge>,
+        ));
+    reads
+        .merge(requeue_route)
+        .merge(purge_route)
+        .with_state(state)
 }
 
 async fn openapi_document() -> ([(&'static str, &'static str); 1], String) {
@@ -451,8 +468,13 @@ async fn purge(
 ) -> Result<Json<ActionResult>, ApiError> {
     let mut filter = req.filter.into_filter(req.ids.clone())?;
     if let Some(secs) = req.older_than_secs {
-        let cutoff =
-            Utc::now() - chrono::Duration::seconds(i64::try_from(secs).unwrap_or(i64::MAX / 1000));
+        let cutoff = i64::try_from(secs)
+            .ok()
+            .and_then(chrono::TimeDelta::try_seconds)
+            .and_then(|age| Utc::now().checked_sub_signed(age))
+            .ok_or_else(|| {
+                ApiError::BadRequest("older_than_secs: further back than time goes".into())
+            })?;
         filter.until = Some(filter.until.map_or(cutoff, |u| u.min(cutoff)));
     }
     refuse_everything(&req.ids, &filter)?;

@@ -500,7 +500,12 @@ async fn a_client_that_trickles_its_headers_or_body_is_cut_off() {
     let body = trickle(format!(
         "POST /dead-letters/purge HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {PURGER}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"filter\":"
     ));
-    let ((header_wait, _), (body_wait, body_answer)) = tokio::join!(headers, body);
+    // Without a token the body is not even waited for.
+    let tokenless = trickle(
+        "POST /dead-letters/requeue HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\nConnection: close\r\n\r\n{\"ids\":".to_owned(),
+    );
+    let ((header_wait, _), (body_wait, body_answer), (tokenless_wait, tokenless_answer)) =
+        tokio::join!(headers, body, tokenless);
     let limit = courier_telemetry::http::HEADER_READ_TIMEOUT + std::time::Duration::from_secs(5);
     assert!(
         header_wait < limit,
@@ -508,6 +513,14 @@ async fn a_client_that_trickles_its_headers_or_body_is_cut_off() {
     );
     assert!(body_wait < limit, "body: connection held {body_wait:?}");
     assert!(body_answer.starts_with("HTTP/1.1 408"), "{body_answer}");
+    assert!(
+        tokenless_answer.starts_with("HTTP/1.1 401"),
+        "{tokenless_answer}"
+    );
+    assert!(
+        tokenless_wait < std::time::Duration::from_secs(5),
+        "answered without waiting for the body: {tokenless_wait:?}"
+    );
 }
 
 #[tokio::test]

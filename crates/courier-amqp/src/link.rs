@@ -68,9 +68,9 @@ struct Current {
 }
 
 impl Link {
-    /// Connects to `broker` (TLS for `amqps://`), with lapin's automatic
-    /// recovery on. Fails fast when the broker is unreachable or refuses us:
-    /// recovery is for brokers that went away, not for one never there.
+    /// Connects to `broker` (TLS for `amqps://`). Fails fast when the broker
+    /// is unreachable or refuses us: a wrong address, password or
+    /// certificate is for an operator to fix, not to wait out.
     pub async fn connect(broker: &BrokerConfig, name: &str) -> Result<Link, AmqpError> {
         let (reconnections, _) = tokio::sync::watch::channel(0);
         let current = open(broker, name).await?;

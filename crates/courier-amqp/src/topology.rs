@@ -68,6 +68,18 @@ impl Topology {
         format!("{}.retry", self.namespace)
     }
 
+    /// Whether a delivery that names `exchange` came back through the delay
+    /// cascade: a retry is delivered under the exchange that dead-lettered
+    /// it last (a delay level, or the retry exchange), never the jobs
+    /// exchange publishers write to.
+    pub fn is_retry_path(&self, exchange: &str) -> bool {
+        exchange == self.retry_exchange()
+            || exchange
+                .strip_prefix(&self.namespace)
+                .and_then(|rest| rest.strip_prefix(".delay."))
+                .is_some_and(|level| level.parse::<u32>().is_ok_and(|l| l < LEVELS))
+    }
+
     /// Exchange and queue of delay level `level`.
     pub fn delay_exchange(&self, level: u32) -> String {
         format!("{}.delay.{level}", self.namespace)
@@ -291,4 +303,27 @@ async fn bind(ch: &Channel, queue: &str, exchange: &str, key: &str) -> Result<()
     )
     .await
     .map_err(AmqpError::broker(format!("bind {queue} to {exchange}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retries_are_recognised_by_the_exchange_that_delivered_them() {
+        let t = Topology::new("ns", ["p"]);
+        assert!(t.is_retry_path("ns.retry"));
+        assert!(t.is_retry_path("ns.delay.0"));
+        assert!(t.is_retry_path(&format!("ns.delay.{}", LEVELS - 1)));
+        for not in [
+            "ns.jobs",
+            "",
+            "ns.delay.x",
+            "other.retry",
+            "ns.delay.99",
+            "ns.unrouted",
+        ] {
+            assert!(!t.is_retry_path(not), "{not}");
+        }
+    }
 }

@@ -109,16 +109,18 @@ impl Admission {
 ///
 /// - A copy from before an operator's requeue (its generation is below the
 ///   recorded one) is a duplicate, whatever its body.
-/// - A different job under a recorded id is a conflict, except while the job
-///   is `queued`: an operator's requeue may have patched its payload, and the
-///   first run of the new generation records the new fingerprint.
-/// - A terminal job, or a copy of an earlier attempt, is a duplicate.
-/// - Otherwise the delivery runs as the attempt after the recorded ones. A
-///   retry copy may be one attempt ahead of the record (Courier publishes a
-///   retry before committing the attempt that caused it, and the commit may
-///   not have landed yet: PostgreSQL was slow); only then is its claim
-///   believed, and never further. What arrives through the jobs exchange
-///   runs as the attempt after the recorded ones, whatever it claims.
+/// - A different job under a recorded id is a conflict. (An operator's
+///   requeue that patches a payload records the new fingerprint before it
+///   publishes the patched job.)
+/// - A terminal job is done: a duplicate.
+/// - Through the jobs exchange (where publishers write) come only a job's
+///   first delivery and an operator's requeue: for a job already running
+///   (`retrying`) it is a duplicate, whatever attempts it claims. Only the
+///   retry exchange continues a running job.
+/// - A retry copy of an earlier attempt is a duplicate; otherwise it runs as
+///   the attempt after the recorded ones, or one later: Courier publishes a
+///   retry before committing the attempt that caused it, and that commit
+///   may not have landed yet (PostgreSQL was slow). Never further.
 pub fn verdict(
     stored: Option<StoredProgress>,
     delivered: DeliveredProgress,
@@ -135,14 +137,22 @@ pub fn verdict(
     if p.generation > delivered.generation {
         return DeliveryVerdict::Duplicate;
     }
-    if p.fingerprint.is_some_and(|f| f != *fingerprint) && p.state != JobState::Queued {
+    if p.fingerprint.is_some_and(|f| f != *fingerprint) {
         return DeliveryVerdict::Conflict;
     }
-    if p.state.is_terminal() || p.attempts > delivered.attempts {
+    if p.state.is_terminal() {
+        return DeliveryVerdict::Duplicate;
+    }
+    let runs = match p.state {
+        JobState::Queued => true,
+        JobState::Retrying => delivered.via_retry && delivered.attempts >= p.attempts,
+        JobState::Succeeded | JobState::Dead => false,
+    };
+    if !runs {
         return DeliveryVerdict::Duplicate;
     }
     DeliveryVerdict::Process(Admission {
-        attempt: delivered.attempts.min(p.attempts + ahead) + 1,
+        attempt: delivered.attempts.min(p.attempts + ahead).max(p.attempts) + 1,
         run_base: p.run_base,
         generation: p.generation,
     })
@@ -201,16 +211,22 @@ mod tests {
     #[test]
     fn a_stale_copy_of_an_earlier_attempt_is_a_duplicate() {
         let p = stored(JobState::Retrying, 2, 0);
-        assert_eq!(
-            verdict(p, delivered(0, 0), &BODY),
-            DeliveryVerdict::Duplicate
-        );
-        assert_eq!(
-            verdict(p, delivered(1, 0), &BODY),
-            DeliveryVerdict::Duplicate
-        );
-        assert_eq!(attempt(verdict(p, delivered(2, 0), &BODY)), 3);
+        assert_eq!(verdict(p, retried(0), &BODY), DeliveryVerdict::Duplicate);
+        assert_eq!(verdict(p, retried(1), &BODY), DeliveryVerdict::Duplicate);
+        assert_eq!(attempt(verdict(p, retried(2), &BODY)), 3);
         assert_eq!(attempt(verdict(None, delivered(0, 0), &BODY)), 1);
+    }
+
+    #[test]
+    fn the_jobs_exchange_starts_a_job_or_a_requeued_run_never_continues_one() {
+        for claimed in [0, 2, 3, 99] {
+            let v = verdict(
+                stored(JobState::Retrying, 2, 0),
+                delivered(claimed, 0),
+                &BODY,
+            );
+            assert_eq!(v, DeliveryVerdict::Duplicate, "claiming {claimed}");
+        }
     }
 
     #[test]
@@ -237,18 +253,21 @@ mod tests {
             DeliveryVerdict::Duplicate,
             "an old generation's body may differ"
         );
-        assert!(
-            matches!(
-                verdict(p, delivered(3, 1), &OTHER),
-                DeliveryVerdict::Process(_)
-            ),
-            "a patched requeue carries a new body"
+        assert_eq!(
+            verdict(p, delivered(3, 9), &OTHER),
+            DeliveryVerdict::Conflict,
+            "a queued job is not anyone's to take: the requeue recorded its body"
         );
     }
 
     #[test]
     fn a_different_job_under_a_recorded_id_is_a_conflict() {
-        for state in [JobState::Retrying, JobState::Succeeded, JobState::Dead] {
+        for state in [
+            JobState::Queued,
+            JobState::Retrying,
+            JobState::Succeeded,
+            JobState::Dead,
+        ] {
             assert_eq!(
                 verdict(stored(state, 1, 0), delivered(1, 0), &OTHER),
                 DeliveryVerdict::Conflict
@@ -259,7 +278,7 @@ mod tests {
             ..stored(JobState::Retrying, 1, 0).expect("some")
         });
         assert!(matches!(
-            verdict(unknown, delivered(1, 0), &OTHER),
+            verdict(unknown, retried(1), &OTHER),
             DeliveryVerdict::Process(_)
         ));
     }
@@ -277,12 +296,17 @@ mod tests {
             })
         );
         assert_eq!(
+            verdict(stored(JobState::Retrying, 1, 0), delivered(66, 3), &BODY),
+            DeliveryVerdict::Duplicate,
+            "a replayed copy cannot spend a running job's attempts"
+        );
+        assert_eq!(
             attempt(verdict(
-                stored(JobState::Retrying, 1, 0),
+                stored(JobState::Queued, 4, 0),
                 delivered(66, 3),
                 &BODY
             )),
-            2
+            5
         );
     }
 
@@ -308,16 +332,21 @@ mod tests {
         fn no_header_moves_a_job_more_than_one_attempt_ahead_of_its_record(
             recorded in 0u32..1000, run_base in 0u32..1000, generation in 0u32..10,
             claimed in any::<u32>(), claimed_generation in any::<u32>(), via_retry: bool,
+            queued: bool,
         ) {
             let p = StoredProgress {
-                state: JobState::Retrying,
+                state: if queued { JobState::Queued } else { JobState::Retrying },
                 attempts: recorded,
                 run_base: run_base.min(recorded),
                 generation,
                 fingerprint: Some(BODY),
             };
             let d = DeliveredProgress { attempts: claimed, generation: claimed_generation, via_retry };
-            if let DeliveryVerdict::Process(a) = verdict(Some(p), d, &BODY) {
+            let v = verdict(Some(p), d, &BODY);
+            if !queued && !via_retry {
+                prop_assert_eq!(v, DeliveryVerdict::Duplicate);
+            }
+            if let DeliveryVerdict::Process(a) = v {
                 prop_assert!(a.attempt == recorded + 1 || (via_retry && a.attempt == recorded + 2));
                 prop_assert_eq!(a.run_base, p.run_base);
                 prop_assert_eq!(a.generation, generation);

@@ -4,7 +4,7 @@
 //! It must never retry, sleep between attempts or judge the result: that is
 //! courier-core's classification, applied by the worker.
 
-use crate::secret::{SecretError, SecretSource};
+use crate::secret::{Rules, SecretError, SecretSource};
 use chrono::{DateTime, Utc};
 use courier_core::config::{AuthScheme, Operation, ProviderConfig};
 use courier_core::retry::parse_retry_after;
@@ -64,17 +64,36 @@ struct Auth {
 
 impl Auth {
     fn value(&self) -> Option<HeaderValue> {
-        let secret = self.secret.current();
-        let mut value = if self.bearer {
-            HeaderValue::from_str(&format!("Bearer {}", secret.expose()))
-        } else {
-            HeaderValue::from_str(secret.expose())
-        }
-        .ok()?;
+        let secret = self.secret.current()?;
+        let mut value = header_value(self.bearer, secret.expose()).ok()?;
         value.set_sensitive(true);
         Some(value)
     }
 }
+
+fn header_value(
+    bearer: bool,
+    secret: &str,
+) -> Result<HeaderValue, reqwest::header::InvalidHeaderValue> {
+    if bearer {
+        HeaderValue::from_str(&format!("Bearer {secret}"))
+    } else {
+        HeaderValue::from_str(secret)
+    }
+}
+
+/// A provider token must make a header value (no line breaks): a rotated
+/// file that does not is refused and the last good token kept.
+const TOKEN_RULES: Rules = Rules {
+    check: |v| {
+        header_value(true, v)
+            .map(|_| ())
+            .map_err(|_| "not a valid HTTP header value".to_owned())
+    },
+    revoke_when_gone: false,
+};
+
+impl Auth {}
 
 impl ProviderClient {
     pub fn new(config: &ProviderConfig) -> Result<Self, ProviderError> {
@@ -94,11 +113,12 @@ impl ProviderClient {
         let auth = match &config.auth {
             None => None,
             Some(auth) => {
-                let secret =
-                    SecretSource::open(&auth.secret).map_err(|source| ProviderError::Secret {
+                let secret = SecretSource::open(&auth.secret, TOKEN_RULES).map_err(|source| {
+                    ProviderError::Secret {
                         provider: provider.clone(),
                         source,
-                    })?;
+                    }
+                })?;
                 let (header, bearer) = match &auth.scheme {
                     AuthScheme::Bearer => (reqwest::header::AUTHORIZATION, true),
                     AuthScheme::Header(h) => (

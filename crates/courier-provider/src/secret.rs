@@ -42,6 +42,16 @@ pub enum SecretError {
     },
     #[error("the secret from {0} is empty")]
     Empty(String),
+    #[error("the secret from {0} is refused: {1}")]
+    Refused(String, String),
+}
+
+/// Where a secret comes from, for messages.
+fn origin(reference: &SecretRef) -> String {
+    match reference {
+        SecretRef::Env(name) => format!("${name}"),
+        SecretRef::File(path) => path.display().to_string(),
+    }
 }
 
 /// Reads the secret a reference points at. A trailing newline in a file is
@@ -68,6 +78,27 @@ pub fn resolve(reference: &SecretRef) -> Result<Secret, SecretError> {
     Ok(Secret(value))
 }
 
+/// What a value read from a secret's source must be, and what happens when
+/// a re-read finds none.
+#[derive(Debug, Clone, Copy)]
+pub struct Rules {
+    /// `Err` says why a value is refused (a rotated value that fails keeps
+    /// the last good one, and is logged).
+    pub check: fn(&str) -> Result<(), String>,
+    /// A file gone or empty on a re-read: keep the last value (a provider's
+    /// token: a half-done rotation must not stop the calls), or revoke it
+    /// (an admin token: removing the file takes the access away).
+    pub revoke_when_gone: bool,
+}
+
+impl Rules {
+    /// Any non-empty value; kept when the file goes.
+    pub const ANY: Rules = Rules {
+        check: |_| Ok(()),
+        revoke_when_gone: false,
+    };
+}
+
 /// A secret that follows its source: the value as of the last reload.
 /// Cheap to clone; clones share the value.
 #[derive(Clone, Debug)]
@@ -78,7 +109,9 @@ pub struct SecretSource {
 #[derive(Debug)]
 struct Source {
     reference: SecretRef,
-    current: RwLock<Secret>,
+    rules: Rules,
+    /// `None` once revoked.
+    current: RwLock<Option<Secret>>,
 }
 
 /// Every file-backed source in use, for [`reload_all`]. Dropped sources
@@ -86,13 +119,16 @@ struct Source {
 static FILE_SOURCES: Mutex<Vec<Weak<Source>>> = Mutex::new(Vec::new());
 
 impl SecretSource {
-    /// Resolves `reference` now (failing as [`resolve`] does) and, for a
-    /// file, keeps following it.
-    pub fn open(reference: &SecretRef) -> Result<SecretSource, SecretError> {
+    /// Resolves `reference` now (failing as [`resolve`] does, or when the
+    /// value breaks `rules`) and, for a file, keeps following it.
+    pub fn open(reference: &SecretRef, rules: Rules) -> Result<SecretSource, SecretError> {
         let secret = resolve(reference)?;
+        (rules.check)(secret.expose())
+            .map_err(|why| SecretError::Refused(origin(reference), why))?;
         let inner = Arc::new(Source {
             reference: reference.clone(),
-            current: RwLock::new(secret),
+            rules,
+            current: RwLock::new(Some(secret)),
         });
         if matches!(reference, SecretRef::File(_)) {
             FILE_SOURCES
@@ -103,8 +139,8 @@ impl SecretSource {
         Ok(SecretSource { inner })
     }
 
-    /// The value as of the last reload.
-    pub fn current(&self) -> Secret {
+    /// The value as of the last reload; `None` once revoked.
+    pub fn current(&self) -> Option<Secret> {
         self.inner
             .current
             .read()
@@ -114,17 +150,34 @@ impl SecretSource {
 
     /// Re-reads the source; `true` when the value changed.
     fn reload(source: &Source) -> bool {
-        match resolve(&source.reference) {
+        let fresh = resolve(&source.reference).and_then(|fresh| {
+            (source.rules.check)(fresh.expose())
+                .map(|()| fresh)
+                .map_err(|why| SecretError::Refused(origin(&source.reference), why))
+        });
+        let mut current = source
+            .current
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        match fresh {
             Ok(fresh) => {
-                let mut current = source
-                    .current
-                    .write()
-                    .unwrap_or_else(PoisonError::into_inner);
-                if current.expose() == fresh.expose() {
+                if current
+                    .as_ref()
+                    .is_some_and(|c| c.expose() == fresh.expose())
+                {
                     return false;
                 }
-                *current = fresh;
+                *current = Some(fresh);
                 true
+            }
+            Err(e @ (SecretError::File { .. } | SecretError::Empty(_)))
+                if source.rules.revoke_when_gone =>
+            {
+                if current.take().is_some() {
+                    tracing::warn!(error = %e, "a secret's file is gone or empty: revoked");
+                    return true;
+                }
+                false
             }
             Err(e) => {
                 tracing::warn!(error = %e, "re-reading a secret failed; keeping the last value");
@@ -184,17 +237,44 @@ mod tests {
     #[test]
     fn a_file_secret_follows_its_file_and_survives_a_bad_rotation() {
         let path = temp_secret("first-value\n");
-        let source = SecretSource::open(&SecretRef::File(path.clone())).expect("opens");
-        assert_eq!(source.current().expose(), "first-value");
+        let source = SecretSource::open(&SecretRef::File(path.clone()), Rules::ANY).expect("opens");
+        let value = |s: &SecretSource| s.current().map(|v| v.expose().to_owned());
+        assert_eq!(value(&source).as_deref(), Some("first-value"));
         std::fs::write(&path, "second-value\n").expect("rotate");
         assert!(reload_all() >= 1);
-        assert_eq!(source.current().expose(), "second-value");
+        assert_eq!(value(&source).as_deref(), Some("second-value"));
         // Half-written or gone: the last good value stays.
         std::fs::write(&path, "").expect("truncate");
         reload_all();
-        assert_eq!(source.current().expose(), "second-value");
+        assert_eq!(value(&source).as_deref(), Some("second-value"));
         let _ = std::fs::remove_file(&path);
         reload_all();
-        assert_eq!(source.current().expose(), "second-value");
+        assert_eq!(value(&source).as_deref(), Some("second-value"));
+    }
+
+    #[test]
+    fn a_rotated_value_that_breaks_the_rules_is_refused_and_a_revocable_one_goes_with_its_file() {
+        let long = Rules {
+            check: |v| {
+                if v.len() >= 8 {
+                    Ok(())
+                } else {
+                    Err("short".into())
+                }
+            },
+            revoke_when_gone: true,
+        };
+        let path = temp_secret("long-enough\n");
+        let source = SecretSource::open(&SecretRef::File(path.clone()), long).expect("opens");
+        std::fs::write(&path, "short\n").expect("rotate");
+        reload_all();
+        assert_eq!(
+            source.current().map(|v| v.expose().to_owned()).as_deref(),
+            Some("long-enough")
+        );
+        let _ = std::fs::remove_file(&path);
+        reload_all();
+        assert!(source.current().is_none(), "revoked");
+        assert!(SecretSource::open(&SecretRef::File(path), long).is_err());
     }
 }

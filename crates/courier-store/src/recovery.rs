@@ -379,6 +379,25 @@ impl Store {
         Ok(letters)
     }
 
+    /// Records the fingerprint of the job each requeued letter will be
+    /// published as (a patch changes it), before it is published: the
+    /// worker refuses a body that does not match its job's record.
+    pub async fn record_fingerprints(&self, jobs: &[(Uuid, [u8; 32])]) -> Result<(), StoreError> {
+        let ids: Vec<Uuid> = jobs.iter().map(|(id, _)| *id).collect();
+        let prints: Vec<&[u8]> = jobs.iter().map(|(_, f)| f.as_slice()).collect();
+        sqlx::query(
+            "UPDATE jobs SET fingerprint = u.fingerprint
+             FROM UNNEST($1::uuid[], $2::bytea[]) AS u(id, fingerprint)
+             WHERE jobs.id = u.id AND jobs.state = 'queued'",
+        )
+        .bind(&ids)
+        .bind(&prints)
+        .execute(&self.pool)
+        .await
+        .map_err(StoreError::query("record requeued jobs' fingerprints"))?;
+        Ok(())
+    }
+
     /// Marks letters `action` republished; `bodies` holds the patched body
     /// where a patch changed it.
     pub async fn finish_requeue(

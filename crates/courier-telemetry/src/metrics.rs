@@ -290,7 +290,7 @@ impl Metrics {
         let broker_reconnects = Counter::default();
         registry.register(
             "courier_broker_reconnects",
-            "Times the RabbitMQ connection was re-established (by auto-recovery, or replaced by the worker)",
+            "Times the RabbitMQ connection was lost and replaced by a new one",
             broker_reconnects.clone(),
         );
         let broker_unreadable = Counter::default();

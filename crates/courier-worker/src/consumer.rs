@@ -47,9 +47,13 @@ pub async fn run(mut c: Consumer) -> (Channel, courier_amqp::Consumer) {
             next = c.deliveries.next() => match next {
                 Some(Ok(d)) => d,
                 Some(Err(e)) => {
-                    // The connection is recovering (lapin) or lost (the
-                    // supervisor replaces it and ends this loop).
-                    tracing::warn!(%queue, error = %e, "consumer error; waiting for the connection to recover");
+                    // A closed channel ends this consumer (the supervisor
+                    // subscribes the queue again); anything else, wait.
+                    if !c.channel.status().connected() {
+                        tracing::warn!(%queue, error = %e, "the consumer's channel is closed");
+                        break;
+                    }
+                    tracing::warn!(%queue, error = %e, "consumer error; waiting");
                     tokio::select! {
                         _ = c.stop.cancelled() => break,
                         _ = tokio::time::sleep(std::time::Duration::from_millis(100)) => continue,
@@ -69,13 +73,24 @@ pub async fn run(mut c: Consumer) -> (Channel, courier_amqp::Consumer) {
             let _in_flight = in_flight;
             match pipeline.process(provider.as_deref(), &delivery).await {
                 Ok(outcome) => {
-                    let done = Completed {
-                        outcome,
-                        acker: delivery.acker,
-                        queue_provider: provider,
+                    // A writer stuck on PostgreSQL fills the channel; at
+                    // shutdown's end the delivery goes back instead.
+                    let room = tokio::select! {
+                        room = outcomes.reserve() => room,
+                        _ = pipeline.abandoned().cancelled() => {
+                            let _ = courier_amqp::requeue(&delivery.acker).await;
+                            return;
+                        }
                     };
-                    if outcomes.send(done).await.is_err() {
-                        tracing::error!("outcome writer is gone; the delivery will be redelivered");
+                    match room {
+                        Ok(room) => room.send(Completed {
+                            outcome,
+                            acker: delivery.acker,
+                            queue_provider: provider,
+                        }),
+                        Err(_) => tracing::error!(
+                            "outcome writer is gone; the delivery will be redelivered"
+                        ),
                     }
                 }
                 Err(_abandoned) => {

@@ -319,7 +319,15 @@ async fn shutdown_sequence(s: Shutdown) {
             "shutdown grace period over: requeuing jobs still in flight"
         );
         s.abandon.cancel();
-        s.tasks.wait().await;
+        if tokio::time::timeout(FLUSH_DEADLINE, s.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::error!(
+                unfinished = s.tasks.len(),
+                "jobs still in flight after abandoning them; their deliveries return when the connection closes"
+            );
+        }
     }
     // Every sender is gone now, so the writer ends once it has flushed.
     let mut writer = s.writer;

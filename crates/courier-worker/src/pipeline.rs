@@ -43,8 +43,6 @@ pub struct Pipeline {
     abandon: CancellationToken,
     metrics: Arc<Metrics>,
     lookup: ProgressLookup,
-    /// Where retries come back from (`Topology::retry_exchange`).
-    retry_exchange: String,
 }
 
 /// Why a job dies, with the words an operator reads.
@@ -88,7 +86,6 @@ impl Pipeline {
             .collect();
         Self {
             config,
-            retry_exchange: topology.retry_exchange(),
             topology,
             publisher,
             clients,
@@ -102,6 +99,11 @@ impl Pipeline {
 
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
+    }
+
+    /// Fired when shutdown gives up on the work still in flight.
+    pub fn abandoned(&self) -> &CancellationToken {
+        &self.abandon
     }
 
     pub fn config(&self) -> &Config {
@@ -153,7 +155,7 @@ impl Pipeline {
         let delivered = DeliveredProgress {
             attempts: meta.attempts,
             generation: meta.generation,
-            via_retry: delivery.exchange.as_str() == self.retry_exchange,
+            via_retry: self.topology.is_retry_path(delivery.exchange.as_str()),
         };
         let verdict = verdict(progress, delivered, &job.fingerprint);
         let attempt = match verdict {

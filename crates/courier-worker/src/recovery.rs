@@ -169,6 +169,19 @@ async fn requeue_claimed(
                 )
             })
             .collect::<Result<_, _>>()?;
+        // What each job will be published as, recorded first: the worker
+        // refuses a body its job's record does not name.
+        let prints: Vec<(Uuid, [u8; 32])> = claimed
+            .iter()
+            .zip(&bodies)
+            .filter_map(|(letter, patched)| {
+                let body = patched.as_deref().unwrap_or(&letter.body);
+                Job::parse(body, usize::MAX)
+                    .ok()
+                    .map(|job| (letter.job_id, job.fingerprint))
+            })
+            .collect();
+        store.record_fingerprints(&prints).await?;
         let publishes = claimed.iter().zip(&bodies).map(|(letter, patched)| {
             let body = patched.as_deref().unwrap_or(&letter.body);
             async move {

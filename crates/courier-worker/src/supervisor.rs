@@ -1,12 +1,13 @@
 //! The worker's hold on RabbitMQ: a consumer per queue on the current
 //! connection, and a new connection when that one is lost for good.
 //!
-//! lapin recovers a connection after network errors by itself. It gives up
-//! for good when the broker sends a frame its parser cannot read: a message
-//! whose `message_id` (or another property, or a header name) is not UTF-8
-//! kills the whole connection, and comes back first on the next one. No
+//! A connection can be lost for good: the network, a broker restart, or a
+//! frame lapin's parser cannot read (a message whose `message_id`, another
+//! property or a header name is not UTF-8 kills the whole connection, and
+//! comes back first on the next one). lapin's own recovery is off
+//! (courier-amqp's `link` says why); this module resubscribes. No
 //! released version of the parser (amq-protocol 10.6.3) reads such frames,
-//! so this module makes the worker survive them: it notices the loss within
+//! so the worker must survive them: the supervisor notices the loss within
 //! a tenth of a second, ends that connection's consumers (their deliveries
 //! return to their queues), counts it, records it in PostgreSQL once per
 //! episode, and connects again with a short backoff. Until the message is
@@ -28,6 +29,7 @@ use courier_amqp::{Channel, Link, Loss};
 use courier_core::retry::DeadReason;
 use courier_store::{DeadLetterRow, Outcome, Store};
 use courier_telemetry::Metrics;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -66,12 +68,12 @@ pub struct Supervisor {
     pub metrics: Arc<Metrics>,
 }
 
-/// One connection's consumers.
+/// One connection's consumers, one per queue (`None`: the unrouted queue).
 struct Session {
     cancel: CancellationToken,
-    consumers: Vec<JoinHandle<Subscription>>,
-    /// Each consumer's channel, to lift one-at-a-time consuming.
-    channels: Vec<Channel>,
+    consumers: HashMap<Option<String>, JoinHandle<Subscription>>,
+    /// Set while a queue could not be subscribed: when to try again.
+    retry_at: Option<Instant>,
 }
 
 impl Session {
@@ -79,13 +81,23 @@ impl Session {
     async fn end(self) -> Vec<Subscription> {
         self.cancel.cancel();
         let mut subscriptions = Vec::new();
-        for consumer in self.consumers {
+        for (_, consumer) in self.consumers {
             if let Ok(subscription) = consumer.await {
                 subscriptions.push(subscription);
             }
         }
         subscriptions
     }
+}
+
+/// Why a session ended.
+enum End {
+    /// The connection is lost for good: a new one is needed.
+    Lost(Loss),
+    /// An episode of unreadable messages is over: the queues are subscribed
+    /// again at full prefetch (a channel's `basic.qos` does not change the
+    /// prefetch of a consumer already running).
+    Healthy,
 }
 
 /// Runs until `stop`; returns the last connection's subscriptions.
@@ -99,56 +111,63 @@ pub async fn run(s: Supervisor) -> Vec<Subscription> {
         // the link heals it on its next channel): the session watches the
         // connection it subscribed on, by its epoch.
         let epoch = s.link.epoch();
-        // A reply lapin never resolves (the connection died under it) must
-        // not hold the supervisor: the loss is watched meanwhile.
-        let subscribed = tokio::select! {
-            subscribed = subscribe(&s, careful) => subscribed,
-            loss = lost(&s.link, epoch) => Err(loss),
-            _ = s.stop.cancelled() => return Vec::new(),
+        let mut session = Session {
+            cancel: s.stop.child_token(),
+            consumers: HashMap::new(),
+            retry_at: None,
         };
-        let loss = match subscribed {
-            Ok(session) => {
-                let born = Instant::now();
-                let loss = loop {
-                    tokio::select! {
-                        _ = s.stop.cancelled() => return session.end().await,
-                        _ = tokio::time::sleep(WATCH_INTERVAL) => {}
-                    }
-                    if let Some(loss) = s.link.loss_since(epoch) {
-                        break loss;
-                    }
-                    if born.elapsed() >= HEALTHY_AFTER {
-                        backoff = BACKOFF_MIN;
-                        if episode.take().is_some() {
-                            tracing::info!(
-                                "no unreadable message for {HEALTHY_AFTER:?}: consuming at full prefetch again"
-                            );
-                            let prefetch = s.pipeline.config().broker.prefetch;
-                            for channel in &session.channels {
-                                if let Err(e) = courier_amqp::set_prefetch(channel, prefetch).await
-                                {
-                                    tracing::warn!(error = %e, "restoring the prefetch failed");
-                                }
-                            }
-                        }
-                    }
+        let born = Instant::now();
+        let end = loop {
+            // (Re)subscribe every queue without a running consumer: at once,
+            // then after a consumer ended (its channel was closed: the
+            // broker's consumer timeout, a deleted queue), at most every
+            // BACKOFF_MAX. A reply lapin never resolves (the connection died
+            // under it) must not hold the supervisor: the loss is watched.
+            if session.retry_at.is_none_or(|at| Instant::now() >= at) {
+                let subscribed = tokio::select! {
+                    subscribed = subscribe_missing(&s, &mut session, careful) => subscribed,
+                    loss = lost(&s.link, epoch) => Err(loss),
+                    _ = s.stop.cancelled() => return session.end().await,
                 };
-                drop(session.end().await);
-                loss
-            }
-            // The connection died while the queues were being subscribed
-            // (an unreadable message arrives on the first of them at once).
-            Err(Refusal::Lost(loss)) => loss,
-            Err(Refusal::Broker(e)) => match s.link.loss_since(epoch) {
-                Some(loss) => loss,
-                None => {
-                    tracing::warn!(error = %e, "cannot consume from RabbitMQ; trying again");
-                    if !wait(&s.stop, &mut backoff, cap(episode)).await {
-                        return Vec::new();
-                    }
-                    continue;
+                if let Err(loss) = subscribed {
+                    break End::Lost(loss);
                 }
-            },
+            }
+            tokio::select! {
+                _ = s.stop.cancelled() => return session.end().await,
+                _ = tokio::time::sleep(WATCH_INTERVAL) => {}
+            }
+            if let Some(loss) = s.link.loss_since(epoch) {
+                break End::Lost(loss);
+            }
+            if let Some(queue) = session
+                .consumers
+                .iter()
+                .find(|(_, c)| c.is_finished())
+                .map(|(q, _)| q.clone())
+            {
+                tracing::warn!(queue = ?queue, "a queue consumer ended (its channel was closed, or its queue is gone); subscribing it again");
+                if let Some(ended) = session.consumers.remove(&queue) {
+                    drop(ended.await);
+                }
+                session.retry_at.get_or_insert(Instant::now() + BACKOFF_MAX);
+            }
+            if born.elapsed() >= HEALTHY_AFTER {
+                backoff = BACKOFF_MIN;
+                if episode.take().is_some() {
+                    break End::Healthy;
+                }
+            }
+        };
+        drop(session.end().await);
+        let loss = match end {
+            End::Healthy => {
+                tracing::info!(
+                    "no unreadable message for {HEALTHY_AFTER:?}: consuming at full prefetch again"
+                );
+                continue;
+            }
+            End::Lost(loss) => loss,
         };
         if loss.unreadable {
             s.metrics.unreadable_delivery();
@@ -176,31 +195,25 @@ fn cap(episode: Option<Instant>) -> Duration {
     }
 }
 
-/// Why subscribing failed.
-enum Refusal {
-    Broker(courier_amqp::AmqpError),
-    Lost(Loss),
-}
-
-impl From<courier_amqp::AmqpError> for Refusal {
-    fn from(e: courier_amqp::AmqpError) -> Self {
-        Refusal::Broker(e)
-    }
-}
-
 /// Resolves once the connection of `epoch` is lost for good.
-async fn lost(link: &Link, epoch: u64) -> Refusal {
+async fn lost(link: &Link, epoch: u64) -> Loss {
     loop {
         if let Some(loss) = link.loss_since(epoch) {
-            return Refusal::Lost(loss);
+            return loss;
         }
         tokio::time::sleep(WATCH_INTERVAL).await;
     }
 }
 
-/// Subscribes every queue on the current connection. `careful`: one
-/// delivery at a time.
-async fn subscribe(s: &Supervisor, careful: bool) -> Result<Session, Refusal> {
+/// Subscribes every queue of the worker that has no consumer in `session`;
+/// `careful`: one delivery at a time. A queue that cannot be subscribed
+/// (deleted, say) waits for the next try without holding up the others;
+/// `Err` only when the connection is lost.
+async fn subscribe_missing(
+    s: &Supervisor,
+    session: &mut Session,
+    careful: bool,
+) -> Result<(), Loss> {
     let config = s.pipeline.config();
     let prefetch = if careful { 1 } else { config.broker.prefetch };
     let queues = config
@@ -208,36 +221,41 @@ async fn subscribe(s: &Supervisor, careful: bool) -> Result<Session, Refusal> {
         .values()
         .map(|p| Some(p.name.clone()))
         .chain([None]);
-    let mut subscribed = Vec::new();
+    session.retry_at = None;
     for provider in queues {
+        if session.consumers.contains_key(&provider) {
+            continue;
+        }
         let queue = match &provider {
             Some(p) => s.pipeline.topology().work_queue(p),
             None => s.pipeline.topology().unrouted(),
         };
-        let (channel, deliveries) = courier_amqp::consume(&s.link, &queue, prefetch, "").await?;
-        subscribed.push((provider, channel, deliveries));
-    }
-    let cancel = s.stop.child_token();
-    let mut session = Session {
-        cancel: cancel.clone(),
-        consumers: Vec::new(),
-        channels: Vec::new(),
-    };
-    for (provider, channel, deliveries) in subscribed {
-        session.channels.push(channel.clone());
+        let (channel, deliveries) = match courier_amqp::consume(&s.link, &queue, prefetch, "").await
+        {
+            Ok(subscribed) => subscribed,
+            Err(e) => {
+                if let Some(loss) = s.link.loss() {
+                    return Err(loss);
+                }
+                tracing::warn!(%queue, error = %e, "cannot consume this queue; trying again");
+                session.retry_at = Some(Instant::now() + BACKOFF_MAX);
+                continue;
+            }
+        };
         s.running.consumers.fetch_add(1, Ordering::SeqCst);
-        session.consumers.push(tokio::spawn(consumer::run(Consumer {
+        let consumer = tokio::spawn(consumer::run(Consumer {
             pipeline: s.pipeline.clone(),
-            provider,
+            provider: provider.clone(),
             channel,
             deliveries,
             outcomes: s.outcomes.clone(),
             tasks: s.tasks.clone(),
-            stop: cancel.clone(),
+            stop: session.cancel.clone(),
             running: s.running.clone(),
-        })));
+        }));
+        session.consumers.insert(provider, consumer);
     }
-    Ok(session)
+    Ok(())
 }
 
 /// Waits `backoff` (then doubles it) unless `stop` fires first: `false`.

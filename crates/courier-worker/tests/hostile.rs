@@ -189,6 +189,39 @@ async fn forged_progress_headers_change_neither_the_budget_nor_the_attempt_count
 }
 
 #[tokio::test]
+async fn a_replayed_copy_cannot_spend_a_running_jobs_attempts() {
+    let env = TestEnv::new().await;
+    let worker = env.start_worker().await;
+    // Three attempts 1 s then 2 s apart (testkit); each fails.
+    let job = env.job(Some(json!({"status": 500})));
+    env.publish(&job).await;
+    env.wait_state(job.id, "retrying", WAIT).await;
+    for _ in 0..3 {
+        env.publish_with_headers(
+            &job,
+            &[("x-courier-attempts", Value::Int(i64::from(u32::MAX)))],
+        )
+        .await;
+    }
+    env.wait_state(job.id, "dead", WAIT).await;
+    let calls = env.mock.calls_for(&job.id.to_string());
+    assert_eq!(calls.len(), 3, "the replays called nobody");
+    assert!(
+        calls[1].at - calls[0].at >= Duration::from_secs(1),
+        "backoff kept"
+    );
+    let row = env
+        .store
+        .job(job.id)
+        .await
+        .expect("read")
+        .expect("recorded");
+    assert_eq!((row.attempts, row.duplicate_deliveries), (3, 3));
+    worker.shutdown();
+    worker.wait().await;
+}
+
+#[tokio::test]
 async fn a_different_job_under_a_known_id_is_dead_lettered_and_the_known_job_left_alone() {
     let env = TestEnv::new().await;
     let worker = env.start_worker().await;

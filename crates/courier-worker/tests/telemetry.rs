@@ -381,7 +381,8 @@ async fn a_trace_continues_from_the_amqp_headers_to_the_provider_and_the_attempt
 }
 
 #[tokio::test]
-async fn readyz_says_which_queue_consumer_stopped_when_its_queue_is_deleted() {
+async fn readyz_says_which_queue_consumer_stopped_and_the_worker_consumes_it_again_once_it_is_back()
+{
     let env = TestEnv::new().await;
     let worker = env.start_worker().await;
     wait_ready_status(&worker, 200, "a fresh worker").await;
@@ -401,6 +402,20 @@ async fn readyz_says_which_queue_consumer_stopped_when_its_queue_is_deleted() {
         status, 200,
         "not ready, but a restart would not fix the queue"
     );
+
+    // The queue is declared again (by an operator, or another worker): the
+    // worker subscribes it again by itself, and jobs flow.
+    let link = courier_amqp::connect(&courier_testkit::broker(), "redeclare")
+        .await
+        .expect("connect");
+    env.topology
+        .declare(&link.channel().await.expect("channel"))
+        .await
+        .expect("declare again");
+    wait_ready_status(&worker, 200, "its work queue back").await;
+    let job = env.job(None);
+    env.publish(&job).await;
+    env.wait_state(job.id, "succeeded", WAIT).await;
 
     worker.shutdown();
     worker.wait().await;
