@@ -91,15 +91,20 @@ impl std::fmt::Debug for Bench {
 }
 
 impl Bench {
-    /// A fresh namespace `bench_<scenario>_<millis>` with `providers`, all
-    /// served by one mock provider failing per `mix`.
+    /// A fresh namespace `bench_<scenario>_<millis>_<pid>` with `providers`,
+    /// all served by one mock provider failing per `mix`. The process id keeps
+    /// two benches started in the same millisecond (parallel tests) apart.
     pub async fn new(
         scenario: &str,
         providers: Vec<String>,
         mix: FailureMix,
     ) -> anyhow::Result<Bench> {
         let config = Config::from_toml("", "(bench)", &|k| std::env::var(k).ok())?;
-        let namespace = format!("bench_{scenario}_{}", Utc::now().timestamp_millis());
+        let namespace = format!(
+            "bench_{scenario}_{}_{}",
+            Utc::now().timestamp_millis(),
+            std::process::id()
+        );
         let store = Store::connect(&config.database, &namespace, 4).await?;
         store.migrate().await?;
         let conn = courier_amqp::connect(&config.broker, "courier bench").await?;
