@@ -438,6 +438,7 @@ fn bench_json(args: &[&str]) -> serde_json::Value {
         .args(args)
         .arg("--json")
         .arg(&json)
+        .env("COURIER_BENCH_QUIET_SECS", "0")
         .output()
         .expect("run courier bench");
     assert!(
@@ -478,7 +479,7 @@ fn bench_drain_reports_every_figure_beside_the_baseline() {
 }
 
 #[test]
-fn every_other_bench_scenario_runs_at_a_tiny_size() {
+fn baseline_processes_and_providers_benches_run_at_a_tiny_size() {
     let report = bench_json(&["baseline", "--jobs", "200"]);
     assert_eq!(report["runs"], json!([]));
 
@@ -498,7 +499,10 @@ fn every_other_bench_scenario_runs_at_a_tiny_size() {
 
     let report = bench_json(&["providers", "--jobs", "200", "--providers", "5"]);
     assert_eq!(report["runs"][0]["outcomes"], json!({"succeeded": 200}));
+}
 
+#[test]
+fn backlog_and_steady_benches_run_at_a_tiny_size() {
     let report = bench_json(&[
         "backlog",
         "--small",
@@ -528,7 +532,10 @@ fn every_other_bench_scenario_runs_at_a_tiny_size() {
     let runs = report["runs"].as_array().expect("runs");
     assert_eq!(runs.len(), 2, "calibration, then one rate");
     assert!(runs[1]["jobs"].as_u64().expect("jobs") > 0);
+}
 
+#[test]
+fn the_failing_bench_runs_at_a_tiny_size() {
     let report = bench_json(&["failing", "--jobs", "100"]);
     let outcomes = &report["runs"][0]["outcomes"];
     let terminal =
@@ -538,6 +545,68 @@ fn every_other_bench_scenario_runs_at_a_tiny_size() {
         report["runs"][0]["attempts"].as_i64().expect("attempts") > 100,
         "failures were retried"
     );
+}
+
+#[test]
+fn the_ratelimit_bench_holds_the_limit_at_a_tiny_size() {
+    let report = bench_json(&[
+        "ratelimit",
+        "--per-second",
+        "40",
+        "--burst",
+        "5",
+        "--seconds",
+        "3",
+        "--processes",
+        "1,2",
+    ]);
+    let runs = report["report"].as_array().expect("runs");
+    assert_eq!(runs.len(), 2);
+    for run in runs {
+        assert_eq!(run["refused_429"], 0, "{run}");
+        let achieved = run["achieved_per_second"].as_f64().expect("a rate");
+        assert!((30.0..=41.0).contains(&achieved), "{run}");
+        assert!(run["leases"].as_i64().expect("leases") > 0, "{run}");
+    }
+}
+
+#[test]
+fn the_isolation_overhead_and_outage_benches_run_at_a_tiny_size() {
+    let report = bench_json(&["isolation", "--jobs", "300", "--stuck", "30"]);
+    let labels: Vec<_> = report["runs"]
+        .as_array()
+        .expect("runs")
+        .iter()
+        .map(|r| (r["label"].clone(), r["outcomes"]["succeeded"].clone()))
+        .collect();
+    assert_eq!(
+        labels,
+        [
+            (json!("healthy alone"), json!(300)),
+            (json!("beside 30 timing out"), json!(300))
+        ]
+    );
+
+    let report = bench_json(&["overhead", "--jobs", "200", "--rounds", "1"]);
+    assert_eq!(report["runs"].as_array().expect("runs").len(), 2);
+
+    let report = bench_json(&[
+        "outage",
+        "--rate",
+        "50",
+        "--before",
+        "1",
+        "--down",
+        "4",
+        "--after",
+        "2",
+        "--open-secs",
+        "2",
+    ]);
+    let outage = &report["report"];
+    assert_eq!(outage["dead"], 0, "{outage}");
+    assert_eq!(outage["calls_while_open"], 0, "{outage}");
+    assert_eq!(outage["succeeded"], outage["published"], "{outage}");
 }
 
 /// Waits until `log` holds a line containing `needle`; the worker writes

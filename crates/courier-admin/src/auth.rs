@@ -124,6 +124,8 @@ pub struct Read;
 pub struct Requeue;
 #[derive(Debug)]
 pub struct Purge;
+#[derive(Debug)]
+pub struct Pause;
 
 impl Needs for Read {
     const SCOPE: Scope = Scope::Read;
@@ -133,6 +135,9 @@ impl Needs for Requeue {
 }
 impl Needs for Purge {
     const SCOPE: Scope = Scope::Purge;
+}
+impl Needs for Pause {
+    const SCOPE: Scope = Scope::Pause;
 }
 
 /// The caller, authorized for `S`: the token's name (recorded as the actor).

@@ -9,10 +9,12 @@
 
 pub mod auth;
 mod error;
+mod providers;
 mod routes;
 
 pub use auth::{AuthError, Tokens};
 pub use error::ApiError;
+pub use providers::ProviderView;
 
 use courier_amqp::{Link, Publisher, Topology};
 use courier_core::Config;
@@ -30,6 +32,8 @@ pub struct AdminState {
     pub topology: Topology,
     pub tokens: Tokens,
     pub max_body_bytes: usize,
+    /// The providers' limits and names (`/providers`).
+    pub config: Config,
 }
 
 /// The API's routes, without a listener.
@@ -95,6 +99,7 @@ impl AdminServer {
             topology: Topology::new(&config.namespace, config.providers.keys().cloned()),
             tokens,
             max_body_bytes: config.worker.max_body_bytes,
+            config: config.clone(),
         });
         let addr = listener.local_addr().map_err(|source| StartError::Listen {
             addr: config.admin.listen,

@@ -6,7 +6,7 @@
 //! fails), and every filter is validated before it reaches the store.
 
 use crate::AdminState;
-use crate::auth::{Authorized, Purge, Read, Requeue};
+use crate::auth::{Authorized, Pause, Purge, Read, Requeue};
 use crate::error::{ApiError, ErrorBody};
 use axum::extract::{Path, Query, State};
 use axum::routing::{get, post};
@@ -21,17 +21,20 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{IntoParams, Modify, OpenApi, ToSchema};
 use uuid::Uuid;
 
-type Shared = State<Arc<AdminState>>;
+pub(crate) type Shared = State<Arc<AdminState>>;
 
 #[derive(OpenApi)]
 #[openapi(
     info(
         title = "Courier admin API",
-        description = "Find, inspect, requeue and purge failed jobs. Bearer tokens carry scopes: read, requeue, purge."
+        description = "Find, inspect, requeue and purge failed jobs; see, pause and resume providers. Bearer tokens carry scopes: read, requeue, purge, pause."
     ),
-    paths(list_dead, dead_stats, show_dead, requeue, purge, show_job, find_jobs),
+    paths(list_dead, dead_stats, show_dead, requeue, purge, show_job, find_jobs,
+          crate::providers::list_providers, crate::providers::pause_provider, crate::providers::resume_provider),
     components(schemas(ErrorBody, DeadLetterView, StatView, JobView, AttemptView, ActionView, JobTimeline,
-                       RequeueRequest, PurgeRequest, FilterBody, ActionResult)),
+                       RequeueRequest, PurgeRequest, FilterBody, ActionResult,
+                       crate::providers::ProviderView, crate::providers::RateLimitView, crate::providers::HoldView,
+                       crate::providers::PauseRequest, crate::providers::HoldResult)),
     modifiers(&BearerAuth),
     security(("bearer" = []))
 )]
@@ -62,6 +65,7 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/dead-letters/{id}", get(show_dead))
         .route("/jobs", get(find_jobs))
         .route("/jobs/{id}", get(show_job))
+        .route("/providers", get(crate::providers::list_providers))
         .layer(axum::middleware::from_fn(
             |req, next: axum::middleware::Next| async move {
                 match tokio::time::timeout(READ_DEADLINE, next.run(req)).await {
@@ -92,9 +96,24 @@ pub fn router(state: Arc<AdminState>) -> Router {
             state.clone(),
             crate::auth::require::<Purge>,
         ));
+    let pause_routes = Router::new()
+        .route(
+            "/providers/{name}/pause",
+            post(crate::providers::pause_provider),
+        )
+        .route(
+            "/providers/{name}/resume",
+            post(crate::providers::resume_provider),
+        )
+        .layer(body())
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::auth::require::<Pause>,
+        ));
     reads
         .merge(requeue_route)
         .merge(purge_route)
+        .merge(pause_routes)
         .with_state(state)
 }
 

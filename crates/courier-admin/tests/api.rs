@@ -10,6 +10,7 @@ use std::path::PathBuf;
 const READER: &str = "reader-token-0123456789";
 const REQUEUER: &str = "requeuer-token-0123456789";
 const PURGER: &str = "purger-token-0123456789";
+const PAUSER: &str = "pauser-token-0123456789";
 const ADMIN: &str = "admin-token-0123456789";
 
 fn token_file(token: &str) -> PathBuf {
@@ -24,7 +25,12 @@ async fn start() -> (TestEnv, AdminServer, reqwest::Client) {
         ("oncall-read", READER, "[\"read\"]"),
         ("oncall-requeue", REQUEUER, "[\"requeue\"]"),
         ("janitor", PURGER, "[\"purge\"]"),
-        ("lead", ADMIN, "[\"read\", \"requeue\", \"purge\"]"),
+        ("oncall-pause", PAUSER, "[\"pause\"]"),
+        (
+            "lead",
+            ADMIN,
+            "[\"read\", \"requeue\", \"purge\", \"pause\"]",
+        ),
     ]
     .iter()
     .map(|(name, token, scopes)| {
@@ -70,6 +76,14 @@ fn routes() -> Vec<(&'static str, String, &'static str, Option<Value>)> {
             "purge",
             Some(json!({"filter": {"provider": PROVIDER}, "dry_run": true})),
         ),
+        ("GET", "/providers".into(), "read", None),
+        (
+            "POST",
+            "/providers/{name}/pause".into(),
+            "pause",
+            Some(json!({"for_secs": 1})),
+        ),
+        ("POST", "/providers/{name}/resume".into(), "pause", None),
     ]
 }
 
@@ -100,7 +114,12 @@ async fn call(
 #[tokio::test]
 async fn no_token_is_401_and_a_token_without_the_scope_is_403_on_every_route() {
     let (env, server, client) = start().await;
-    let tokens = [("read", READER), ("requeue", REQUEUER), ("purge", PURGER)];
+    let tokens = [
+        ("read", READER),
+        ("requeue", REQUEUER),
+        ("purge", PURGER),
+        ("pause", PAUSER),
+    ];
     for (method, path, scope, body) in routes() {
         let (status, _) = call(&client, &server, method, &path, body.as_ref(), None).await;
         assert_eq!(
@@ -136,6 +155,95 @@ async fn no_token_is_401_and_a_token_without_the_scope_is_403_on_every_route() {
         }
     }
     drop(env);
+}
+
+#[tokio::test]
+async fn providers_are_listed_paused_and_resumed_over_http_and_audited() {
+    let (env, server, client) = start().await;
+    let (status, listed) = call(&client, &server, "GET", "/providers", None, Some(READER)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(listed[0]["name"], PROVIDER);
+    assert_eq!(listed[0]["circuit"], "closed");
+    assert_eq!(listed[0]["held"], Value::Null);
+    assert_eq!(listed[0]["queue_depth"], 0);
+
+    let pause = format!("/providers/{PROVIDER}/pause");
+    for (bad, field) in [
+        (json!({"for_secs": 0}), "for_secs"),
+        (
+            json!({"for_secs": 60, "until": "2030-01-01T00:00:00Z"}),
+            "for_secs",
+        ),
+        (json!({"until": "2001-01-01T00:00:00Z"}), "until"),
+    ] {
+        let (status, reply) =
+            call(&client, &server, "POST", &pause, Some(&bad), Some(PAUSER)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}");
+        assert!(
+            reply["error"].as_str().is_some_and(|e| e.contains(field)),
+            "{reply}"
+        );
+    }
+    let (status, done) = call(
+        &client,
+        &server,
+        "POST",
+        &pause,
+        Some(&json!({"for_secs": 600})),
+        Some(PAUSER),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{done}");
+    let state = env
+        .store
+        .provider_state(PROVIDER)
+        .await
+        .expect("read")
+        .expect("row");
+    assert_eq!(state.held_by.as_deref(), Some("api:oncall-pause"));
+    let until = state.held_until.expect("paused for a time");
+    let ahead = until - chrono::Utc::now();
+    assert!(ahead > chrono::Duration::seconds(590) && ahead <= chrono::Duration::seconds(600));
+    let action: uuid::Uuid = done["action_id"]
+        .as_str()
+        .expect("id")
+        .parse()
+        .expect("uuid");
+    let audit = env
+        .store
+        .action(action)
+        .await
+        .expect("read")
+        .expect("audited");
+    assert_eq!(
+        (audit.actor.as_str(), audit.action.as_str()),
+        ("api:oncall-pause", "pause")
+    );
+
+    let (_, listed) = call(&client, &server, "GET", "/providers", None, Some(READER)).await;
+    assert_eq!(listed[0]["held"]["by"], "api:oncall-pause");
+
+    let resume = format!("/providers/{PROVIDER}/resume");
+    let (status, _) = call(&client, &server, "POST", &resume, None, Some(PAUSER)).await;
+    assert_eq!(status, StatusCode::OK);
+    let state = env
+        .store
+        .provider_state(PROVIDER)
+        .await
+        .expect("read")
+        .expect("row");
+    assert_eq!(state.held_by, None);
+
+    let (status, _) = call(
+        &client,
+        &server,
+        "POST",
+        "/providers/nobody/pause",
+        None,
+        Some(PAUSER),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
 }
 
 #[tokio::test]

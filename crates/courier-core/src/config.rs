@@ -148,6 +148,26 @@ struct RawProvider {
     permanent_statuses: Vec<u16>,
     #[serde(default)]
     operations: BTreeMap<String, RawOperation>,
+    rate_limit: Option<RawRateLimit>,
+    #[serde(default)]
+    circuit: RawCircuit,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRateLimit {
+    per_second: f64,
+    burst: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawCircuit {
+    failure_rate: Option<f64>,
+    min_calls: Option<u32>,
+    window_secs: Option<u64>,
+    open_secs: Option<u64>,
+    probes: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -167,6 +187,7 @@ struct RawRetry {
     max_delay_secs: Option<u64>,
     jitter: Option<f64>,
     max_retry_after_secs: Option<u64>,
+    max_throttled_secs: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -174,6 +195,7 @@ struct RawRetry {
 struct RawOperation {
     method: String,
     path: String,
+    rate_limit: Option<RawRateLimit>,
 }
 
 // ---- validated: what the worker runs on -----------------------------------
@@ -253,6 +275,8 @@ pub enum Scope {
     Requeue,
     /// Purge dead letters.
     Purge,
+    /// Pause and resume providers for every worker.
+    Pause,
 }
 
 impl Scope {
@@ -261,6 +285,7 @@ impl Scope {
             Self::Read => "read",
             Self::Requeue => "requeue",
             Self::Purge => "purge",
+            Self::Pause => "pause",
         }
     }
 }
@@ -397,6 +422,9 @@ pub struct ProviderConfig {
     pub retry: RetryPolicy,
     pub statuses: StatusOverrides,
     pub operations: BTreeMap<String, Operation>,
+    /// The provider's total rate, across every worker (`None`: unlimited).
+    pub rate_limit: Option<RateLimit>,
+    pub circuit: CircuitPolicy,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -453,6 +481,44 @@ impl HttpMethod {
 pub struct Operation {
     pub method: HttpMethod,
     pub path: PathTemplate,
+    /// A limit of its own, inside the provider's.
+    pub rate_limit: Option<RateLimit>,
+}
+
+/// A rate limit: the total for every worker process of the namespace.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RateLimit {
+    /// Calls per second, sustained.
+    pub per_second: f64,
+    /// Calls that may go at once after a quiet period.
+    pub burst: u32,
+}
+
+/// When a provider's circuit opens and closes again.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CircuitPolicy {
+    /// Open when at least this share of calls failed…
+    pub failure_rate: f64,
+    /// …among at least this many…
+    pub min_calls: u32,
+    /// …in this window.
+    pub window: Duration,
+    /// Stay open this long, then let probes through.
+    pub open_for: Duration,
+    /// Successful probe calls that close it again.
+    pub probes: u32,
+}
+
+impl Default for CircuitPolicy {
+    fn default() -> Self {
+        Self {
+            failure_rate: 0.5,
+            min_calls: 20,
+            window: Duration::from_secs(30),
+            open_for: Duration::from_secs(30),
+            probes: 3,
+        }
+    }
 }
 
 impl Config {
@@ -710,10 +776,11 @@ impl Validator<'_> {
                     "read" => Scope::Read,
                     "requeue" => Scope::Requeue,
                     "purge" => Scope::Purge,
+                    "pause" => Scope::Pause,
                     other => {
                         return Err(self.err(
                             key("scopes"),
-                            format!("{other:?} is not one of read, requeue, purge"),
+                            format!("{other:?} is not one of read, requeue, purge, pause"),
                         ));
                     }
                 });
@@ -870,6 +937,11 @@ impl Validator<'_> {
         if p.operations.is_empty() {
             return Err(self.err(key("operations"), "a provider needs at least one operation"));
         }
+        let provider_rate_limit = p
+            .rate_limit
+            .map(|r| self.rate_limit(&key("rate_limit"), r))
+            .transpose()?;
+        let circuit = self.circuit(name, p.circuit)?;
         let mut operations = BTreeMap::new();
         for (op_name, op) in p.operations {
             let op_key = |k: &str| key(&format!("operations.{op_name}.{k}"));
@@ -889,7 +961,29 @@ impl Validator<'_> {
                 }
             };
             let path = PathTemplate::parse(&op.path).map_err(|p| self.err(op_key("path"), p))?;
-            operations.insert(op_name, Operation { method, path });
+            let rate_limit = op
+                .rate_limit
+                .map(|r| self.rate_limit(&op_key("rate_limit"), r))
+                .transpose()?;
+            if let (Some(op_limit), Some(provider_limit)) = (&rate_limit, &provider_rate_limit)
+                && op_limit.per_second > provider_limit.per_second
+            {
+                return Err(self.err(
+                    op_key("rate_limit.per_second"),
+                    format!(
+                        "{} is above the provider's own limit ({}): an operation's limit is inside the provider's",
+                        op_limit.per_second, provider_limit.per_second
+                    ),
+                ));
+            }
+            operations.insert(
+                op_name,
+                Operation {
+                    method,
+                    path,
+                    rate_limit,
+                },
+            );
         }
         Ok(ProviderConfig {
             name: name.to_owned(),
@@ -904,7 +998,54 @@ impl Validator<'_> {
                 permanent: p.permanent_statuses.into_iter().collect(),
             },
             operations,
+            rate_limit: provider_rate_limit,
+            circuit,
         })
+    }
+
+    fn rate_limit(&self, key: &str, raw: RawRateLimit) -> Result<RateLimit, ConfigError> {
+        if !(raw.per_second.is_finite() && raw.per_second > 0.0 && raw.per_second <= 1_000_000.0) {
+            return Err(self.err(
+                format!("{key}.per_second"),
+                "must be a number of calls per second above 0 (at most 1000000)",
+            ));
+        }
+        let burst = raw.burst.unwrap_or(1);
+        if !(1..=100_000).contains(&burst) {
+            return Err(self.err(format!("{key}.burst"), "must be between 1 and 100000"));
+        }
+        Ok(RateLimit {
+            per_second: raw.per_second,
+            burst,
+        })
+    }
+
+    fn circuit(&self, provider: &str, raw: RawCircuit) -> Result<CircuitPolicy, ConfigError> {
+        let key = |k: &str| format!("providers.{provider}.circuit.{k}");
+        let d = CircuitPolicy::default();
+        let policy = CircuitPolicy {
+            failure_rate: raw.failure_rate.unwrap_or(d.failure_rate),
+            min_calls: raw.min_calls.unwrap_or(d.min_calls),
+            window: raw.window_secs.map_or(d.window, Duration::from_secs),
+            open_for: raw.open_secs.map_or(d.open_for, Duration::from_secs),
+            probes: raw.probes.unwrap_or(d.probes),
+        };
+        if !(policy.failure_rate > 0.0 && policy.failure_rate <= 1.0) {
+            return Err(self.err(key("failure_rate"), "must be above 0 and at most 1"));
+        }
+        if policy.min_calls == 0 {
+            return Err(self.err(key("min_calls"), "must be at least 1"));
+        }
+        if policy.window.is_zero() || policy.window.as_secs() > 86_400 {
+            return Err(self.err(key("window_secs"), "must be between 1 and 86400"));
+        }
+        if policy.open_for.is_zero() || policy.open_for.as_secs() > 86_400 {
+            return Err(self.err(key("open_secs"), "must be between 1 and 86400"));
+        }
+        if !(1..=1000).contains(&policy.probes) {
+            return Err(self.err(key("probes"), "must be between 1 and 1000"));
+        }
+        Ok(policy)
     }
 
     fn auth(&self, provider: &str, a: RawAuth) -> Result<AuthConfig, ConfigError> {
@@ -959,6 +1100,10 @@ impl Validator<'_> {
                 .max_retry_after_secs
                 .map(Duration::from_secs)
                 .unwrap_or(d.max_retry_after),
+            max_throttled: r
+                .max_throttled_secs
+                .map(Duration::from_secs)
+                .unwrap_or(d.max_throttled),
         };
         if policy.max_attempts == 0 {
             return Err(self.err(key("max_attempts"), "must be at least 1"));
@@ -983,6 +1128,12 @@ impl Validator<'_> {
         }
         if !(0.0..=1.0).contains(&policy.jitter) {
             return Err(self.err(key("jitter"), "must be between 0.0 and 1.0"));
+        }
+        if policy.max_throttled.as_secs() > 30 * 86_400 {
+            return Err(self.err(
+                key("max_throttled_secs"),
+                "must be at most 2592000 (30 days)",
+            ));
         }
         Ok(policy)
     }

@@ -6,12 +6,14 @@
 //! randomness in). That keeps each rule unit- and property-testable without
 //! services. It must never depend on lapin, sqlx or reqwest.
 
+pub mod circuit;
 pub mod classify;
 pub mod config;
 pub mod envelope;
 pub mod failure;
 pub mod patch;
 pub mod retry;
+pub mod signals;
 pub mod state;
 pub mod template;
 pub mod text;

@@ -26,6 +26,10 @@ pub struct RetryPolicy {
     pub jitter: f64,
     /// Cap on how long a provider's `Retry-After` may make us wait.
     pub max_retry_after: Duration,
+    /// Longest a job may spend waiting on throttles (429, or 503 with
+    /// `Retry-After`) in one run: throttled attempts do not count against
+    /// `max_attempts`, this bounds them instead.
+    pub max_throttled: Duration,
 }
 
 impl Default for RetryPolicy {
@@ -36,8 +40,19 @@ impl Default for RetryPolicy {
             max_delay: Duration::from_secs(600),
             jitter: 0.2,
             max_retry_after: Duration::from_secs(3600),
+            max_throttled: Duration::from_secs(3600),
         }
     }
+}
+
+/// What a job has used of its budget in the current run, this attempt
+/// included.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Spent {
+    /// Attempts that were not throttled.
+    pub attempts: u32,
+    /// Time waited on throttles before this attempt.
+    pub throttled_for: Duration,
 }
 
 /// What to do with a job after an attempt.
@@ -110,24 +125,34 @@ impl RetryPolicy {
         exp.mul_f64(keep)
     }
 
-    /// Decides after attempt number `attempt` (1-based, counted within the
-    /// current run of the job) classified as `class`.
-    pub fn decide(&self, attempt: u32, class: Classification, unit: f64) -> Decision {
-        let retry_after = match class {
-            Classification::Success => return Decision::Succeeded,
-            Classification::Permanent => return Decision::Dead(DeadReason::Permanent),
-            Classification::Retryable => None,
-            Classification::Throttled { retry_after } => retry_after,
-        };
-        if attempt >= self.max_attempts {
-            return Decision::Dead(DeadReason::RetriesExhausted);
+    /// Decides after an attempt classified as `class`, given what the job
+    /// has `spent` of its budget in the current run. A throttled attempt
+    /// (the provider asked us to slow down) does not count against
+    /// `max_attempts`: it waits what the provider asked, within
+    /// `max_throttled` in all.
+    pub fn decide(&self, spent: Spent, class: Classification, unit: f64) -> Decision {
+        match class {
+            Classification::Success => Decision::Succeeded,
+            Classification::Permanent => Decision::Dead(DeadReason::Permanent),
+            Classification::Retryable => {
+                if spent.attempts >= self.max_attempts {
+                    return Decision::Dead(DeadReason::RetriesExhausted);
+                }
+                Decision::Retry {
+                    delay: self.backoff(spent.attempts.max(1), unit),
+                }
+            }
+            Classification::Throttled { retry_after } => {
+                let delay = match retry_after {
+                    Some(asked) => asked.min(self.max_retry_after).max(Duration::from_secs(1)),
+                    None => self.backoff(spent.attempts.max(1), unit),
+                };
+                if spent.throttled_for + delay > self.max_throttled {
+                    return Decision::Dead(DeadReason::RetriesExhausted);
+                }
+                Decision::Retry { delay }
+            }
         }
-        let backoff = self.backoff(attempt, unit);
-        let delay = match retry_after {
-            Some(asked) => backoff.max(asked.min(self.max_retry_after)),
-            None => backoff,
-        };
-        Decision::Retry { delay }
     }
 }
 
@@ -157,6 +182,7 @@ mod tests {
             max_delay: Duration::from_secs(30),
             jitter: 0.0,
             max_retry_after: Duration::from_secs(120),
+            max_throttled: Duration::from_secs(600),
         }
     }
 
@@ -167,53 +193,85 @@ mod tests {
         assert_eq!(d, [500, 1000, 2000, 4000, 8000, 16000, 30000, 30000]);
     }
 
+    fn spent(attempts: u32) -> Spent {
+        Spent {
+            attempts,
+            throttled_for: Duration::ZERO,
+        }
+    }
+
     #[test]
     fn decides_by_class_and_attempt() {
         let p = policy();
         assert_eq!(
-            p.decide(1, Classification::Success, 0.0),
+            p.decide(spent(1), Classification::Success, 0.0),
             Decision::Succeeded
         );
         assert_eq!(
-            p.decide(1, Classification::Permanent, 0.0),
+            p.decide(spent(1), Classification::Permanent, 0.0),
             Decision::Dead(DeadReason::Permanent)
         );
         assert_eq!(
-            p.decide(2, Classification::Retryable, 0.0),
+            p.decide(spent(2), Classification::Retryable, 0.0),
             Decision::Retry {
                 delay: Duration::from_secs(1)
             }
         );
         assert_eq!(
-            p.decide(5, Classification::Retryable, 0.0),
+            p.decide(spent(5), Classification::Retryable, 0.0),
             Decision::Dead(DeadReason::RetriesExhausted)
         );
     }
 
     #[test]
-    fn retry_after_lengthens_but_is_capped() {
+    fn a_throttle_waits_what_the_provider_asked_within_the_caps() {
         let p = policy();
         let throttled = |s| Classification::Throttled {
             retry_after: Some(Duration::from_secs(s)),
         };
         assert_eq!(
-            p.decide(1, throttled(10), 0.0),
+            p.decide(spent(1), throttled(10), 0.0),
             Decision::Retry {
                 delay: Duration::from_secs(10)
             }
         );
         assert_eq!(
-            p.decide(1, throttled(9999), 0.0),
+            p.decide(spent(1), throttled(9999), 0.0),
             Decision::Retry {
                 delay: Duration::from_secs(120)
             }
         );
-        // A Retry-After shorter than the backoff does not shorten it.
         assert_eq!(
-            p.decide(4, throttled(1), 0.0),
+            p.decide(spent(1), throttled(0), 0.0),
             Decision::Retry {
-                delay: Duration::from_secs(4)
-            }
+                delay: Duration::from_secs(1)
+            },
+            "never at once"
+        );
+    }
+
+    #[test]
+    fn throttles_do_not_spend_attempts_but_are_bounded_in_time() {
+        let p = RetryPolicy {
+            max_throttled: Duration::from_secs(60),
+            ..policy()
+        };
+        let throttled = Classification::Throttled {
+            retry_after: Some(Duration::from_secs(10)),
+        };
+        // Attempts are all spent, yet a throttle is retried…
+        assert!(matches!(
+            p.decide(spent(5), throttled, 0.0),
+            Decision::Retry { .. }
+        ));
+        // …until the time waited on throttles would pass the bound.
+        let long = Spent {
+            attempts: 1,
+            throttled_for: Duration::from_secs(55),
+        };
+        assert_eq!(
+            p.decide(long, throttled, 0.0),
+            Decision::Dead(DeadReason::RetriesExhausted)
         );
     }
 
@@ -240,12 +298,7 @@ mod tests {
 
     #[test]
     fn reason_codes_round_trip() {
-        for r in [
-            DeadReason::Permanent,
-            DeadReason::RetriesExhausted,
-            DeadReason::Invalid,
-            DeadReason::DeliveryLimit,
-        ] {
+        for r in DeadReason::ALL {
             assert_eq!(DeadReason::parse(r.as_str()), Some(r));
         }
     }
@@ -259,6 +312,7 @@ mod tests {
                 max_delay: Duration::from_secs(cap_s),
                 jitter,
                 max_retry_after: Duration::from_secs(ra_s),
+                max_throttled: Duration::from_secs(3600),
             }
         }
     }
@@ -279,7 +333,7 @@ mod tests {
 
         #[test]
         fn never_retries_past_max_attempts(p in any_policy(), n in 1u32..40, unit in 0.0f64..1.0) {
-            let d = p.decide(n, Classification::Retryable, unit);
+            let d = p.decide(spent(n), Classification::Retryable, unit);
             if n >= p.max_attempts {
                 prop_assert_eq!(d, Decision::Dead(DeadReason::RetriesExhausted));
             } else {
@@ -292,9 +346,9 @@ mod tests {
         fn retry_waits_at_least_what_the_provider_asked_up_to_the_cap(
             p in any_policy(), n in 1u32..40, unit in 0.0f64..1.0, asked in 0u64..1_000_000) {
             let asked = Duration::from_secs(asked);
-            if let Decision::Retry { delay } = p.decide(n, Classification::Throttled { retry_after: Some(asked) }, unit) {
+            if let Decision::Retry { delay } = p.decide(spent(n), Classification::Throttled { retry_after: Some(asked) }, unit) {
                 prop_assert!(delay >= asked.min(p.max_retry_after));
-                prop_assert!(delay <= p.max_delay.max(p.max_retry_after));
+                prop_assert!(delay <= p.max_retry_after.max(Duration::from_secs(1)));
             }
         }
     }

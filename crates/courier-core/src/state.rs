@@ -59,6 +59,10 @@ pub struct StoredProgress {
     /// The content the job was recorded with (absent for rows written
     /// before fingerprints were kept).
     pub fingerprint: Option<Fingerprint>,
+    /// Throttled attempts in the current run (they spend no retry budget).
+    pub throttled_attempts: u32,
+    /// Time the current run has waited on throttles.
+    pub throttled_for: std::time::Duration,
 }
 
 /// What a delivery's headers claim about the job's progress when it was
@@ -95,13 +99,23 @@ pub struct Admission {
     /// Attempts before the current run: the retry budget counts from here.
     pub run_base: u32,
     pub generation: u32,
+    /// Throttled attempts so far in the current run.
+    pub throttled_attempts: u32,
+    /// Time the current run has waited on throttles so far.
+    pub throttled_for: std::time::Duration,
 }
 
 impl Admission {
-    /// The attempt's number within the current run (what the retry budget
-    /// is measured against).
-    pub fn attempt_in_run(&self) -> u32 {
-        self.attempt.saturating_sub(self.run_base)
+    /// What the current run has spent of its budget, this attempt included
+    /// (throttled attempts do not count).
+    pub fn spent(&self) -> crate::retry::Spent {
+        crate::retry::Spent {
+            attempts: self
+                .attempt
+                .saturating_sub(self.run_base)
+                .saturating_sub(self.throttled_attempts),
+            throttled_for: self.throttled_for,
+        }
     }
 }
 
@@ -132,6 +146,8 @@ pub fn verdict(
             attempt: delivered.attempts.min(ahead) + 1,
             run_base: 0,
             generation: 0,
+            throttled_attempts: 0,
+            throttled_for: std::time::Duration::ZERO,
         });
     };
     if p.generation > delivered.generation {
@@ -155,6 +171,8 @@ pub fn verdict(
         attempt: delivered.attempts.min(p.attempts + ahead).max(p.attempts) + 1,
         run_base: p.run_base,
         generation: p.generation,
+        throttled_attempts: p.throttled_attempts,
+        throttled_for: p.throttled_for,
     })
 }
 
@@ -188,6 +206,8 @@ mod tests {
             run_base: 0,
             generation,
             fingerprint: Some(BODY),
+            throttled_attempts: 0,
+            throttled_for: std::time::Duration::ZERO,
         })
     }
 
@@ -241,7 +261,9 @@ mod tests {
             DeliveryVerdict::Process(Admission {
                 attempt: 4,
                 run_base: 3,
-                generation: 1
+                generation: 1,
+                throttled_attempts: 0,
+                throttled_for: std::time::Duration::ZERO
             })
         );
         assert_eq!(
@@ -292,7 +314,9 @@ mod tests {
             DeliveryVerdict::Process(Admission {
                 attempt: 1,
                 run_base: 0,
-                generation: 0
+                generation: 0,
+                throttled_attempts: 0,
+                throttled_for: std::time::Duration::ZERO
             })
         );
         assert_eq!(
@@ -340,6 +364,8 @@ mod tests {
                 run_base: run_base.min(recorded),
                 generation,
                 fingerprint: Some(BODY),
+                throttled_attempts: 0,
+                throttled_for: std::time::Duration::ZERO,
             };
             let d = DeliveredProgress { attempts: claimed, generation: claimed_generation, via_retry };
             let v = verdict(Some(p), d, &BODY);

@@ -8,6 +8,7 @@ use crate::secret::{Rules, SecretError, SecretSource};
 use chrono::{DateTime, Utc};
 use courier_core::config::{AuthScheme, Operation, ProviderConfig};
 use courier_core::retry::parse_retry_after;
+use courier_core::signals::{self, Hints, Pause};
 use courier_core::{CallResult, Job};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use std::error::Error as _;
@@ -44,6 +45,9 @@ pub struct CallReport {
     pub duration: Duration,
     /// Short, secret-free description of a failure; `None` on 2xx.
     pub error: Option<String>,
+    /// A pause the provider asked for (`Retry-After`, `RateLimit` fields),
+    /// for every worker.
+    pub pause: Option<Pause>,
 }
 
 #[derive(Debug, Clone)]
@@ -51,6 +55,8 @@ pub struct ProviderClient {
     http: reqwest::Client,
     base_url: String,
     auth: Option<Auth>,
+    /// The longest pause a provider may ask for.
+    max_pause: Duration,
 }
 
 /// The auth header, built from the secret's current value on each call (a
@@ -162,6 +168,7 @@ impl ProviderClient {
             http,
             base_url: config.base_url.clone(),
             auth,
+            max_pause: config.retry.max_retry_after,
         })
     }
 
@@ -195,14 +202,31 @@ impl ProviderClient {
         if operation.method.sends_body() {
             request = request.json(&job.payload);
         }
+        let mut pause = None;
         let (result, error) = match request.send().await {
             Ok(mut response) => {
                 let status = response.status();
-                let retry_after = response
-                    .headers()
-                    .get(reqwest::header::RETRY_AFTER)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| parse_retry_after(v, Utc::now()));
+                let header = |name: &str| {
+                    response
+                        .headers()
+                        .get(name)
+                        .and_then(|v| v.to_str().ok())
+                        .map(|v| v.chars().take(256).collect::<String>())
+                };
+                let hints = Hints {
+                    retry_after: header("retry-after"),
+                    ratelimit: header("ratelimit"),
+                    ratelimit_remaining: header("ratelimit-remaining"),
+                    ratelimit_reset: header("ratelimit-reset"),
+                    x_ratelimit_remaining: header("x-ratelimit-remaining"),
+                    x_ratelimit_reset: header("x-ratelimit-reset"),
+                };
+                let now = Utc::now();
+                pause = signals::pause(status.as_u16(), &hints, now, self.max_pause);
+                let retry_after = hints
+                    .retry_after
+                    .as_deref()
+                    .and_then(|v| parse_retry_after(v, now));
                 let mut drained = 0;
                 while drained < MAX_DRAIN_BYTES {
                     match response.chunk().await {
@@ -235,6 +259,7 @@ impl ProviderClient {
             started_at,
             duration: clock.elapsed(),
             error,
+            pause,
         }
     }
 }

@@ -13,7 +13,7 @@ pub mod mock;
 pub mod secret;
 
 pub use client::{CallReport, ProviderClient, ProviderError};
-pub use mock::{FailureMix, MockProvider};
+pub use mock::{Enforced, FailureMix, MockProvider};
 
 /// Installs the process-wide rustls crypto provider (ring, the one TLS stack
 /// shared with lapin and sqlx). Idempotent.

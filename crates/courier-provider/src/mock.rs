@@ -6,7 +6,11 @@
 //! "fail_status": 503, "retry_after": "2"}`, `{"delay_ms": 500}`) and
 //! otherwise a random [`FailureMix`]. It records every call (the
 //! `Idempotency-Key`, auth and `traceparent` headers included) so tests can
-//! assert on what the provider saw. It must never be used as a stand-in for
+//! assert on what the provider saw. A script may add response headers
+//! (`{"headers": {"ratelimit": "\"default\";r=0;t=3"}}`). The mock can
+//! enforce a rate limit exactly (GCRA: `per_second`, `burst`), answering
+//! 429 to every call over it and counting them, and can be taken down
+//! (every call a 503 without `Retry-After`) and brought back. It must never be used as a stand-in for
 //! RabbitMQ or PostgreSQL.
 
 use axum::Router;
@@ -52,9 +56,43 @@ pub struct RecordedCall {
     pub at: Instant,
 }
 
+/// A limit the mock enforces: a call is refused (429) when it comes more
+/// than `(burst − 1) / per_second` before its theoretical arrival time.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Enforced {
+    pub per_second: f64,
+    pub burst: u32,
+}
+
+#[derive(Debug)]
+struct Enforcer {
+    interval: Duration,
+    tolerance: Duration,
+    /// Theoretical arrival time of the next call.
+    tat: Mutex<Option<Instant>>,
+    refused: AtomicUsize,
+}
+
+impl Enforcer {
+    /// Whether a call arriving now conforms (and if so, takes its place).
+    fn admit(&self) -> bool {
+        let now = Instant::now();
+        let mut tat = self.tat.lock().unwrap_or_else(PoisonError::into_inner);
+        let due = tat.map_or(now, |t| t.max(now));
+        if due > now + self.tolerance {
+            self.refused.fetch_add(1, Ordering::SeqCst);
+            return false;
+        }
+        *tat = Some(due + self.interval);
+        true
+    }
+}
+
 #[derive(Debug)]
 struct MockState {
     mix: FailureMix,
+    enforcer: Option<Enforcer>,
+    down: std::sync::atomic::AtomicBool,
     calls: Mutex<Vec<RecordedCall>>,
     per_key: Mutex<HashMap<String, u32>>,
     count: watch::Sender<usize>,
@@ -86,12 +124,40 @@ impl MockProvider {
         Self::start_with(mix, false).await
     }
 
+    /// A lean mock (see [`start_lean`](Self::start_lean)) that also
+    /// enforces `limit`, counting the calls it refuses.
+    pub async fn start_enforcing(
+        mix: FailureMix,
+        limit: Enforced,
+        recording: bool,
+    ) -> std::io::Result<MockProvider> {
+        Self::start_inner(mix, Some(limit), recording).await
+    }
+
     async fn start_with(mix: FailureMix, recording: bool) -> std::io::Result<MockProvider> {
+        Self::start_inner(mix, None, recording).await
+    }
+
+    async fn start_inner(
+        mix: FailureMix,
+        limit: Option<Enforced>,
+        recording: bool,
+    ) -> std::io::Result<MockProvider> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let (count, _) = watch::channel(0);
         let state = Arc::new(MockState {
             mix,
+            enforcer: limit.map(|l| {
+                let interval = Duration::from_secs_f64(1.0 / l.per_second);
+                Enforcer {
+                    interval,
+                    tolerance: interval * l.burst.saturating_sub(1),
+                    tat: Mutex::new(None),
+                    refused: AtomicUsize::new(0),
+                }
+            }),
+            down: std::sync::atomic::AtomicBool::new(false),
             calls: Mutex::new(Vec::new()),
             per_key: Mutex::new(HashMap::new()),
             count,
@@ -115,6 +181,20 @@ impl MockProvider {
             state,
             _stop: stop,
         })
+    }
+
+    /// Calls refused for going over the enforced limit.
+    pub fn refused(&self) -> usize {
+        self.state
+            .enforcer
+            .as_ref()
+            .map_or(0, |e| e.refused.load(Ordering::SeqCst))
+    }
+
+    /// Takes the provider down (every call a 503 without `Retry-After`) or
+    /// brings it back.
+    pub fn set_down(&self, down: bool) {
+        self.state.down.store(down, Ordering::SeqCst);
     }
 
     pub fn base_url(&self) -> String {
@@ -167,6 +247,7 @@ struct Script {
     fail_first: u32,
     fail_status: u16,
     retry_after: Option<String>,
+    headers: Vec<(String, String)>,
     delay: Duration,
 }
 
@@ -187,6 +268,15 @@ impl Script {
                 Value::String(s) => s.clone(),
                 other => other.to_string(),
             }),
+            headers: m
+                .get("headers")
+                .and_then(Value::as_object)
+                .map(|h| {
+                    h.iter()
+                        .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned())))
+                        .collect()
+                })
+                .unwrap_or_default(),
             delay: Duration::from_millis(num("delay_ms").unwrap_or(0)),
         })
     }
@@ -217,10 +307,18 @@ async fn handle(
     let now = state.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
     state.max_in_flight.fetch_max(now, Ordering::SeqCst);
     let _answered = InFlight(&state.in_flight);
+    let refused = state.enforcer.as_ref().is_some_and(|e| !e.admit());
+    let down = state.down.load(Ordering::SeqCst);
     if !state.recording {
         let nth_call = state.lean_calls.fetch_add(1, Ordering::Relaxed) + 1;
-        let (status, retry_after, delay) = by_mix(&state.mix, nth_call as u32);
-        return answer(status, retry_after, delay).await;
+        let (status, retry_after, delay) = if refused {
+            (429, None, Duration::ZERO)
+        } else if down {
+            (503, None, Duration::ZERO)
+        } else {
+            by_mix(&state.mix, nth_call as u32)
+        };
+        return answer(status, retry_after, Vec::new(), delay).await;
     }
     let key = header("idempotency-key");
     let nth_call = {
@@ -231,7 +329,9 @@ async fn handle(
     };
 
     let mix = state.mix;
-    let (status, retry_after, delay) = match Script::of(&body) {
+    let (status, retry_after, extra, delay) = match Script::of(&body) {
+        _ if refused => (429, None, Vec::new(), Duration::ZERO),
+        _ if down => (503, None, Vec::new(), Duration::ZERO),
         Some(script) => {
             let (status, retry_after) = if let Some(s) = script.status {
                 (s, script.retry_after)
@@ -240,9 +340,12 @@ async fn handle(
             } else {
                 (200, None)
             };
-            (status, retry_after, script.delay)
+            (status, retry_after, script.headers, script.delay)
         }
-        None => by_mix(&mix, nth_call),
+        None => {
+            let (status, retry_after, delay) = by_mix(&mix, nth_call);
+            (status, retry_after, Vec::new(), delay)
+        }
     };
 
     {
@@ -258,7 +361,7 @@ async fn handle(
         });
         state.count.send_replace(calls.len());
     }
-    answer(status, retry_after, delay).await
+    answer(status, retry_after, extra, delay).await
 }
 
 /// The answer `mix` draws for a call without a script.
@@ -284,13 +387,28 @@ fn by_mix(mix: &FailureMix, nth_call: u32) -> (u16, Option<String>, Duration) {
     }
 }
 
-async fn answer(status: u16, retry_after: Option<String>, delay: Duration) -> Response {
+async fn answer(
+    status: u16,
+    retry_after: Option<String>,
+    headers: Vec<(String, String)>,
+    delay: Duration,
+) -> Response {
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    match retry_after {
-        Some(ra) => (status, [("retry-after", ra)], "{}").into_response(),
-        None => (status, "{}").into_response(),
+    let mut response = (status, "{}").into_response();
+    let extra = retry_after
+        .map(|ra| ("retry-after".to_owned(), ra))
+        .into_iter()
+        .chain(headers);
+    for (name, value) in extra {
+        if let (Ok(name), Ok(value)) = (
+            axum::http::HeaderName::from_bytes(name.as_bytes()),
+            axum::http::HeaderValue::from_str(&value),
+        ) {
+            response.headers_mut().append(name, value);
+        }
     }
+    response
 }

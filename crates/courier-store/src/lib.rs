@@ -8,11 +8,13 @@
 //! it records what courier-core decided.
 
 mod outcome;
+pub mod providers;
 mod queries;
 pub mod recovery;
 pub mod synthetic;
 
 pub use outcome::{AttemptRow, Committed, DeadLetterRow, JobRow, Outcome};
+pub use providers::{Lease, ProbeEnd, ProviderState, ProviderStates};
 pub use queries::{AttemptRecord, Backlog, DeadLetterRecord, JobRecord, JobSummary, Timing};
 pub use recovery::{ActionRecord, ClaimedLetter, DeadFilter, DeadStat, LetterKey};
 
@@ -269,9 +271,10 @@ impl Store {
         // (a fresh namespace, statistics not yet gathered) scans the whole
         // table forever after, and every lookup grows with the table
         // (found by `courier bench drain`: 7,165 jobs/s at 40k, 4,170 at 100k).
-        type Row = (Uuid, String, i32, i32, i32, Option<Vec<u8>>);
+        type Row = (Uuid, String, i32, i32, i32, Option<Vec<u8>>, i32, i64);
         let rows: Vec<Row> = sqlx::query_as(
-            "SELECT id, state, attempts, run_base, generation, fingerprint FROM jobs WHERE id = ANY($1)",
+            "SELECT id, state, attempts, run_base, generation, fingerprint, throttled_attempts, throttled_ms
+             FROM jobs WHERE id = ANY($1)",
         )
         .persistent(false)
         .bind(ids)
@@ -279,22 +282,37 @@ impl Store {
         .await
         .map_err(StoreError::query("read job progress"))?;
         rows.into_iter()
-            .map(|(id, state, attempts, run_base, generation, fingerprint)| {
-                // A row this worker cannot read is an error, not a job that
-                // was never attempted (that would run it again).
-                let state = JobState::parse(&state).ok_or_else(|| StoreError::Corrupt {
-                    what: format!("job {id} has an unknown state {state:?}"),
-                })?;
-                let count = |n: i32| u32::try_from(n).unwrap_or(0);
-                let progress = StoredProgress {
+            .map(
+                |(
+                    id,
                     state,
-                    attempts: count(attempts),
-                    run_base: count(run_base),
-                    generation: count(generation),
-                    fingerprint: fingerprint.and_then(|f| f.try_into().ok()),
-                };
-                Ok((id, progress))
-            })
+                    attempts,
+                    run_base,
+                    generation,
+                    fingerprint,
+                    throttled,
+                    throttled_ms,
+                )| {
+                    // A row this worker cannot read is an error, not a job that
+                    // was never attempted (that would run it again).
+                    let state = JobState::parse(&state).ok_or_else(|| StoreError::Corrupt {
+                        what: format!("job {id} has an unknown state {state:?}"),
+                    })?;
+                    let count = |n: i32| u32::try_from(n).unwrap_or(0);
+                    let progress = StoredProgress {
+                        state,
+                        attempts: count(attempts),
+                        run_base: count(run_base),
+                        generation: count(generation),
+                        fingerprint: fingerprint.and_then(|f| f.try_into().ok()),
+                        throttled_attempts: count(throttled),
+                        throttled_for: Duration::from_millis(
+                            u64::try_from(throttled_ms).unwrap_or(0),
+                        ),
+                    };
+                    Ok((id, progress))
+                },
+            )
             .collect()
     }
 

@@ -32,6 +32,10 @@ pub struct JobRow {
     pub next_attempt_at: Option<DateTime<Utc>>,
     /// The job's content fingerprint (courier_core::envelope::Fingerprint).
     pub fingerprint: [u8; 32],
+    /// Throttled attempts in the current run, this one included.
+    pub throttled_attempts: u32,
+    /// Time the current run has waited on throttles, this retry's included.
+    pub throttled_for: Duration,
 }
 
 /// One call to the provider.
@@ -111,6 +115,9 @@ pub enum Outcome {
     },
     /// Already done or superseded; nothing to call.
     Duplicate { job_id: Uuid },
+    /// Sent to wait in the delay queues without an attempt (its provider
+    /// paused, held, or its circuit open): nothing to record.
+    Deferred { job_id: Uuid },
 }
 
 impl Outcome {
@@ -121,7 +128,7 @@ impl Outcome {
             Outcome::Rejected { job, dead_letter } => {
                 job.as_ref().map(|j| j.id).or(dead_letter.job_id)
             }
-            Outcome::Duplicate { job_id } => Some(*job_id),
+            Outcome::Duplicate { job_id } | Outcome::Deferred { job_id } => Some(*job_id),
         }
     }
 
@@ -170,6 +177,7 @@ impl Outcome {
                 dead_letter: letter(dead_letter),
             },
             Outcome::Duplicate { job_id } => Outcome::Duplicate { job_id: *job_id },
+            Outcome::Deferred { job_id } => Outcome::Deferred { job_id: *job_id },
         }
     }
 }
@@ -218,6 +226,7 @@ impl Store {
                     duplicates.push(*job_id);
                     None
                 }
+                Outcome::Deferred { .. } => None,
             };
             if let Some(job) = job {
                 jobs.entry(job.id)
@@ -289,6 +298,8 @@ impl Committed {
             }
             Outcome::Rejected { dead_letter, .. } => self.dead_letters.remove(&dead_letter.id),
             Outcome::Duplicate { .. } => true,
+            // Nothing was recorded: nothing to count.
+            Outcome::Deferred { .. } => false,
         }
     }
 }
@@ -347,18 +358,27 @@ async fn upsert_jobs<'a>(
     let created: Vec<DateTime<Utc>> = rows.iter().map(|r| r.created_at).collect();
     let next: Vec<Option<DateTime<Utc>>> = rows.iter().map(|r| r.next_attempt_at).collect();
     let fingerprints: Vec<&[u8]> = rows.iter().map(|r| r.fingerprint.as_slice()).collect();
+    let throttled: Vec<i32> = rows.iter().map(|r| i32_of(r.throttled_attempts)).collect();
+    let throttled_ms: Vec<i64> = rows
+        .iter()
+        .map(|r| i64::try_from(r.throttled_for.as_millis()).unwrap_or(i64::MAX))
+        .collect();
     sqlx::query(
         "INSERT INTO jobs (id, provider, operation, idempotency_key, state, attempts, last_status,
                            last_error_class, last_error, created_at, updated_at, next_attempt_at, finished_at,
-                           fingerprint)
+                           fingerprint, throttled_attempts, throttled_ms)
          SELECT u.id, u.provider, u.operation, u.key, u.state, u.attempts, u.status, u.class, u.error,
-                u.created_at, now(), u.next_at, CASE WHEN u.state <> 'retrying' THEN now() END, u.fingerprint
+                u.created_at, now(), u.next_at, CASE WHEN u.state <> 'retrying' THEN now() END, u.fingerprint,
+                u.throttled, u.throttled_ms
          FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int[], $7::smallint[],
-                     $8::text[], $9::text[], $10::timestamptz[], $11::timestamptz[], $12::bytea[])
+                     $8::text[], $9::text[], $10::timestamptz[], $11::timestamptz[], $12::bytea[], $13::int[],
+                     $14::int8[])
               AS u(id, provider, operation, key, state, attempts, status, class, error, created_at, next_at,
-                   fingerprint)
+                   fingerprint, throttled, throttled_ms)
          ON CONFLICT (id) DO UPDATE SET
              fingerprint = EXCLUDED.fingerprint,
+             throttled_attempts = EXCLUDED.throttled_attempts,
+             throttled_ms = EXCLUDED.throttled_ms,
              state = EXCLUDED.state,
              attempts = EXCLUDED.attempts,
              last_status = EXCLUDED.last_status,
@@ -382,6 +402,8 @@ async fn upsert_jobs<'a>(
     .bind(&created)
     .bind(&next)
     .bind(&fingerprints)
+    .bind(&throttled)
+    .bind(&throttled_ms)
     .execute(&mut **tx)
     .await
     .map_err(StoreError::query("upsert jobs"))?;

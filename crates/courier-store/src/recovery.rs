@@ -356,6 +356,7 @@ impl Store {
         }
         sqlx::query(
             "UPDATE jobs SET state = 'queued', run_base = attempts, generation = generation + 1,
+                             throttled_attempts = 0, throttled_ms = 0,
                              updated_at = now(), finished_at = NULL, next_attempt_at = NULL
              WHERE id = ANY($1) AND state = 'dead'",
         )

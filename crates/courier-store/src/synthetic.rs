@@ -36,6 +36,8 @@ pub fn dead_on_first_attempt(job: &JobEnvelope) -> Outcome {
             created_at: job.created_at,
             next_attempt_at: None,
             fingerprint,
+            throttled_attempts: 0,
+            throttled_for: Duration::ZERO,
         },
         attempt: AttemptRow {
             job_id: job.id,

@@ -16,7 +16,7 @@ pub mod otlp;
 pub mod redact;
 pub mod server;
 
-pub use metrics::{InFlight, JobOutcome, Metrics};
+pub use metrics::{DeferReason, InFlight, JobOutcome, Metrics};
 pub use server::{Check, Probe};
 
 /// The git commit this build came from (`unknown` outside a checkout).

@@ -8,9 +8,10 @@
 //! put a job id, an idempotency key, a URL or a payload value in a label.
 //!
 //! The families are grouped the way a dashboard reads them: the job flow,
-//! the provider calls, throttling (429/503 and Retry-After today; the rate
-//! limiter's waits and the circuit breaker's state belong in that group
-//! too), queues and backlog, and the worker's own machinery.
+//! the provider calls, provider protection (throttles and Retry-After, the
+//! rate limiter's waits, pauses by source, deferred jobs, the circuit
+//! breaker's state and transitions), queues and backlog, and the worker's
+//! own machinery.
 
 use courier_core::config::ProviderConfig;
 use courier_core::retry::DeadReason;
@@ -71,6 +72,54 @@ pub struct RetryLabels {
 pub struct DeadLabels {
     pub provider: String,
     pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PauseLabels {
+    pub provider: String,
+    /// retry_after, ratelimit, throttled (a 429 naming no time) or manual.
+    pub source: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DeferLabels {
+    pub provider: String,
+    /// Why a job was sent to wait in the delay queues without an attempt:
+    /// paused, held (an operator), circuit_open, probing.
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TransitionLabels {
+    pub provider: String,
+    /// closed, open or half_open.
+    pub to: &'static str,
+}
+
+/// Why a job waits in the delay queues instead of being called.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeferReason {
+    /// The provider asked for a pause (Retry-After, RateLimit fields).
+    Paused,
+    /// An operator paused the provider.
+    Held,
+    /// The circuit is open.
+    CircuitOpen,
+    /// The circuit is half-open and its probes are taken.
+    Probing,
+}
+
+impl DeferReason {
+    pub const ALL: [DeferReason; 4] = [Self::Paused, Self::Held, Self::CircuitOpen, Self::Probing];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Paused => "paused",
+            Self::Held => "held",
+            Self::CircuitOpen => "circuit_open",
+            Self::Probing => "probing",
+        }
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -150,6 +199,12 @@ pub struct Metrics {
     provider_request_duration: Family<OperationLabels, Histogram>,
     provider_throttles: Family<OperationLabels, Counter>,
     provider_retry_after: Family<ProviderLabels, Histogram>,
+    limiter_wait: Family<ProviderLabels, Histogram>,
+    provider_pauses: Family<PauseLabels, Counter>,
+    jobs_deferred: Family<DeferLabels, Counter>,
+    circuit_state: Family<ProviderLabels, Gauge>,
+    provider_held: Family<ProviderLabels, Gauge>,
+    circuit_transitions: Family<TransitionLabels, Counter>,
     queue_messages: Family<QueueLabels, Gauge>,
     dead_letters_pending: Family<ProviderLabels, Gauge>,
     operator_letters: Family<ActionLabels, Gauge>,
@@ -171,6 +226,11 @@ fn request_buckets() -> Histogram {
 fn latency_buckets() -> Histogram {
     // 5 ms … 5.8 h: a job's life includes its retry delays.
     Histogram::new(exponential_buckets(0.005, 2.0, 23))
+}
+
+fn limiter_buckets() -> Histogram {
+    // 1 ms … 65 s
+    Histogram::new(exponential_buckets(0.001, 2.0, 17))
 }
 
 fn retry_after_buckets() -> Histogram {
@@ -249,6 +309,43 @@ impl Metrics {
             "The wait a provider asked for in Retry-After",
             provider_retry_after.clone(),
         );
+        let limiter_wait: HistogramFamily<ProviderLabels> =
+            Family::new_with_constructor(limiter_buckets);
+        registry.register(
+            "courier_limiter_wait_seconds",
+            "How long a call waited for its slot under the provider's rate limit (shared by every worker)",
+            limiter_wait.clone(),
+        );
+        let provider_pauses = Family::default();
+        registry.register(
+            "courier_provider_pauses",
+            "Pauses of a provider for every worker, by source: retry_after, ratelimit (its RateLimit fields), throttled (a 429 naming no time), manual",
+            provider_pauses.clone(),
+        );
+        let jobs_deferred = Family::default();
+        registry.register(
+            "courier_jobs_deferred",
+            "Jobs sent back to wait in the delay queues without spending an attempt: paused, held, circuit_open, probing",
+            jobs_deferred.clone(),
+        );
+        let provider_held = Family::default();
+        registry.register(
+            "courier_provider_held",
+            "1 while this worker holds calls to the provider: paused by the provider's signal or by an operator",
+            provider_held.clone(),
+        );
+        let circuit_state = Family::default();
+        registry.register(
+            "courier_circuit_state",
+            "The provider's circuit as this worker last saw it: 0 closed, 1 half-open, 2 open",
+            circuit_state.clone(),
+        );
+        let circuit_transitions = Family::default();
+        registry.register(
+            "courier_circuit_transitions",
+            "Circuit transitions this worker made, by the state entered",
+            circuit_transitions.clone(),
+        );
         let queue_messages = Family::default();
         registry.register(
             "courier_queue_messages",
@@ -326,6 +423,12 @@ impl Metrics {
             provider_request_duration,
             provider_throttles,
             provider_retry_after,
+            limiter_wait,
+            provider_pauses,
+            jobs_deferred,
+            circuit_state,
+            provider_held,
+            circuit_transitions,
             queue_messages,
             dead_letters_pending,
             operator_letters,
@@ -354,6 +457,27 @@ impl Metrics {
             let _ = self.jobs_received.get_or_create(&p);
             let _ = self.jobs_in_flight.get_or_create(&p);
             let _ = self.provider_retry_after.get_or_create(&p);
+            let _ = self.limiter_wait.get_or_create(&p);
+            let _ = self.circuit_state.get_or_create(&p);
+            let _ = self.provider_held.get_or_create(&p);
+            for source in courier_core::signals::PauseSource::ALL {
+                let _ = self.provider_pauses.get_or_create(&PauseLabels {
+                    provider: provider.clone(),
+                    source: source.as_str(),
+                });
+            }
+            for reason in DeferReason::ALL {
+                let _ = self.jobs_deferred.get_or_create(&DeferLabels {
+                    provider: provider.clone(),
+                    reason: reason.as_str(),
+                });
+            }
+            for to in courier_core::circuit::CircuitState::ALL {
+                let _ = self.circuit_transitions.get_or_create(&TransitionLabels {
+                    provider: provider.clone(),
+                    to: to.as_str(),
+                });
+            }
             for reason in DeadReason::ALL {
                 let _ = self.dead_letters.get_or_create(&DeadLabels {
                     provider: provider.clone(),
@@ -575,6 +699,64 @@ impl Metrics {
         self.io_failures
             .get_or_create(&IoLabels { operation })
             .inc();
+    }
+
+    /// A call waited `waited` for its rate-limit slot.
+    pub fn limiter_waited(&self, provider: &str, waited: Duration) {
+        let provider = self.provider_label(Some(provider));
+        self.limiter_wait
+            .get_or_create(&ProviderLabels { provider })
+            .observe(waited.as_secs_f64());
+    }
+
+    /// The provider was paused for every worker.
+    pub fn provider_paused(&self, provider: &str, source: courier_core::signals::PauseSource) {
+        let provider = self.provider_label(Some(provider));
+        self.provider_pauses
+            .get_or_create(&PauseLabels {
+                provider,
+                source: source.as_str(),
+            })
+            .inc();
+    }
+
+    /// A job was sent to wait without an attempt.
+    pub fn job_deferred(&self, provider: &str, reason: DeferReason) {
+        let provider = self.provider_label(Some(provider));
+        self.jobs_deferred
+            .get_or_create(&DeferLabels {
+                provider,
+                reason: reason.as_str(),
+            })
+            .inc();
+    }
+
+    /// The provider's circuit as last seen.
+    pub fn circuit_seen(&self, provider: &str, state: courier_core::circuit::CircuitState) {
+        let provider = self.provider_label(Some(provider));
+        self.circuit_state
+            .get_or_create(&ProviderLabels { provider })
+            .set(state.level());
+    }
+
+    /// Whether this worker holds calls to the provider (paused or held).
+    pub fn provider_held(&self, provider: &str, held: bool) {
+        let provider = self.provider_label(Some(provider));
+        self.provider_held
+            .get_or_create(&ProviderLabels { provider })
+            .set(i64::from(held));
+    }
+
+    /// This worker moved the provider's circuit to `to`.
+    pub fn circuit_moved(&self, provider: &str, to: courier_core::circuit::CircuitState) {
+        let label = self.provider_label(Some(provider));
+        self.circuit_transitions
+            .get_or_create(&TransitionLabels {
+                provider: label,
+                to: to.as_str(),
+            })
+            .inc();
+        self.circuit_seen(provider, to);
     }
 
     pub fn broker_reconnected(&self) {

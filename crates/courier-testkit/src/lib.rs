@@ -78,6 +78,13 @@ impl TestEnv {
     /// A namespace whose provider fails per `mix`; `extra_toml` is appended
     /// to the config (e.g. a `[worker]` section).
     pub async fn with_mix(mix: FailureMix, extra_toml: &str) -> TestEnv {
+        Self::with_providers(mix, extra_toml, &[]).await
+    }
+
+    /// As [`with_mix`](Self::with_mix), with more providers: `extra_toml`
+    /// configures each of `others` (`[providers.<name>]`), and their queues
+    /// are declared and removed with the namespace's.
+    pub async fn with_providers(mix: FailureMix, extra_toml: &str, others: &[&str]) -> TestEnv {
         let namespace = unique_namespace();
         let mock = MockProvider::start(mix)
             .await
@@ -118,7 +125,10 @@ path = "/v1/customers/{{customer}}/charges"
         let link = courier_amqp::connect(&broker(), "courier-testkit")
             .await
             .expect("connect to RabbitMQ (is it running? see README)");
-        let topology = Topology::new(&namespace, [PROVIDER]);
+        let topology = Topology::new(
+            &namespace,
+            std::iter::once(PROVIDER).chain(others.iter().copied()),
+        );
         let ch = link.channel().await.expect("open a channel");
         topology
             .declare(&ch)

@@ -12,10 +12,12 @@
 //! ack a delivery before its outcome is committed.
 
 pub mod consumer;
+pub mod gate;
 pub mod lookup;
 pub mod observe;
 pub mod patience;
 pub mod pipeline;
+pub mod providers;
 pub mod recovery;
 pub mod supervisor;
 pub mod writer;
@@ -128,6 +130,7 @@ impl Worker {
 
         let stop = CancellationToken::new();
         let abandon = CancellationToken::new();
+        let gate = gate::Gate::start(&config, store.clone(), metrics.clone(), stop.clone()).await?;
         let pipeline = Arc::new(Pipeline::new(
             config,
             topology,
@@ -137,6 +140,7 @@ impl Worker {
             stop.clone(),
             abandon.clone(),
             metrics.clone(),
+            gate,
         ));
 
         let running = Arc::new(observe::Running::default());

@@ -79,14 +79,16 @@ pub enum Io {
     PublishRetry,
     PublishDeadLetter,
     RecordOutcomes,
+    LeaseSlots,
 }
 
 impl Io {
-    pub const ALL: [Io; 4] = [
+    pub const ALL: [Io; 5] = [
         Io::ReadProgress,
         Io::PublishRetry,
         Io::PublishDeadLetter,
         Io::RecordOutcomes,
+        Io::LeaseSlots,
     ];
 
     pub fn label(self) -> &'static str {
@@ -95,6 +97,7 @@ impl Io {
             Io::PublishRetry => "publish_retry",
             Io::PublishDeadLetter => "publish_dead_letter",
             Io::RecordOutcomes => "record_outcomes",
+            Io::LeaseSlots => "lease_slots",
         }
     }
 
@@ -104,6 +107,7 @@ impl Io {
             Io::PublishRetry => "publishing a retry",
             Io::PublishDeadLetter => "publishing a dead letter",
             Io::RecordOutcomes => "recording outcomes",
+            Io::LeaseSlots => "leasing rate-limit slots",
         }
     }
 }

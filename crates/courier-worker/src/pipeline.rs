@@ -8,6 +8,7 @@
 //! publisher could set. It must never ack (the writer does, after the
 //! commit) and never sleep for a retry (the delay queues wait instead).
 
+use crate::gate::{Admit, Gate};
 use crate::lookup::ProgressLookup;
 use crate::patience::{Abandoned, Io, Stop, persist};
 use chrono::Utc;
@@ -17,12 +18,16 @@ use courier_core::config::{Operation, ProviderConfig};
 use courier_core::envelope::KeptBody;
 use courier_core::retry::{DeadReason, Decision};
 use courier_core::state::{DeliveredProgress, DeliveryVerdict, JobState, verdict};
-use courier_core::{AttemptClass, CallResult, Config, InvalidJob, Job, TraceContext, classify};
+use courier_core::{
+    AttemptClass, CallResult, Classification, Config, InvalidJob, Job, TraceContext, classify,
+};
 use courier_provider::ProviderClient;
 use courier_store::{AttemptRow, DeadLetterRow, JobRow, Outcome, Store};
+use courier_telemetry::DeferReason;
 use courier_telemetry::Metrics;
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -43,6 +48,8 @@ pub struct Pipeline {
     abandon: CancellationToken,
     metrics: Arc<Metrics>,
     lookup: ProgressLookup,
+    /// Provider protection: rate limits, pauses, holds, circuits.
+    gate: Arc<Gate>,
 }
 
 /// Why a job dies, with the words an operator reads.
@@ -77,6 +84,7 @@ impl Pipeline {
         stop: CancellationToken,
         abandon: CancellationToken,
         metrics: Arc<Metrics>,
+        gate: Arc<Gate>,
     ) -> Self {
         let lookup = ProgressLookup::start(store.clone(), metrics.clone(), abandon.clone());
         let slots = config
@@ -94,6 +102,7 @@ impl Pipeline {
             abandon,
             metrics,
             lookup,
+            gate,
         }
     }
 
@@ -263,6 +272,21 @@ impl Pipeline {
 
         let attempt = admission.attempt;
         let traceparent = trace.to_string();
+        // Provider protection: the rate limits' slots, a pause, a hold, the
+        // circuit. A job that cannot go soon waits in the delay queues and
+        // spends no attempt; one waiting here goes back at shutdown.
+        let probe = match self
+            .gate
+            .admit(&provider.name, &job.operation, &self.stop)
+            .await?
+        {
+            Admit::Call { probe } => probe,
+            Admit::Defer { wait, reason } => {
+                return self
+                    .defer(&provider.name, delivery, meta, &job, wait, reason)
+                    .await;
+            }
+        };
         // Held for the call only: the provider's concurrency cap. A delivery
         // still waiting for a slot when shutdown begins is not called: it
         // goes back to its queue (only calls already made are finished).
@@ -281,12 +305,14 @@ impl Pipeline {
             _ = self.abandon.cancelled() => return Err(Abandoned),
         };
         drop(slot);
+        self.gate.observe(&provider.name, probe, &report).await;
         let class = classify(&report.result, &provider.statuses);
         // The retry budget counts from the start of the current run (an
-        // operator's requeue starts a new one).
+        // operator's requeue starts a new one), throttles aside.
         let decision = provider
             .retry
-            .decide(admission.attempt_in_run(), class, rand::random());
+            .decide(admission.spent(), class, rand::random());
+        let throttled = matches!(class, Classification::Throttled { .. });
         let status = match report.result {
             CallResult::Response { status, .. } => Some(status),
             CallResult::Timeout | CallResult::Connect | CallResult::Transport => None,
@@ -317,6 +343,8 @@ impl Pipeline {
             trace_id: Some(trace.trace_id()),
         };
         let mut job_row = job_row(&job, JobState::Retrying, attempt);
+        job_row.throttled_attempts = admission.throttled_attempts + u32::from(throttled);
+        job_row.throttled_for = admission.throttled_for;
         job_row.last_status = status;
         job_row.last_error_class =
             (attempt_class != AttemptClass::Success).then_some(attempt_class.as_str());
@@ -343,6 +371,9 @@ impl Pipeline {
                 .await;
                 match published {
                     Ok(()) => {
+                        if throttled {
+                            job_row.throttled_for += Duration::from_secs(secs);
+                        }
                         job_row.next_attempt_at = Some(
                             Utc::now()
                                 + chrono::Duration::seconds(
@@ -398,6 +429,49 @@ impl Pipeline {
             attempt: attempt_row,
             dead_letter,
         })
+    }
+
+    /// Sends a job to wait `wait` in the delay queues without an attempt
+    /// (its provider is paused, held or its circuit open): published with
+    /// the progress it had, so it comes back as the same attempt.
+    async fn defer(
+        &self,
+        provider: &str,
+        delivery: &Delivery,
+        meta: &DeliveryMeta,
+        job: &Job,
+        wait: Duration,
+        reason: DeferReason,
+    ) -> Result<Outcome, Abandoned> {
+        let secs = u64::try_from(wait.as_millis().div_ceil(1000))
+            .unwrap_or(u64::MAX)
+            .max(1);
+        let published = persist(Io::PublishRetry, &self.abandon, &self.metrics, || {
+            self.publisher.publish_retry(
+                &self.topology,
+                provider,
+                &delivery.data,
+                meta,
+                meta.attempts,
+                secs,
+            )
+        })
+        .await;
+        match published {
+            Ok(()) => {
+                self.metrics.job_deferred(provider, reason);
+                tracing::debug!(
+                    wait_secs = secs,
+                    reason = reason.as_str(),
+                    "deferred without an attempt"
+                );
+                Ok(Outcome::Deferred { job_id: job.id })
+            }
+            Err(Stop::Abandoned) => Err(Abandoned),
+            // The broker will not take it back: it goes back to its queue
+            // (its delivery count rises; it is not lost).
+            Err(Stop::Refused(_)) => Err(Abandoned),
+        }
     }
 
     /// The provider config, operation and rendered path a job runs with, or
@@ -552,5 +626,7 @@ fn job_row(job: &Job, state: JobState, attempts: u32) -> JobRow {
         created_at: job.created_at,
         next_attempt_at: None,
         fingerprint: job.fingerprint,
+        throttled_attempts: 0,
+        throttled_for: Duration::ZERO,
     }
 }

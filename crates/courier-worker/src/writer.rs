@@ -259,5 +259,6 @@ fn count(metrics: &Metrics, outcome: &Outcome, queue_provider: Option<&str>) {
         Outcome::Duplicate { .. } => {
             metrics.completed(queue_provider, None, JobOutcome::Duplicate, None, 0)
         }
+        Outcome::Deferred { .. } => {}
     }
 }

@@ -94,6 +94,7 @@ async fn a_path_field_cannot_walk_the_request_out_of_the_operation_or_the_base_p
         Operation {
             method: HttpMethod::Post,
             path: PathTemplate::parse("/v1/{a}/{b}").expect("a template"),
+            rate_limit: None,
         },
     );
     let worker = Worker::start(config).await.expect("start the worker");

@@ -9,6 +9,7 @@ mod bench;
 mod demo;
 mod exit;
 mod operator;
+mod providers;
 mod publish;
 mod settings;
 
@@ -56,6 +57,8 @@ enum Command {
     /// Look up any job, dead or alive
     #[command(subcommand)]
     Jobs(operator::JobsCommand),
+    /// Each provider's rate limit, current rate, pause, circuit and queue; pause and resume by hand
+    Providers(providers::Args),
     /// The admin HTTP API
     #[command(subcommand)]
     Admin(AdminCommand),
@@ -82,6 +85,7 @@ fn main() -> ExitCode {
         | Command::Publish(_)
         | Command::Dead(_)
         | Command::Jobs(_)
+        | Command::Providers(_)
         | Command::Bench(_) => "warn",
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -137,6 +141,7 @@ fn main() -> ExitCode {
             Command::Demo(args) => demo::demo(args).await,
             Command::Dead(command) => operator::dead(cli.config.as_deref(), command).await,
             Command::Jobs(command) => operator::jobs(cli.config.as_deref(), command).await,
+            Command::Providers(args) => providers::providers(cli.config.as_deref(), args).await,
             Command::Bench(scenario) => bench::bench(scenario).await,
             Command::Admin(AdminCommand::Serve) => admin_serve(cli.config.as_deref()).await,
             Command::Admin(AdminCommand::Openapi) => {

@@ -150,7 +150,7 @@ fn rate(s: &str) -> Result<f64, String> {
     }
 }
 
-fn age(s: &str) -> Result<Duration, String> {
+pub fn age(s: &str) -> Result<Duration, String> {
     let (n, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
     let n: u64 = n
         .parse()
@@ -162,7 +162,9 @@ fn age(s: &str) -> Result<Duration, String> {
         "d" => 86_400,
         _ => return Err(format!("{s:?}: the unit must be s, m, h or d")),
     };
-    Ok(Duration::from_secs(n * secs))
+    n.checked_mul(secs)
+        .map(Duration::from_secs)
+        .ok_or_else(|| format!("{s:?}: too long"))
 }
 
 impl FilterArgs {
@@ -201,7 +203,7 @@ async fn open(config: Option<&Path>) -> anyhow::Result<(courier_core::Config, St
     Ok((config, store))
 }
 
-fn actor(given: Option<String>) -> String {
+pub fn actor(given: Option<String>) -> String {
     given
         .or_else(|| std::env::var("USER").ok())
         .or_else(|| std::env::var("LOGNAME").ok())
@@ -539,7 +541,7 @@ fn report_action(verb: &str, report: &recovery::ActionReport, json: bool) {
 /// Text from the store as it may be shown on a terminal: whatever a
 /// publisher put in a job (an escape sequence, a NUL) is written out, not
 /// interpreted.
-fn shown(text: &str) -> String {
+pub fn shown(text: &str) -> String {
     courier_core::text::printable(text, 4096)
 }
 

@@ -72,13 +72,18 @@ pub struct Bench {
     pub channel: Channel,
     /// Kept alive for the workers (they call it unless `provider_url` says
     /// otherwise).
-    _mock: MockProvider,
+    pub mock: MockProvider,
     pub providers: Vec<String>,
     /// Where workers send their calls: the mock, unless a scenario points
     /// them elsewhere (the fault suite's chaos provider).
     pub provider_url: String,
     /// Keys added to every provider table of the workers' config.
     pub provider_toml: String,
+    /// Tables added after each provider's (`{provider}` is its name), e.g.
+    /// its rate_limit or circuit.
+    pub provider_tables: String,
+    /// Providers sent to another base URL than `provider_url`.
+    pub urls: std::collections::BTreeMap<String, String>,
     workers_started: std::sync::atomic::AtomicUsize,
 }
 
@@ -99,6 +104,18 @@ impl Bench {
         providers: Vec<String>,
         mix: FailureMix,
     ) -> anyhow::Result<Bench> {
+        let mock = MockProvider::start_lean(mix)
+            .await
+            .context("starting the mock provider")?;
+        Self::with_mock(scenario, providers, mock).await
+    }
+
+    /// As [`new`](Self::new), with the providers served by `mock`.
+    pub async fn with_mock(
+        scenario: &str,
+        providers: Vec<String>,
+        mock: MockProvider,
+    ) -> anyhow::Result<Bench> {
         let config = Config::from_toml("", "(bench)", &|k| std::env::var(k).ok())?;
         let namespace = format!(
             "bench_{scenario}_{}_{}",
@@ -112,9 +129,6 @@ impl Bench {
         let channel = conn.channel().await.context("opening a channel")?;
         topology.declare(&channel).await?;
         let publisher = Publisher::open(&conn, config.broker.confirm_timeout).await?;
-        let mock = MockProvider::start_lean(mix)
-            .await
-            .context("starting the mock provider")?;
         Ok(Bench {
             namespace,
             config,
@@ -124,9 +138,11 @@ impl Bench {
             publisher,
             channel,
             provider_url: mock.base_url(),
-            _mock: mock,
+            mock,
             providers,
             provider_toml: String::new(),
+            provider_tables: String::new(),
+            urls: Default::default(),
             workers_started: std::sync::atomic::AtomicUsize::new(0),
         })
     }
@@ -187,9 +203,11 @@ impl Bench {
             self.namespace
         );
         for provider in &self.providers {
+            let url = self.urls.get(provider).unwrap_or(&self.provider_url);
             toml.push_str(&format!(
-                "\n[providers.{provider}]\nbase_url = \"{}\"\n{}\n[providers.{provider}.retry]\n{retry}\n\n[providers.{provider}.operations.{OPERATION}]\nmethod = \"POST\"\npath = \"/v1/customers/{{customer}}/charges\"\n",
-                self.provider_url, self.provider_toml
+                "\n[providers.{provider}]\nbase_url = \"{url}\"\n{}\n[providers.{provider}.retry]\n{retry}\n\n[providers.{provider}.operations.{OPERATION}]\nmethod = \"POST\"\npath = \"/v1/customers/{{customer}}/charges\"\n{}\n",
+                self.provider_toml,
+                self.provider_tables.replace("{provider}", provider)
             ));
         }
         toml
@@ -360,7 +378,13 @@ pub fn machine_cpu_seconds() -> anyhow::Result<f64> {
 /// over a second), at most `limit`: after loading a large backlog the
 /// broker keeps writing it to disk for a while, and that work belongs to the
 /// publish, not to the run measured next.
+/// `COURIER_BENCH_QUIET_SECS` caps the wait (the tests, run beside each
+/// other, set 0: their host is never quiet and they measure nothing).
 pub async fn wait_for_quiet_host(limit: Duration) -> anyhow::Result<Duration> {
+    let limit = std::env::var("COURIER_BENCH_QUIET_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .map_or(limit, |cap| limit.min(Duration::from_secs(cap)));
     let clock = Instant::now();
     while clock.elapsed() < limit {
         let before = machine_cpu_seconds()?;

@@ -10,6 +10,7 @@
 mod baseline;
 mod faults;
 mod harness;
+mod protection;
 mod requeue;
 
 use anyhow::Context as _;
@@ -116,6 +117,56 @@ pub enum Scenario {
         #[command(flatten)]
         out: Output,
     },
+    /// One rate limit shared by 1 and by 3 worker processes, against a provider enforcing it exactly
+    Ratelimit {
+        #[arg(long, default_value_t = 200.0)]
+        per_second: f64,
+        #[arg(long, default_value_t = 20)]
+        burst: u32,
+        /// Seconds of calls in each run
+        #[arg(long, default_value_t = 30)]
+        seconds: u64,
+        #[arg(long, value_delimiter = ',', default_value = "1,3")]
+        processes: Vec<usize>,
+        #[command(flatten)]
+        out: Output,
+    },
+    /// A healthy provider drained alone, then beside one whose every call times out
+    Isolation {
+        #[arg(long, default_value_t = 50_000)]
+        jobs: u64,
+        /// Jobs for the provider that times out
+        #[arg(long, default_value_t = 2_000)]
+        stuck: u64,
+        #[command(flatten)]
+        out: Output,
+    },
+    /// Drains without a limit and with one far above the achievable rate, alternating
+    Overhead {
+        #[arg(long, default_value_t = 100_000)]
+        jobs: u64,
+        #[arg(long, default_value_t = 2)]
+        rounds: usize,
+        #[command(flatten)]
+        out: Output,
+    },
+    /// A steady flow while the provider is down for a while: circuit timeline, dead letters, recovery
+    Outage {
+        #[arg(long, default_value_t = 200.0)]
+        rate: f64,
+        #[arg(long, default_value_t = 20)]
+        before: u64,
+        /// Seconds the provider answers 503 to everything
+        #[arg(long, default_value_t = 60)]
+        down: u64,
+        #[arg(long, default_value_t = 30)]
+        after: u64,
+        /// The circuit's open_secs
+        #[arg(long, default_value_t = 30)]
+        open_secs: u64,
+        #[command(flatten)]
+        out: Output,
+    },
     /// Requeue N dead letters with `courier dead requeue`'s code path
     Requeue {
         #[arg(long, default_value_t = 100_000)]
@@ -164,6 +215,49 @@ pub async fn bench(scenario: Scenario) -> anyhow::Result<ExitCode> {
             } else {
                 ExitCode::FAILURE
             });
+        }
+        Scenario::Ratelimit {
+            per_second,
+            burst,
+            seconds,
+            processes,
+            out,
+        } => {
+            let runs = protection::ratelimit(per_second, burst, seconds, &processes).await?;
+            protection::print_ratelimit(&runs);
+            write_json(out, "ratelimit", &runs)?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        Scenario::Outage {
+            rate,
+            before,
+            down,
+            after,
+            open_secs,
+            out,
+        } => {
+            let report = protection::outage(rate, before, down, after, open_secs).await?;
+            protection::print_outage(&report);
+            write_json(out, "outage", &report)?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        Scenario::Isolation { jobs, stuck, out } => {
+            let baseline = baseline::measure(jobs).await?;
+            (
+                "isolation",
+                out,
+                baseline,
+                protection::isolation(jobs, stuck).await?,
+            )
+        }
+        Scenario::Overhead { jobs, rounds, out } => {
+            let baseline = baseline::measure(jobs).await?;
+            (
+                "overhead",
+                out,
+                baseline,
+                protection::overhead(jobs, rounds).await?,
+            )
         }
         Scenario::Requeue {
             letters,
@@ -248,6 +342,20 @@ pub async fn bench(scenario: Scenario) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Writes a scenario's report to `--json`, if given.
+fn write_json(out: Output, name: &str, report: &impl serde::Serialize) -> anyhow::Result<()> {
+    if let Some(path) = out.json {
+        let report = serde_json::json!({
+            "scenario": name,
+            "measured_at": Utc::now(),
+            "report": report,
+        });
+        std::fs::write(&path, serde_json::to_string_pretty(&report)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
 }
 
 /// Publishes `jobs` across `providers` providers, then drains them with

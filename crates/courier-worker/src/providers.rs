@@ -1,0 +1,174 @@
+//! What operators see and steer of each provider's protection: its limits,
+//! the rate it is called at, a pause it asked for, an operator's hold, its
+//! circuit and its queue; and the hold itself (pause / resume for every
+//! worker, audited).
+//!
+//! Owns the one answer the CLI (`courier providers`) and the admin API
+//! (`/providers`) both give. It must never decide anything a worker decides
+//! (`gate` does): it reads the shared state and writes only an operator's
+//! hold.
+
+use chrono::{DateTime, Utc};
+use courier_amqp::{AmqpError, Link, Topology};
+use courier_core::Config;
+use courier_core::circuit::CircuitState;
+use courier_core::config::RateLimit;
+use courier_store::{Store, StoreError};
+use std::collections::BTreeMap;
+use std::time::Duration;
+use uuid::Uuid;
+
+/// Over how long the current rate is measured (from the attempts recorded).
+pub const RATE_WINDOW: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProvidersError {
+    #[error("no provider named {0:?} is configured")]
+    Unknown(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Amqp(#[from] AmqpError),
+}
+
+/// One provider, as an operator sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProviderOverview {
+    pub name: String,
+    /// The provider's total limit across every worker; `None`: unlimited.
+    pub rate_limit: Option<RateLimit>,
+    /// Operations with a limit of their own.
+    pub operation_limits: BTreeMap<String, RateLimit>,
+    /// Calls per second over the last [`RATE_WINDOW`], every worker's.
+    pub calls_per_second: f64,
+    /// Until when the provider asked every worker to wait, and how it asked.
+    pub paused_until: Option<DateTime<Utc>>,
+    pub pause_source: Option<String>,
+    /// An operator's hold: who, since when, until when (`None`: until resumed).
+    pub held: Option<Hold>,
+    pub circuit: CircuitState,
+    pub circuit_since: DateTime<Utc>,
+    /// When an open circuit lets its first probes through.
+    pub open_until: Option<DateTime<Utc>>,
+    /// Jobs ready in its work queue; `None` when the broker could not say.
+    pub queue_depth: Option<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hold {
+    pub by: String,
+    pub since: Option<DateTime<Utc>>,
+    pub until: Option<DateTime<Utc>>,
+}
+
+impl ProviderOverview {
+    /// A pause still in force at `now`.
+    pub fn paused_at(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        self.paused_until.filter(|t| *t > now)
+    }
+}
+
+/// Every configured provider (in name order), with what every worker shares
+/// about it.
+pub async fn overview(
+    config: &Config,
+    store: &Store,
+    link: &Link,
+) -> Result<Vec<ProviderOverview>, ProvidersError> {
+    let names: Vec<String> = config.providers.keys().cloned().collect();
+    store.ensure_providers(&names, &[]).await?;
+    let states = store.provider_states().await?;
+    let calls: BTreeMap<String, i64> = store.recent_calls(RATE_WINDOW).await?.into_iter().collect();
+    let topology = Topology::new(&config.namespace, names.iter().cloned());
+    // The broker's view is a nicety: without it the rest still answers.
+    let channel = link.channel().await.ok();
+    let mut out = Vec::with_capacity(names.len());
+    for (name, provider) in &config.providers {
+        let Some(state) = states.providers.iter().find(|s| &s.provider == name) else {
+            continue;
+        };
+        let queue_depth = match &channel {
+            Some(ch) => courier_amqp::topology::message_count(ch, &topology.work_queue(name))
+                .await
+                .ok(),
+            None => None,
+        };
+        out.push(ProviderOverview {
+            name: name.clone(),
+            rate_limit: provider.rate_limit,
+            operation_limits: provider
+                .operations
+                .iter()
+                .filter_map(|(op, o)| o.rate_limit.map(|l| (op.clone(), l)))
+                .collect(),
+            calls_per_second: calls.get(name).copied().unwrap_or(0) as f64
+                / RATE_WINDOW.as_secs_f64(),
+            paused_until: state.paused_until.filter(|t| *t > states.now),
+            pause_source: state
+                .paused_until
+                .filter(|t| *t > states.now)
+                .and(state.pause_source.clone()),
+            held: state.held_by.clone().map(|by| Hold {
+                by,
+                since: state.held_since,
+                until: state.held_until,
+            }),
+            circuit: state.circuit,
+            circuit_since: state.circuit_since,
+            open_until: state
+                .open_until
+                .filter(|_| state.circuit == CircuitState::Open),
+            queue_depth,
+        });
+    }
+    Ok(out)
+}
+
+/// Holds `name` for every worker until `until` (or until resumed): its jobs
+/// wait in the delay queues without spending attempts. Audited; returns the
+/// action's id.
+pub async fn pause(
+    config: &Config,
+    store: &Store,
+    name: &str,
+    actor: &str,
+    until: Option<DateTime<Utc>>,
+) -> Result<Uuid, ProvidersError> {
+    let name = known(config, name)?;
+    store
+        .ensure_providers(std::slice::from_ref(&name), &[])
+        .await?;
+    let id = store
+        .hold_provider(&name, actor, until)
+        .await?
+        .ok_or_else(|| ProvidersError::Unknown(name.clone()))?;
+    tracing::info!(provider = %name, actor, ?until, "provider paused by an operator");
+    Ok(id)
+}
+
+/// Ends an operator's hold on `name`. Audited; returns the action's id.
+pub async fn resume(
+    config: &Config,
+    store: &Store,
+    name: &str,
+    actor: &str,
+) -> Result<Uuid, ProvidersError> {
+    let name = known(config, name)?;
+    store
+        .ensure_providers(std::slice::from_ref(&name), &[])
+        .await?;
+    let id = store
+        .release_provider(&name, actor)
+        .await?
+        .ok_or_else(|| ProvidersError::Unknown(name.clone()))?;
+    tracing::info!(provider = %name, actor, "provider resumed by an operator");
+    Ok(id)
+}
+
+fn known(config: &Config, name: &str) -> Result<String, ProvidersError> {
+    if config.providers.contains_key(name) {
+        Ok(name.to_owned())
+    } else {
+        Err(ProvidersError::Unknown(name.to_owned()))
+    }
+}
