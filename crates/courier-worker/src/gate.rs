@@ -407,13 +407,46 @@ struct Limiter {
     interval: Duration,
     /// The burst leased with: the configured one less what is kept as slack.
     burst: u32,
-    /// Slots leased and not yet spent, soonest first, and the last one
-    /// leased (nothing is leased further ahead than [`LEASE_SPAN`]).
-    slots: tokio::sync::Mutex<(VecDeque<Instant>, Option<Instant>)>,
+    slots: tokio::sync::Mutex<Slots>,
     /// Calls waiting for a slot: how many to lease next.
     waiting: AtomicUsize,
     most: u32,
     store: Store,
+}
+
+/// A limiter's leased slots and what it knows of its recent use.
+#[derive(Debug, Default)]
+struct Slots {
+    /// Leased and not yet spent, soonest first.
+    queue: VecDeque<Instant>,
+    /// The last one leased: nothing is leased further ahead than
+    /// [`LEASE_SPAN`] beyond it.
+    last: Option<Instant>,
+    /// Slots handed out in the current and the previous [`LEASE_SPAN`]: a
+    /// lease takes at least as many as were used in one span, so a limit
+    /// far above the rate costs a statement per span, not per call.
+    span_start: Option<Instant>,
+    this_span: u32,
+    last_span: u32,
+}
+
+impl Slots {
+    fn count_use(&mut self, now: Instant) {
+        match self.span_start {
+            Some(start) if now < start + LEASE_SPAN => {}
+            Some(start) if now < start + 2 * LEASE_SPAN => {
+                self.last_span = self.this_span;
+                self.this_span = 0;
+                self.span_start = Some(start + LEASE_SPAN);
+            }
+            _ => {
+                self.last_span = 0;
+                self.this_span = 0;
+                self.span_start = Some(now);
+            }
+        }
+        self.this_span = self.this_span.saturating_add(1);
+    }
 }
 
 /// Part of the burst kept unspent: a provider enforcing exactly our limit
@@ -434,7 +467,7 @@ impl Limiter {
             key,
             interval,
             burst: limit.burst.saturating_sub(slack_slots).max(1),
-            slots: tokio::sync::Mutex::new((VecDeque::new(), None)),
+            slots: tokio::sync::Mutex::new(Slots::default()),
             waiting: AtomicUsize::new(0),
             most: most.clamp(1, 1000),
             store,
@@ -459,25 +492,28 @@ impl Limiter {
         stop: &CancellationToken,
     ) -> Result<Instant, Abandoned> {
         let mut guard = self.slots.lock().await;
-        let (slots, last) = &mut *guard;
+        let state = &mut *guard;
         let now = Instant::now();
-        while slots.front().is_some_and(|t| *t + STALE_SLOT < now) {
-            slots.pop_front();
+        state.count_use(now);
+        while state.queue.front().is_some_and(|t| *t + STALE_SLOT < now) {
+            state.queue.pop_front();
         }
-        if let Some(slot) = slots.pop_front() {
+        if let Some(slot) = state.queue.pop_front() {
             return Ok(slot);
         }
         // Lease no further ahead than LEASE_SPAN: slots held far ahead
         // would be lost if this worker died, and kept from the others.
-        if let Some(ahead) = last.and_then(|t| t.checked_duration_since(now + LEASE_SPAN)) {
+        if let Some(ahead) = state
+            .last
+            .and_then(|t| t.checked_duration_since(now + LEASE_SPAN))
+        {
             tokio::select! {
                 _ = tokio::time::sleep(ahead) => {}
                 _ = stop.cancelled() => return Err(Abandoned),
             }
         }
-        let wanted = u32::try_from(self.waiting.load(Ordering::SeqCst))
-            .unwrap_or(u32::MAX)
-            .clamp(1, self.most);
+        let waiting = u32::try_from(self.waiting.load(Ordering::SeqCst)).unwrap_or(u32::MAX);
+        let wanted = waiting.max(state.last_span).clamp(1, self.most);
         let lease = match persist(Io::LeaseSlots, stop, metrics, || {
             self.store
                 .lease_slots(&self.key, wanted, self.interval, self.burst)
@@ -500,9 +536,9 @@ impl Limiter {
             } else {
                 here + Duration::from_micros(offset_us as u64)
             };
-            slots.push_back(at);
+            state.queue.push_back(at);
         }
-        *last = slots.back().copied();
-        Ok(slots.pop_front().unwrap_or(here))
+        state.last = state.queue.back().copied();
+        Ok(state.queue.pop_front().unwrap_or(here))
     }
 }
