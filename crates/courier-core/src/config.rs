@@ -1318,6 +1318,67 @@ path = "/v1/customers/{customer}/charges"
     }
 
     #[test]
+    fn protection_keys_default_and_errors_name_them() {
+        let c = load(GOOD).expect("valid");
+        let stripe = &c.providers["stripe"];
+        assert_eq!(stripe.rate_limit, None, "no limit unless configured");
+        assert_eq!(stripe.circuit, CircuitPolicy::default());
+        assert_eq!(
+            (
+                stripe.circuit.failure_rate,
+                stripe.circuit.min_calls,
+                stripe.circuit.probes
+            ),
+            (0.5, 20, 3)
+        );
+        let limited = format!(
+            "{GOOD}\n[providers.stripe.rate_limit]\nper_second = 50.0\nburst = 10\n\
+             [providers.stripe.operations.create_charge.rate_limit]\nper_second = 5.0\n\
+             [providers.stripe.circuit]\nopen_secs = 10\n"
+        );
+        let c = load(&limited).expect("valid");
+        let stripe = &c.providers["stripe"];
+        assert_eq!(
+            stripe.rate_limit,
+            Some(RateLimit {
+                per_second: 50.0,
+                burst: 10
+            })
+        );
+        assert_eq!(
+            stripe.operations["create_charge"].rate_limit,
+            Some(RateLimit {
+                per_second: 5.0,
+                burst: 1
+            })
+        );
+        assert_eq!(stripe.circuit.open_for, Duration::from_secs(10));
+        for (good, bad, key) in [
+            (
+                "per_second = 50.0",
+                "per_second = 0.0",
+                "providers.stripe.rate_limit.per_second",
+            ),
+            (
+                "burst = 10",
+                "burst = 0",
+                "providers.stripe.rate_limit.burst",
+            ),
+            (
+                "open_secs = 10",
+                "open_secs = 0",
+                "providers.stripe.circuit.open_secs",
+            ),
+        ] {
+            assert_eq!(err_key(&limited.replacen(good, bad, 1)), key, "{bad}");
+        }
+        let rate = limited.replace("open_secs = 10", "failure_rate = 1.5");
+        assert_eq!(err_key(&rate), "providers.stripe.circuit.failure_rate");
+        let unknown = limited.replace("open_secs = 10", "open_for = 10");
+        assert_eq!(err_key(&unknown), "open_for");
+    }
+
+    #[test]
     fn url_passwords_are_decoded() {
         assert_eq!(
             url_password("postgres://u:p%40ss%2Fw0rd@h/db").as_deref(),
