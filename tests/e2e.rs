@@ -415,6 +415,56 @@ async fn dead_show_of_an_unknown_letter_says_so() {
     );
 }
 
+#[tokio::test]
+async fn providers_lists_pauses_and_resumes_from_the_command_line() {
+    let env = TestEnv::new().await;
+    let config = temp_file("courier.toml", env.config_toml());
+    let run = |args: &[&str]| {
+        let out = courier()
+            .arg("--config")
+            .arg(&config)
+            .arg("providers")
+            .args(args)
+            .env("USER", "ops-carol")
+            .output()
+            .expect("run courier providers");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let listed = |held: bool| {
+        let (code, out) = run(&["--json"]);
+        assert_eq!(code, Some(0), "{out}");
+        let all: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+        assert_eq!(all[0]["name"], PROVIDER);
+        assert_eq!(all[0]["circuit"], "closed");
+        assert_eq!(all[0]["held"].is_object(), held, "{all}");
+        all
+    };
+    listed(false);
+    let (code, out) = run(&["pause", PROVIDER, "--for", "10m"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("paused for every worker"), "{out}");
+    let all = listed(true);
+    assert_eq!(all[0]["held"]["by"], "ops-carol");
+    let state = env
+        .store
+        .provider_state(PROVIDER)
+        .await
+        .expect("read")
+        .expect("row");
+    assert_eq!(state.held_by.as_deref(), Some("ops-carol"));
+    let (code, table) = run(&[]);
+    assert_eq!(code, Some(0));
+    assert!(table.contains("by ops-carol until"), "{table}");
+    let (code, _) = run(&["resume", PROVIDER]);
+    assert_eq!(code, Some(0));
+    listed(false);
+    let (code, _) = run(&["pause", "nobody"]);
+    assert_eq!(code, Some(6), "an unknown provider is not found");
+}
+
 #[test]
 fn bench_requeue_runs_at_a_tiny_size_and_cleans_up() {
     let out = courier()

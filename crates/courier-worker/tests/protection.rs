@@ -347,3 +347,49 @@ async fn a_healthy_provider_keeps_flowing_while_another_times_out() {
     worker.shutdown();
     worker.wait().await;
 }
+
+#[tokio::test]
+async fn deliveries_waiting_for_a_rate_limit_slot_go_back_to_their_queue_at_shutdown() {
+    let mock = MockProvider::start(FailureMix::default())
+        .await
+        .expect("mock");
+    let env = TestEnv::with_providers(
+        FailureMix::default(),
+        &provider_toml(
+            "slow",
+            &mock.base_url(),
+            "[providers.slow.rate_limit]\nper_second = 0.2\n",
+        ),
+        &["slow"],
+    )
+    .await;
+    let worker = env.start_worker().await;
+    let jobs: Vec<_> = (0..3).map(|_| job_for("slow", None)).collect();
+    let ids = publish_all(&env, &jobs).await;
+    assert!(mock.wait_for_calls(1, WAIT).await);
+    worker.shutdown();
+    worker.wait().await;
+
+    assert_eq!(
+        mock.call_count(),
+        1,
+        "the next slot is 5 s away: no other call"
+    );
+    let mut recorded = 0;
+    for id in &ids {
+        recorded += usize::from(env.state_of(*id).await.is_some());
+    }
+    assert_eq!(recorded, 1, "only the called job has a row");
+    let queue = env.topology.work_queue("slow");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut back = env.message_count(&queue).await;
+    while back < 2 && Instant::now() < deadline {
+        // The broker requeues what a closed channel held on its own time.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        back = env.message_count(&queue).await;
+    }
+    assert_eq!(
+        back, 2,
+        "the two waiting for a slot are back in their queue"
+    );
+}

@@ -61,6 +61,18 @@ pub struct Latency {
     pub max: f64,
 }
 
+/// A fresh namespace for `scenario`: `bench_<scenario>_<suffix>`, the
+/// suffix the time in milliseconds and the process id, in hex (a namespace
+/// is at most 40 characters; the process id keeps two benches started in
+/// the same millisecond, as parallel tests do, apart).
+pub fn namespace(scenario: &str) -> String {
+    format!(
+        "bench_{scenario}_{:x}{:06x}",
+        Utc::now().timestamp_millis(),
+        std::process::id()
+    )
+}
+
 /// A bench namespace: queues, schema and mock provider.
 pub struct Bench {
     pub namespace: String,
@@ -96,9 +108,8 @@ impl std::fmt::Debug for Bench {
 }
 
 impl Bench {
-    /// A fresh namespace `bench_<scenario>_<millis>_<pid>` with `providers`,
-    /// all served by one mock provider failing per `mix`. The process id keeps
-    /// two benches started in the same millisecond (parallel tests) apart.
+    /// A fresh [`namespace`] with `providers`, all served by one mock
+    /// provider failing per `mix`.
     pub async fn new(
         scenario: &str,
         providers: Vec<String>,
@@ -117,11 +128,7 @@ impl Bench {
         mock: MockProvider,
     ) -> anyhow::Result<Bench> {
         let config = Config::from_toml("", "(bench)", &|k| std::env::var(k).ok())?;
-        let namespace = format!(
-            "bench_{scenario}_{}_{}",
-            Utc::now().timestamp_millis(),
-            std::process::id()
-        );
+        let namespace = namespace(scenario);
         let store = Store::connect(&config.database, &namespace, 4).await?;
         store.migrate().await?;
         let conn = courier_amqp::connect(&config.broker, "courier bench").await?;

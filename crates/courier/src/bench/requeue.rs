@@ -20,11 +20,7 @@ pub async fn requeue(
     keep: bool,
 ) -> anyhow::Result<ExitCode> {
     let config = courier_core::Config::from_toml("", "(bench)", &|k| std::env::var(k).ok())?;
-    let namespace = format!(
-        "bench_requeue_{}_{}",
-        chrono::Utc::now().timestamp_millis(),
-        std::process::id()
-    );
+    let namespace = super::harness::namespace("requeue");
     let store = Store::connect(&config.database, &namespace, 8).await?;
     store.migrate().await?;
     let conn = courier_amqp::connect(&config.broker, "courier bench").await?;
