@@ -220,6 +220,20 @@ path = "/v1/customers/{{customer}}/charges"
             .expect("inspect queue")
     }
 
+    /// Waits (at most 10 s) until `queue` holds at least `n` ready messages
+    /// and returns how many it holds: the broker requeues what a closed
+    /// channel held on its own time.
+    pub async fn wait_for_ready(&self, queue: &str, n: u32) -> u32 {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let ready = self.message_count(queue).await;
+            if ready >= n || Instant::now() > deadline {
+                return ready;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Waits until a scrape of `worker`'s `/metrics` satisfies `check`:
     /// counters are bumped just after a commit, gauges on an interval.
     /// Panics with `what` and the last scrape after `timeout`.

@@ -415,14 +415,9 @@ async fn shutdown_finishes_calls_already_made_and_returns_deliveries_still_waiti
         2,
         "{states:?}"
     );
-    // The broker requeues what a closed channel held on its own time.
-    let queue = env.topology.work_queue(PROVIDER);
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    let mut back = env.message_count(&queue).await;
-    while back < 2 && std::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        back = env.message_count(&queue).await;
-    }
+    let back = env
+        .wait_for_ready(&env.topology.work_queue(PROVIDER), 2)
+        .await;
     assert_eq!(back, 2, "the two never called are back in their queue");
 }
 

@@ -380,14 +380,9 @@ async fn deliveries_waiting_for_a_rate_limit_slot_go_back_to_their_queue_at_shut
         recorded += usize::from(env.state_of(*id).await.is_some());
     }
     assert_eq!(recorded, 1, "only the called job has a row");
-    let queue = env.topology.work_queue("slow");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut back = env.message_count(&queue).await;
-    while back < 2 && Instant::now() < deadline {
-        // The broker requeues what a closed channel held on its own time.
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        back = env.message_count(&queue).await;
-    }
+    let back = env
+        .wait_for_ready(&env.topology.work_queue("slow"), 2)
+        .await;
     assert_eq!(
         back, 2,
         "the two waiting for a slot are back in their queue"
