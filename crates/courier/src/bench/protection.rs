@@ -264,6 +264,10 @@ async fn drain_once(bench: &Bench, label: &str, jobs: u64) -> anyhow::Result<Run
     Ok(run)
 }
 
+/// How long after a circuit opens a call may still start that was admitted
+/// before.
+const IN_FLIGHT: chrono::Duration = chrono::Duration::milliseconds(100);
+
 #[derive(Debug, Serialize)]
 pub struct OutageReport {
     pub offered_per_second: f64,
@@ -273,7 +277,10 @@ pub struct OutageReport {
     pub dead: i64,
     /// Calls while the provider was down, and how many of them were probes.
     pub calls_while_down: i64,
-    /// Calls started while the circuit was open (probes go half-open): 0.
+    /// Calls started while the circuit was open (probes go half-open),
+    /// leaving out its first [`IN_FLIGHT`]: calls admitted before it opened
+    /// (probes handed out in a half-open moment before a failed one
+    /// reopened it, calls another worker had admitted) start just after.
     pub calls_while_open: i64,
     /// Circuit transitions, seconds from the outage's start.
     pub timeline: Vec<(f64, String)>,
@@ -349,11 +356,14 @@ async fn outage_in(
         .map(|t| (t - back_at).as_seconds_f64());
     worker.stop().await?;
     // Calls while open: from each opening to its open_until (probes come
-    // after, half-open, however briefly).
+    // after, half-open, however briefly), less the first IN_FLIGHT.
     let mut calls_while_open = 0;
     for (since, _, until) in timeline.iter().filter(|(_, s, _)| *s == CircuitState::Open) {
         let until = until.unwrap_or_else(Utc::now);
-        calls_while_open += bench.store.attempts_started_between(*since, until).await?;
+        let from = *since + IN_FLIGHT;
+        if from < until {
+            calls_while_open += bench.store.attempts_started_between(from, until).await?;
+        }
     }
     let closed_after = timeline
         .iter()
