@@ -373,6 +373,11 @@ async fn drain(
         (0..providers).map(|i| format!("p{i:02}")).collect()
     };
     let mut bench = Bench::new("drain", names, mix).await?;
+    if mix != FailureMix::default() {
+        // Failing at random by design: a chance run of failures would open
+        // the circuit and turn the scenario into an outage.
+        bench.provider_tables = "[providers.{provider}.circuit]\nfailure_rate = 1.0\n".into();
+    }
     // The namespace goes even when the run fails.
     let result = drain_in(&mut bench, label, jobs, processes).await;
     bench.cleanup().await?;
