@@ -43,7 +43,7 @@ pub enum AmqpError {
     #[error("no queue is bound for exchange {exchange:?} and key {key:?}: the message came back")]
     Returned { exchange: String, key: String },
     #[error("{op}: no answer from RabbitMQ in time")]
-    Timeout { op: &'static str },
+    Timeout { op: String },
     #[error("message refused before publishing: {0}")]
     TooLarge(String),
     #[error("cannot {op}: the delivery's channel is closed; the broker will redeliver it")]
@@ -83,6 +83,29 @@ impl AmqpError {
     /// publish was in flight (see [`AmqpError::failure`]).
     pub fn is_broker_refusal(&self) -> bool {
         matches!(self, AmqpError::Publish { cause, .. } if matches!(cause.kind(), lapin::ErrorKind::ProtocolError(_)))
+    }
+}
+
+/// How long the broker may take to answer a request (open a channel, set a
+/// prefetch, start or cancel a consumer, declare).
+pub const REPLY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// How long an ack or nack may take to leave. It needs no answer, only the
+/// connection's writer: a connection that died without lapin resolving its
+/// pending requests (a parse error ends its I/O loop) would hold the outcome
+/// writer, and every delivery behind it, forever.
+const SETTLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Awaits a lapin request for at most `limit`. Every request to the broker
+/// goes through here: lapin resolves none of them when its connection dies
+/// under it in some ways, and an unbounded wait stalls whoever waits.
+pub(crate) async fn within<T>(
+    limit: std::time::Duration,
+    op: impl Into<String>,
+    request: impl std::future::Future<Output = Result<T, lapin::Error>>,
+) -> Result<T, AmqpError> {
+    match tokio::time::timeout(limit, request).await {
+        Ok(answer) => answer.map_err(AmqpError::broker(op)),
+        Err(_) => Err(AmqpError::Timeout { op: op.into() }),
     }
 }
 
@@ -161,28 +184,29 @@ pub async fn consume(
     consumer_tag: &str,
 ) -> Result<(Channel, Consumer), AmqpError> {
     let channel = link.channel().await?;
-    channel
-        .basic_qos(prefetch, BasicQosOptions::default())
-        .await
-        .map_err(AmqpError::broker("basic.qos"))?;
-    let consumer = channel
-        .basic_consume(
+    set_prefetch(&channel, prefetch).await?;
+    let consumer = within(
+        REPLY_TIMEOUT,
+        "basic.consume",
+        channel.basic_consume(
             queue.into(),
             consumer_tag.into(),
             BasicConsumeOptions::default(),
             FieldTable::default(),
-        )
-        .await
-        .map_err(AmqpError::broker(format!("consume {queue}")))?;
+        ),
+    )
+    .await?;
     Ok((channel, consumer))
 }
 
 /// Acknowledges a delivery: the broker forgets it.
 pub async fn ack(acker: &Acker) -> Result<(), AmqpError> {
-    let sent = acker
-        .ack(lapin::options::BasicAckOptions::default())
-        .await
-        .map_err(AmqpError::broker("basic.ack"))?;
+    let sent = within(
+        SETTLE_TIMEOUT,
+        "basic.ack",
+        acker.ack(lapin::options::BasicAckOptions::default()),
+    )
+    .await?;
     if sent {
         Ok(())
     } else {
@@ -207,10 +231,7 @@ async fn nack(acker: &Acker, requeue: bool, op: &'static str) -> Result<(), Amqp
         requeue,
         ..lapin::options::BasicNackOptions::default()
     };
-    let sent = acker
-        .nack(options)
-        .await
-        .map_err(AmqpError::broker("basic.nack"))?;
+    let sent = within(SETTLE_TIMEOUT, "basic.nack", acker.nack(options)).await?;
     if sent {
         Ok(())
     } else {
@@ -221,33 +242,39 @@ async fn nack(acker: &Acker, requeue: bool, op: &'static str) -> Result<(), Amqp
 /// Changes how many unacked deliveries the broker may send on `channel`
 /// (applies to deliveries from now on).
 pub async fn set_prefetch(channel: &Channel, prefetch: u16) -> Result<(), AmqpError> {
-    channel
-        .basic_qos(prefetch, BasicQosOptions::default())
-        .await
-        .map_err(AmqpError::broker("basic.qos"))
+    within(
+        REPLY_TIMEOUT,
+        "basic.qos",
+        channel.basic_qos(prefetch, BasicQosOptions::default()),
+    )
+    .await
 }
 
 /// Tells the broker to stop sending `consumer` deliveries.
 pub async fn cancel(channel: &Channel, consumer: &Consumer) -> Result<(), AmqpError> {
-    channel
-        .basic_cancel(
+    within(
+        REPLY_TIMEOUT,
+        "basic.cancel",
+        channel.basic_cancel(
             consumer.tag(),
             lapin::options::BasicCancelOptions::default(),
-        )
-        .await
-        .map_err(AmqpError::broker("basic.cancel"))
+        ),
+    )
+    .await
 }
 
 /// Takes one message from `queue` without consuming it for good: it stays
 /// unacked until acked or requeued. `None` when the queue is empty.
 pub async fn get(channel: &Channel, queue: &str) -> Result<Option<Delivery>, AmqpError> {
-    let message = channel
-        .basic_get(
+    let message = within(
+        REPLY_TIMEOUT,
+        "basic.get",
+        channel.basic_get(
             queue.into(),
             lapin::options::BasicGetOptions { no_ack: false },
-        )
-        .await
-        .map_err(AmqpError::broker(format!("basic.get from {queue}")))?;
+        ),
+    )
+    .await?;
     Ok(message.map(|m| m.delivery))
 }
 

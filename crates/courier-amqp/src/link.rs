@@ -24,6 +24,12 @@ use std::time::Duration;
 
 /// How long connecting may take before we say the broker is unreachable.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long a lost connection's cause may take to arrive. lapin marks a
+/// connection errored, then reports why on its events stream, which a task
+/// of ours reads: a loss seen in between has no cause yet, and taking it
+/// for an ordinary loss would consume at full prefetch again while an
+/// unreadable message waits at a queue's head.
+const CAUSE_WAIT: Duration = Duration::from_millis(200);
 
 /// Why a connection was lost for good.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -107,41 +113,62 @@ impl Link {
 
     /// Opens a channel, on a new connection if the current one is lost.
     pub async fn channel(&self) -> Result<Channel, AmqpError> {
-        if self.loss().is_some() {
+        if self.current_lost() {
             self.reconnect_if_lost().await?;
         }
-        self.connection()
-            .create_channel()
-            .await
-            .map_err(AmqpError::broker("open channel"))
+        crate::within(
+            crate::REPLY_TIMEOUT,
+            "open channel",
+            self.connection().create_channel(),
+        )
+        .await
     }
 
-    /// `Some` when the current connection is gone for good (lapin's own
-    /// recovery will not bring it back): time to [`Link::reconnect`].
-    pub fn loss(&self) -> Option<Loss> {
+    /// Whether the current connection is gone for good (lapin's own
+    /// recovery will not bring it back). No waiting: for hot paths.
+    fn current_lost(&self) -> bool {
         let current = self.current();
         let status = current.conn.status();
-        if !(status.errored() || status.closed()) {
-            return None;
+        status.errored() || status.closed()
+    }
+
+    /// `Some` when the current connection is gone for good, and why: time
+    /// to [`Link::reconnect_if_lost`]. Waits up to [`CAUSE_WAIT`] for the
+    /// cause of a loss to be reported.
+    pub async fn loss(&self) -> Option<Loss> {
+        let current = self.current();
+        let deadline = tokio::time::Instant::now() + CAUSE_WAIT;
+        loop {
+            let status = current.conn.status();
+            if !(status.errored() || status.closed()) {
+                return None;
+            }
+            let error = current
+                .last_error
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone();
+            if let Some(e) = error {
+                return Some(Loss {
+                    unreadable: matches!(e.kind(), lapin::ErrorKind::ParsingError(_)),
+                    detail: e.to_string(),
+                });
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Some(Loss {
+                    unreadable: false,
+                    detail: "the connection was closed".to_owned(),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        let error = current
-            .last_error
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
-        Some(Loss {
-            unreadable: error
-                .as_ref()
-                .is_some_and(|e| matches!(e.kind(), lapin::ErrorKind::ParsingError(_))),
-            detail: error.map_or_else(|| "the connection was closed".to_owned(), |e| e.to_string()),
-        })
     }
 
     /// Replaces the connection with a fresh one unless someone did since it
     /// was lost. Channels of the old one are dead; callers open new ones.
     pub async fn reconnect_if_lost(&self) -> Result<(), AmqpError> {
         let _replacing = self.inner.replacing.lock().await;
-        if self.loss().is_none() {
+        if !self.current_lost() {
             return Ok(());
         }
         self.replace().await
@@ -149,9 +176,9 @@ impl Link {
 
     /// Whether the connection of `epoch` is lost, and why: it is the current
     /// one and lost, or it was replaced since (whoever noticed first).
-    pub fn loss_since(&self, epoch: u64) -> Option<Loss> {
+    pub async fn loss_since(&self, epoch: u64) -> Option<Loss> {
         if self.epoch() == epoch {
-            return self.loss();
+            return self.loss().await;
         }
         let losses = self
             .inner
@@ -172,7 +199,7 @@ impl Link {
 
     /// Replaces the connection with a fresh one.
     async fn replace(&self) -> Result<(), AmqpError> {
-        if let Some(loss) = self.loss() {
+        if let Some(loss) = self.loss().await {
             let mut losses = self
                 .inner
                 .losses
@@ -214,7 +241,7 @@ impl Link {
         {
             Ok(result) => result.map_err(AmqpError::broker("close connection")),
             Err(_) => Err(AmqpError::Timeout {
-                op: "close connection",
+                op: "close connection".into(),
             }),
         }
     }

@@ -60,10 +60,12 @@ impl Publisher {
             return Ok(channel.clone());
         }
         let channel = self.inner.link.channel().await?;
-        channel
-            .confirm_select(ConfirmSelectOptions::default())
-            .await
-            .map_err(AmqpError::broker("confirm.select"))?;
+        crate::within(
+            crate::REPLY_TIMEOUT,
+            "confirm.select",
+            channel.confirm_select(ConfirmSelectOptions::default()),
+        )
+        .await?;
         *slot = Some(channel.clone());
         Ok(channel)
     }
@@ -115,7 +117,7 @@ impl Publisher {
                 // A confirm this late will not come on this channel.
                 self.discard(&channel).await;
                 return Err(AmqpError::Timeout {
-                    op: "publisher confirm",
+                    op: "publisher confirm".into(),
                 });
             }
         };

@@ -12,8 +12,8 @@
 //! worker ─ dead  ─► <ns>.dead (direct, key = provider | _unrouted) ─► <ns>.dead.<provider>
 //! ```
 
-use crate::AmqpError;
 use crate::delay::{self, LEVELS};
+use crate::{AmqpError, REPLY_TIMEOUT, within};
 use lapin::options::{
     ExchangeBindOptions, ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions,
     QueueDeclareOptions, QueueDeleteOptions,
@@ -161,15 +161,18 @@ impl Topology {
             exchange(ch, &name, ExchangeKind::Topic, FieldTable::default()).await?;
             queue(ch, &name, delay_queue_args(level, &next)).await?;
             bind(ch, &name, &name, &delay::level_pattern(level, true)).await?;
-            ch.exchange_bind(
-                next.as_str().into(),
-                name.as_str().into(),
-                delay::level_pattern(level, false).into(),
-                ExchangeBindOptions::default(),
-                FieldTable::default(),
+            within(
+                REPLY_TIMEOUT,
+                format!("bind exchange {name} to {next}"),
+                ch.exchange_bind(
+                    next.as_str().into(),
+                    name.as_str().into(),
+                    delay::level_pattern(level, false).into(),
+                    ExchangeBindOptions::default(),
+                    FieldTable::default(),
+                ),
             )
-            .await
-            .map_err(AmqpError::broker(format!("bind exchange {name} to {next}")))?;
+            .await?;
         }
         Ok(())
     }
@@ -181,9 +184,12 @@ impl Topology {
             delete_queue(ch, &q).await?;
         }
         for e in self.exchanges() {
-            ch.exchange_delete(e.as_str().into(), ExchangeDeleteOptions::default())
-                .await
-                .map_err(AmqpError::broker(format!("delete exchange {e}")))?;
+            within(
+                REPLY_TIMEOUT,
+                format!("delete exchange {e}"),
+                ch.exchange_delete(e.as_str().into(), ExchangeDeleteOptions::default()),
+            )
+            .await?;
         }
         Ok(())
     }
@@ -191,26 +197,31 @@ impl Topology {
 
 /// Deletes a queue and what it holds; a missing queue is no error.
 pub async fn delete_queue(ch: &Channel, queue: &str) -> Result<(), AmqpError> {
-    ch.queue_delete(queue.into(), QueueDeleteOptions::default())
-        .await
-        .map_err(AmqpError::broker(format!("delete queue {queue}")))?;
+    within(
+        REPLY_TIMEOUT,
+        format!("delete queue {queue}"),
+        ch.queue_delete(queue.into(), QueueDeleteOptions::default()),
+    )
+    .await?;
     Ok(())
 }
 
 /// Ready messages in a queue (not counting unacknowledged ones). The queue
 /// must exist: asking about a missing one closes the channel.
 pub async fn message_count(ch: &Channel, queue: &str) -> Result<u32, AmqpError> {
-    let q = ch
-        .queue_declare(
+    let q = within(
+        REPLY_TIMEOUT,
+        format!("inspect queue {queue}"),
+        ch.queue_declare(
             queue.into(),
             QueueDeclareOptions {
                 passive: true,
                 ..QueueDeclareOptions::default()
             },
             FieldTable::default(),
-        )
-        .await
-        .map_err(AmqpError::broker(format!("inspect queue {queue}")))?;
+        ),
+    )
+    .await?;
     Ok(q.message_count())
 }
 
@@ -269,15 +280,24 @@ async fn exchange(
         durable: true,
         ..ExchangeDeclareOptions::default()
     };
-    ch.exchange_declare(ShortString::from(name), kind, options, args)
-        .await
-        .map_err(AmqpError::broker(format!("declare exchange {name}")))
+    within(
+        REPLY_TIMEOUT,
+        format!("declare exchange {name}"),
+        ch.exchange_declare(ShortString::from(name), kind, options, args),
+    )
+    .await
 }
 
 async fn queue(ch: &Channel, name: &str, args: FieldTable) -> Result<(), AmqpError> {
-    ch.queue_declare(name.into(), QueueDeclareOptions::durable(), args)
-        .await
-        .map_err(|cause| {
+    let declared = tokio::time::timeout(
+        REPLY_TIMEOUT,
+        ch.queue_declare(name.into(), QueueDeclareOptions::durable(), args),
+    )
+    .await
+    .map_err(|_| AmqpError::Timeout {
+        op: format!("declare queue {name}"),
+    })?;
+    declared.map_err(|cause| {
             let hint = if matches!(cause.kind(), lapin::ErrorKind::ProtocolError(e)
                 if matches!(e.kind(), lapin::protocol::AMQPErrorKind::Soft(lapin::protocol::AMQPSoftError::PRECONDITIONFAILED)))
             {
@@ -294,15 +314,18 @@ async fn queue(ch: &Channel, name: &str, args: FieldTable) -> Result<(), AmqpErr
 }
 
 async fn bind(ch: &Channel, queue: &str, exchange: &str, key: &str) -> Result<(), AmqpError> {
-    ch.queue_bind(
-        queue.into(),
-        exchange.into(),
-        key.into(),
-        QueueBindOptions::default(),
-        FieldTable::default(),
+    within(
+        REPLY_TIMEOUT,
+        format!("bind {queue} to {exchange}"),
+        ch.queue_bind(
+            queue.into(),
+            exchange.into(),
+            key.into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        ),
     )
     .await
-    .map_err(AmqpError::broker(format!("bind {queue} to {exchange}")))
 }
 
 #[cfg(test)]

@@ -137,7 +137,7 @@ pub async fn run(s: Supervisor) -> Vec<Subscription> {
                 _ = s.stop.cancelled() => return session.end().await,
                 _ = tokio::time::sleep(WATCH_INTERVAL) => {}
             }
-            if let Some(loss) = s.link.loss_since(epoch) {
+            if let Some(loss) = s.link.loss_since(epoch).await {
                 break End::Lost(loss);
             }
             if let Some(queue) = session
@@ -198,7 +198,7 @@ fn cap(episode: Option<Instant>) -> Duration {
 /// Resolves once the connection of `epoch` is lost for good.
 async fn lost(link: &Link, epoch: u64) -> Loss {
     loop {
-        if let Some(loss) = link.loss_since(epoch) {
+        if let Some(loss) = link.loss_since(epoch).await {
             return loss;
         }
         tokio::time::sleep(WATCH_INTERVAL).await;
@@ -234,7 +234,7 @@ async fn subscribe_missing(
         {
             Ok(subscribed) => subscribed,
             Err(e) => {
-                if let Some(loss) = s.link.loss() {
+                if let Some(loss) = s.link.loss().await {
                     return Err(loss);
                 }
                 tracing::warn!(%queue, error = %e, "cannot consume this queue; trying again");

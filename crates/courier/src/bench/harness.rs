@@ -239,7 +239,12 @@ impl Bench {
             .arg("run")
             .arg("--config")
             .arg(&config_path)
-            .env("RUST_LOG", "warn")
+            // COURIER_BENCH_WORKER_LOG: the workers' log filter, to look
+            // into a failing scenario (their logs are then kept).
+            .env(
+                "RUST_LOG",
+                std::env::var("COURIER_BENCH_WORKER_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .env("COURIER_LOG_FORMAT", "json")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -553,6 +558,9 @@ impl Drop for WorkerProcess {
             let _ = child.wait();
         }
         let _ = std::fs::remove_file(&self.config_path);
-        let _ = std::fs::remove_file(&self.log_path);
+        // Asked for a log filter: someone is looking into a run.
+        if std::env::var_os("COURIER_BENCH_WORKER_LOG").is_none() {
+            let _ = std::fs::remove_file(&self.log_path);
+        }
     }
 }
