@@ -72,7 +72,7 @@ pub async fn run(mut c: Consumer) -> (Channel, courier_amqp::Consumer) {
         c.tasks.spawn(async move {
             let _in_flight = in_flight;
             match pipeline.process(provider.as_deref(), &delivery).await {
-                Ok(outcome) => {
+                Ok(handled) => {
                     // A writer stuck on PostgreSQL fills the channel; at
                     // shutdown's end the delivery goes back instead.
                     let room = tokio::select! {
@@ -84,7 +84,8 @@ pub async fn run(mut c: Consumer) -> (Channel, courier_amqp::Consumer) {
                     };
                     match room {
                         Ok(room) => room.send(Completed {
-                            outcome,
+                            outcome: handled.outcome,
+                            turn: handled.turn,
                             acker: delivery.acker,
                             queue_provider: provider,
                         }),

@@ -82,6 +82,45 @@ struct Shared {
     open_until: Option<Instant>,
 }
 
+/// Why a call may not go now, from what every worker shares.
+enum Blocked {
+    /// Long enough to send the job to the delay queues.
+    Defer { wait: Duration, reason: DeferReason },
+    /// A pause short enough to wait out in place.
+    Briefly(Duration),
+}
+
+impl Shared {
+    /// Held, paused, or an open circuit whose probes are not due yet.
+    fn blocked(&self, now: Instant) -> Option<Blocked> {
+        if let Some(held) = self.held {
+            let wait = held.map_or(HOLD_RECHECK, |until| until.saturating_duration_since(now));
+            return Some(Blocked::Defer {
+                wait: wait.min(HOLD_RECHECK),
+                reason: DeferReason::Held,
+            });
+        }
+        if let Some(until) = self.paused_until.filter(|t| *t > now) {
+            let wait = until - now;
+            return Some(if wait > WAIT_IN_PLACE {
+                Blocked::Defer {
+                    wait,
+                    reason: DeferReason::Paused,
+                }
+            } else {
+                Blocked::Briefly(wait)
+            });
+        }
+        match (self.circuit, self.open_until) {
+            (CircuitState::Open, Some(until)) if until > now => Some(Blocked::Defer {
+                wait: until - now,
+                reason: DeferReason::CircuitOpen,
+            }),
+            _ => None,
+        }
+    }
+}
+
 impl Default for Shared {
     fn default() -> Self {
         Self {
@@ -213,34 +252,18 @@ impl Gate {
         loop {
             let now = Instant::now();
             let shared = *gate.lock_shared();
-            if let Some(held) = shared.held {
-                let wait = held.map_or(HOLD_RECHECK, |until| until.saturating_duration_since(now));
-                return Ok(Admit::Defer {
-                    wait: wait.min(HOLD_RECHECK),
-                    reason: DeferReason::Held,
-                });
-            }
-            if let Some(until) = shared.paused_until.filter(|t| *t > now) {
-                let wait = until - now;
-                if wait > WAIT_IN_PLACE {
-                    return Ok(Admit::Defer {
-                        wait,
-                        reason: DeferReason::Paused,
-                    });
+            match shared.blocked(now) {
+                Some(Blocked::Defer { wait, reason }) => return Ok(Admit::Defer { wait, reason }),
+                Some(Blocked::Briefly(wait)) => {
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => continue,
+                        _ = stop.cancelled() => return Err(Abandoned),
+                    }
                 }
-                tokio::select! {
-                    _ = tokio::time::sleep(wait) => continue,
-                    _ = stop.cancelled() => return Err(Abandoned),
-                }
+                None => {}
             }
             let probe = match shared.circuit {
                 CircuitState::Closed => false,
-                CircuitState::Open if shared.open_until.is_some_and(|t| t > now) => {
-                    return Ok(Admit::Defer {
-                        wait: shared.open_until.map_or(PROBE_RECHECK, |t| t - now),
-                        reason: DeferReason::CircuitOpen,
-                    });
-                }
                 CircuitState::Open | CircuitState::HalfOpen => {
                     match self
                         .store
@@ -280,6 +303,26 @@ impl Gate {
                 self.metrics.limiter_waited(provider, started.elapsed());
             }
             return Ok(Admit::Call { probe });
+        }
+    }
+
+    /// Whether a call admitted a while ago may still go: the circuit may
+    /// have opened, or the provider been paused or held, while it waited
+    /// for a concurrency slot. A probe goes regardless (it was handed out
+    /// to test the provider). Reads local state only.
+    pub fn still_admitted(&self, provider: &str, probe: bool) -> Option<(Duration, DeferReason)> {
+        let gate = self.providers.get(provider)?;
+        let shared = *gate.lock_shared();
+        if probe {
+            return None;
+        }
+        match shared.blocked(Instant::now()) {
+            Some(Blocked::Defer { wait, reason }) => Some((wait, reason)),
+            Some(Blocked::Briefly(wait)) => Some((wait, DeferReason::Paused)),
+            None if shared.circuit != CircuitState::Closed => {
+                Some((PROBE_RECHECK, DeferReason::Probing))
+            }
+            None => None,
         }
     }
 

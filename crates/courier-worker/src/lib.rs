@@ -20,6 +20,7 @@ pub mod pipeline;
 pub mod providers;
 pub mod recovery;
 pub mod supervisor;
+pub mod turns;
 pub mod writer;
 
 use courier_amqp::{AmqpError, Link, Publisher, Topology};

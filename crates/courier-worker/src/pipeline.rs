@@ -11,6 +11,7 @@
 use crate::gate::{Admit, Gate};
 use crate::lookup::ProgressLookup;
 use crate::patience::{Abandoned, Io, Stop, persist};
+use crate::turns::{Turn, Turns};
 use chrono::Utc;
 use courier_amqp::headers::DeadLetterHeaders;
 use courier_amqp::{Delivery, DeliveryMeta, Publisher, Topology};
@@ -50,6 +51,16 @@ pub struct Pipeline {
     lookup: ProgressLookup,
     /// Provider protection: rate limits, pauses, holds, circuits.
     gate: Arc<Gate>,
+    /// One delivery of a job at a time, until its outcome is committed.
+    turns: Turns,
+}
+
+/// A delivery's outcome, and the job's turn, which the writer ends once the
+/// outcome is committed (`None`: no readable job).
+#[derive(Debug)]
+pub struct Handled {
+    pub outcome: Outcome,
+    pub turn: Option<Turn>,
 }
 
 /// Why a job dies, with the words an operator reads.
@@ -103,6 +114,7 @@ impl Pipeline {
             metrics,
             lookup,
             gate,
+            turns: Turns::default(),
         }
     }
 
@@ -134,7 +146,7 @@ impl Pipeline {
         &self,
         queue_provider: Option<&str>,
         delivery: &Delivery,
-    ) -> Result<Outcome, Abandoned> {
+    ) -> Result<Handled, Abandoned> {
         let meta = DeliveryMeta::of(delivery);
         let job = match Job::parse(&delivery.data, self.config.worker.max_body_bytes) {
             Ok(job) => job,
@@ -147,7 +159,7 @@ impl Pipeline {
                     generation: 0,
                     ..meta
                 };
-                return self
+                let outcome = self
                     .reject(
                         queue_provider,
                         delivery,
@@ -155,9 +167,16 @@ impl Pipeline {
                         Owner::Claimed,
                         invalid_death(&invalid),
                     )
-                    .await;
+                    .await?;
+                return Ok(Handled {
+                    outcome,
+                    turn: None,
+                });
             }
         };
+        // A copy of this job still in hand here (redelivered after a lost
+        // connection) finishes first, so the lookup sees its outcome.
+        let turn = self.turns.take(job.id, &self.stop).await?;
         // What PostgreSQL holds of the job decides whether this is work,
         // and which attempt: known before the span, which carries it.
         let progress = self.lookup.get(job.id).await?;
@@ -187,9 +206,14 @@ impl Pipeline {
             trace_id = %own.trace_id(),
         );
         let trace = courier_telemetry::otlp::continue_trace(&span, parent, own);
-        self.process_job(queue_provider, delivery, &meta, job, verdict, trace)
+        let outcome = self
+            .process_job(queue_provider, delivery, &meta, job, verdict, trace)
             .instrument(span)
-            .await
+            .await?;
+        Ok(Handled {
+            outcome,
+            turn: Some(turn),
+        })
     }
 
     async fn process_job(
@@ -297,6 +321,13 @@ impl Pipeline {
             },
             None => None,
         };
+        // The wait for a slot may have outlasted the admission.
+        if let Some((wait, reason)) = self.gate.still_admitted(&provider.name, probe) {
+            drop(slot);
+            return self
+                .defer(&provider.name, delivery, meta, &job, wait, reason)
+                .await;
+        }
         // Shutdown may abandon a call that outlives the grace period: the
         // delivery goes back to the queue and the next try carries the same
         // Idempotency-Key.

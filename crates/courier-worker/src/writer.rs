@@ -16,6 +16,7 @@
 
 use crate::observe::Running;
 use crate::patience::{Io, Stop, persist};
+use crate::turns::Turn;
 use chrono::Utc;
 use courier_amqp::Acker;
 use courier_core::JobState;
@@ -33,6 +34,9 @@ use tokio_util::sync::CancellationToken;
 #[derive(Debug)]
 pub struct Completed {
     pub outcome: Outcome,
+    /// Ends once the outcome is committed: another delivery of the job may
+    /// then look it up.
+    pub turn: Option<Turn>,
     pub acker: Acker,
     /// The provider whose queue the delivery came from (`None`: unrouted).
     pub queue_provider: Option<String>,
@@ -63,9 +67,11 @@ pub async fn run(
     while rx.recv_many(&mut batch, batch_max).await > 0 {
         let mut outcomes = Vec::with_capacity(batch.len());
         let mut settle = Vec::with_capacity(batch.len());
+        let mut turns = Vec::with_capacity(batch.len());
         for c in batch.drain(..) {
             outcomes.push(c.outcome);
             settle.push((c.acker, c.queue_provider));
+            turns.push(c.turn);
         }
         let Ok(recorded) = commit_isolating(&store, &metrics, &abandon, &running, &outcomes).await
         else {
@@ -101,6 +107,8 @@ pub async fn run(
                 }
             }
         }
+        // Recorded: other deliveries of these jobs may look them up now.
+        drop(turns);
         for result in join_all(acks.into_iter().map(Settle::send)).await {
             if let Err(e) = result {
                 // The outcome is durable; a redelivery will be seen as a duplicate.

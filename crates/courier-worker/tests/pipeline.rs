@@ -259,6 +259,39 @@ async fn a_duplicate_publish_of_a_succeeded_job_calls_the_provider_once() {
     );
 }
 
+/// A copy delivered while the first is still calling the provider (what
+/// RabbitMQ does after a lost connection, or a publisher sending twice)
+/// waits for the first's outcome instead of calling again.
+#[tokio::test]
+async fn a_copy_delivered_while_the_first_is_calling_waits_and_does_not_call_again() {
+    let env = TestEnv::new().await;
+    let worker = env.start_worker().await;
+    let job = env.job(Some(json!({"delay_ms": 500})));
+    env.publish(&job).await;
+    env.publish(&job).await;
+    env.wait_until("both deliveries to be settled", WAIT, |store| async move {
+        store
+            .job(job.id)
+            .await
+            .expect("read")
+            .is_some_and(|j| j.state == "succeeded" && j.duplicate_deliveries == 1)
+    })
+    .await;
+    assert_eq!(
+        env.mock.calls_for(&job.id.to_string()).len(),
+        1,
+        "the provider was called for both copies"
+    );
+    assert_eq!(env.store.attempts(job.id).await.expect("read").len(), 1);
+    worker.shutdown();
+    worker.wait().await;
+    assert_eq!(
+        env.message_count(&env.topology.work_queue(PROVIDER)).await,
+        0,
+        "both copies were acked"
+    );
+}
+
 #[tokio::test]
 async fn a_retry_after_pauses_the_provider_and_fresh_jobs_wait_without_spending_attempts() {
     let env = TestEnv::new().await;
