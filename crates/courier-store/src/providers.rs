@@ -260,38 +260,28 @@ impl Store {
         probes: u32,
         open_for: Duration,
     ) -> Result<ProbeEnd, StoreError> {
-        if !succeeded {
-            let reopened = sqlx::query(
-                "UPDATE provider_state SET circuit = 'open', circuit_since = now(),
-                     open_until = now() + make_interval(secs => $2), probes_taken = 0, probes_ok = 0, updated_at = now()
-                 WHERE provider = $1 AND circuit = 'half_open'",
-            )
-            .bind(provider)
-            .bind(open_for.as_secs_f64())
-            .execute(&self.pool)
-            .await
-            .map_err(StoreError::query("reopen a circuit"))?;
-            return Ok(if reopened.rows_affected() == 1 {
-                ProbeEnd::Reopened
-            } else {
-                ProbeEnd::Counted
-            });
-        }
+        // A failed probe reopens the circuit; enough good ones close it.
         let state: Option<(String,)> = sqlx::query_as(
-            "UPDATE provider_state SET probes_ok = probes_ok + 1,
-                 circuit = CASE WHEN probes_ok + 1 >= $2 THEN 'closed' ELSE circuit END,
-                 circuit_since = CASE WHEN probes_ok + 1 >= $2 THEN now() ELSE circuit_since END,
+            "UPDATE provider_state SET
+                 circuit = CASE WHEN NOT $3 THEN 'open' WHEN probes_ok + 1 >= $2 THEN 'closed' ELSE circuit END,
+                 circuit_since = CASE WHEN NOT $3 OR probes_ok + 1 >= $2 THEN now() ELSE circuit_since END,
+                 open_until = CASE WHEN NOT $3 THEN now() + make_interval(secs => $4) ELSE open_until END,
+                 probes_taken = CASE WHEN NOT $3 THEN 0 ELSE probes_taken END,
+                 probes_ok = CASE WHEN NOT $3 THEN 0 ELSE probes_ok + 1 END,
                  updated_at = now()
              WHERE provider = $1 AND circuit = 'half_open'
              RETURNING circuit",
         )
         .bind(provider)
         .bind(i32::try_from(probes).unwrap_or(i32::MAX))
+        .bind(succeeded)
+        .bind(open_for.as_secs_f64())
         .fetch_optional(&self.pool)
         .await
-        .map_err(StoreError::query("count a probe"))?;
-        Ok(match state {
-            Some((circuit,)) if circuit == "closed" => ProbeEnd::Closed,
+        .map_err(StoreError::query("end a probe"))?;
+        Ok(match state.as_ref().map(|(c,)| c.as_str()) {
+            Some("open") => ProbeEnd::Reopened,
+            Some("closed") => ProbeEnd::Closed,
             _ => ProbeEnd::Counted,
         })
     }

@@ -51,6 +51,57 @@ pub fn database() -> DatabaseConfig {
     DatabaseConfig::with_url(&database_url())
 }
 
+/// How quickly a test provider times out and retries.
+#[derive(Debug, Clone, Copy)]
+pub struct ProviderTiming {
+    pub timeout_ms: u64,
+    pub base_delay_ms: u64,
+    pub max_delay_secs: u64,
+}
+
+impl ProviderTiming {
+    /// The testkit's own provider.
+    pub const DEFAULT: Self = Self {
+        timeout_ms: 10_000,
+        base_delay_ms: 1000,
+        max_delay_secs: 4,
+    };
+    /// For tests that wait out timeouts and retries.
+    pub const QUICK: Self = Self {
+        timeout_ms: 1000,
+        base_delay_ms: 500,
+        max_delay_secs: 2,
+    };
+}
+
+/// A `[providers.<name>]` section with three attempts, no jitter, and the
+/// `charge` operation; a test appends its own keys after it.
+pub fn provider_toml(name: &str, base_url: &str, timing: ProviderTiming) -> String {
+    let ProviderTiming {
+        timeout_ms,
+        base_delay_ms,
+        max_delay_secs,
+    } = timing;
+    format!(
+        r#"
+[providers.{name}]
+base_url = "{base_url}"
+timeout_ms = {timeout_ms}
+concurrency = 16
+
+[providers.{name}.retry]
+max_attempts = 3
+base_delay_ms = {base_delay_ms}
+max_delay_secs = {max_delay_secs}
+jitter = 0.0
+
+[providers.{name}.operations.{OPERATION}]
+method = "POST"
+path = "/v1/customers/{{customer}}/charges"
+"#
+    )
+}
+
 /// A namespace no other test uses.
 pub fn unique_namespace() -> String {
     format!("t{}", Uuid::now_v7().simple())
@@ -97,26 +148,8 @@ impl TestEnv {
             "[telemetry]\nlisten = \"127.0.0.1:0\"\npoll_interval_ms = 100\n"
         };
         let toml = format!(
-            r#"namespace = "{namespace}"
-{extra_toml}
-{telemetry}
-
-[providers.{PROVIDER}]
-base_url = "{base}"
-timeout_ms = 10000
-concurrency = 16
-
-[providers.{PROVIDER}.retry]
-max_attempts = 3
-base_delay_ms = 1000
-max_delay_secs = 4
-jitter = 0.0
-
-[providers.{PROVIDER}.operations.{OPERATION}]
-method = "POST"
-path = "/v1/customers/{{customer}}/charges"
-"#,
-            base = mock.base_url()
+            "namespace = \"{namespace}\"\n{extra_toml}\n{telemetry}\n{}",
+            provider_toml(PROVIDER, &mock.base_url(), ProviderTiming::DEFAULT)
         );
         let store = Store::connect(&database(), &namespace, 4)
             .await

@@ -134,16 +134,7 @@ pub async fn pause(
     actor: &str,
     until: Option<DateTime<Utc>>,
 ) -> Result<Uuid, ProvidersError> {
-    let name = known(config, name)?;
-    store
-        .ensure_providers(std::slice::from_ref(&name), &[])
-        .await?;
-    let id = store
-        .hold_provider(&name, actor, until)
-        .await?
-        .ok_or_else(|| ProvidersError::Unknown(name.clone()))?;
-    tracing::info!(provider = %name, actor, ?until, "provider paused by an operator");
-    Ok(id)
+    steer(config, store, name, actor, Steer::Hold { until }).await
 }
 
 /// Ends an operator's hold on `name`. Audited; returns the action's id.
@@ -153,15 +144,33 @@ pub async fn resume(
     name: &str,
     actor: &str,
 ) -> Result<Uuid, ProvidersError> {
+    steer(config, store, name, actor, Steer::Release).await
+}
+
+/// What an operator does to a provider's hold.
+#[derive(Debug, Clone, Copy)]
+enum Steer {
+    Hold { until: Option<DateTime<Utc>> },
+    Release,
+}
+
+async fn steer(
+    config: &Config,
+    store: &Store,
+    name: &str,
+    actor: &str,
+    steer: Steer,
+) -> Result<Uuid, ProvidersError> {
     let name = known(config, name)?;
     store
         .ensure_providers(std::slice::from_ref(&name), &[])
         .await?;
-    let id = store
-        .release_provider(&name, actor)
-        .await?
-        .ok_or_else(|| ProvidersError::Unknown(name.clone()))?;
-    tracing::info!(provider = %name, actor, "provider resumed by an operator");
+    let id = match steer {
+        Steer::Hold { until } => store.hold_provider(&name, actor, until).await?,
+        Steer::Release => store.release_provider(&name, actor).await?,
+    }
+    .ok_or_else(|| ProvidersError::Unknown(name.clone()))?;
+    tracing::info!(provider = %name, actor, ?steer, "an operator steered a provider");
     Ok(id)
 }
 

@@ -6,7 +6,7 @@
 use courier_core::circuit::CircuitState;
 use courier_core::envelope::JobEnvelope;
 use courier_provider::{Enforced, FailureMix, MockProvider};
-use courier_testkit::{OPERATION, PROVIDER, TestEnv, scrape};
+use courier_testkit::{OPERATION, PROVIDER, ProviderTiming, TestEnv, scrape};
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 use uuid::Uuid;
@@ -16,25 +16,7 @@ const WAIT: Duration = Duration::from_secs(60);
 /// A provider section named `name` calling `base`, with `extra` TOML
 /// (its rate_limit or circuit tables).
 fn provider_toml(name: &str, base: &str, extra: &str) -> String {
-    format!(
-        r#"
-[providers.{name}]
-base_url = "{base}"
-timeout_ms = 1000
-concurrency = 16
-
-[providers.{name}.retry]
-max_attempts = 3
-base_delay_ms = 500
-max_delay_secs = 2
-jitter = 0.0
-
-[providers.{name}.operations.{OPERATION}]
-method = "POST"
-path = "/v1/customers/{{customer}}/charges"
-{extra}
-"#
-    )
+    courier_testkit::provider_toml(name, base, ProviderTiming::QUICK) + extra
 }
 
 fn job_for(provider: &str, script: Option<Value>) -> JobEnvelope {
