@@ -32,21 +32,26 @@ pub enum ApiError {
     Timeout,
 }
 
-impl From<courier_store::StoreError> for ApiError {
-    fn from(e: courier_store::StoreError) -> Self {
-        tracing::error!(error = %e, "admin API store error");
-        ApiError::Internal("the database could not answer".into())
-    }
-}
-
-impl From<courier_worker::recovery::RecoveryError> for ApiError {
-    fn from(e: courier_worker::recovery::RecoveryError) -> Self {
+impl From<courier_ops::OpsError> for ApiError {
+    fn from(e: courier_ops::OpsError) -> Self {
+        use courier_ops::OpsError;
+        use courier_ops::recovery::RecoveryError;
         match e {
-            courier_worker::recovery::RecoveryError::InvalidPatch { .. } => {
+            OpsError::Invalid(why) => ApiError::BadRequest(why),
+            OpsError::NotFound { .. } => ApiError::NotFound,
+            OpsError::Recovery(e @ RecoveryError::InvalidPatch { .. }) => {
                 ApiError::BadRequest(e.to_string())
             }
-            other => {
-                tracing::error!(error = %other, "admin API recovery error");
+            OpsError::Store(e) => {
+                tracing::error!(error = %e, "admin API store error");
+                ApiError::Internal("the database could not answer".into())
+            }
+            OpsError::Amqp(e) => {
+                tracing::error!(error = %e, "admin API broker error");
+                ApiError::Internal("RabbitMQ could not answer".into())
+            }
+            OpsError::Recovery(e) => {
+                tracing::error!(error = %e, "admin API recovery error");
                 ApiError::Internal("the action could not complete; it can be run again".into())
             }
         }

@@ -4,8 +4,8 @@
 //! (`auth.rs`) and the OpenAPI 3.1 document generated from the handlers'
 //! annotations ([`openapi`]). Every handler authorizes before it touches the
 //! store, so a caller without the right token learns nothing, not even
-//! whether a job exists. It must never implement recovery itself: requeue and
-//! purge are courier-worker's `recovery`, the same code the CLI runs.
+//! whether a job exists. It must never implement an operator's verb itself:
+//! every route calls courier-ops's `Operator`, the same code the CLI runs.
 
 pub mod auth;
 mod error;
@@ -14,11 +14,9 @@ mod routes;
 
 pub use auth::{AuthError, Tokens};
 pub use error::ApiError;
-pub use providers::ProviderView;
 
-use courier_amqp::{Link, Publisher, Topology};
 use courier_core::Config;
-use courier_store::Store;
+use courier_ops::Operator;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use utoipa::OpenApi as _;
@@ -26,14 +24,8 @@ use utoipa::OpenApi as _;
 /// What every handler needs.
 #[derive(Debug)]
 pub struct AdminState {
-    pub store: Store,
-    pub link: Link,
-    pub publisher: Publisher,
-    pub topology: Topology,
+    pub ops: Operator,
     pub tokens: Tokens,
-    pub max_body_bytes: usize,
-    /// The providers' limits and names (`/providers`).
-    pub config: Config,
 }
 
 /// The API's routes, without a listener.
@@ -54,9 +46,7 @@ pub fn openapi_json() -> String {
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error(transparent)]
-    Store(#[from] courier_store::StoreError),
-    #[error(transparent)]
-    Amqp(#[from] courier_amqp::AmqpError),
+    Ops(#[from] courier_ops::OpsError),
     #[error(transparent)]
     Auth(#[from] AuthError),
     #[error("cannot listen on {addr}: {source}")]
@@ -83,24 +73,9 @@ impl AdminServer {
         listener: tokio::net::TcpListener,
     ) -> Result<AdminServer, StartError> {
         let tokens = Tokens::resolve(&config.admin.tokens)?;
-        let store = Store::connect(
-            &config.database,
-            &config.namespace,
-            config.database.max_connections,
-        )
-        .await?;
-        store.migrate().await?;
-        let link = courier_amqp::connect(&config.broker, "courier admin").await?;
-        let publisher = Publisher::open(&link, config.broker.confirm_timeout).await?;
-        let state = Arc::new(AdminState {
-            store,
-            link,
-            publisher,
-            topology: Topology::new(&config.namespace, config.providers.keys().cloned()),
-            tokens,
-            max_body_bytes: config.worker.max_body_bytes,
-            config: config.clone(),
-        });
+        let ops =
+            Operator::connect(config, "courier admin", config.database.max_connections).await?;
+        let state = Arc::new(AdminState { ops, tokens });
         let addr = listener.local_addr().map_err(|source| StartError::Listen {
             addr: config.admin.listen,
             source,

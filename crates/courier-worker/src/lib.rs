@@ -17,8 +17,6 @@ pub mod lookup;
 pub mod observe;
 pub mod patience;
 pub mod pipeline;
-pub mod providers;
-pub mod recovery;
 pub mod supervisor;
 pub mod turns;
 pub mod writer;

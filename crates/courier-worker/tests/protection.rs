@@ -231,7 +231,7 @@ async fn an_operator_pauses_and_resumes_a_provider_for_every_worker() {
     let env = TestEnv::new().await;
     let config = env.config();
     let worker = env.start_worker().await;
-    let paused = courier_worker::providers::pause(&config, &env.store, PROVIDER, "ops-alice", None)
+    let paused = courier_ops::providers::pause(&config, &env.store, PROVIDER, "ops-alice", None)
         .await
         .expect("pause");
     env.wait_for_metrics(&worker, "the worker to see the pause", WAIT, |s| {
@@ -251,13 +251,13 @@ async fn an_operator_pauses_and_resumes_a_provider_for_every_worker() {
     let link = courier_amqp::connect(&courier_testkit::broker(), "protection-test")
         .await
         .expect("connect");
-    let seen = courier_worker::providers::overview(&config, &env.store, &link)
+    let seen = courier_ops::providers::overview(&config, &env.store, &link)
         .await
         .expect("overview");
     let mine = seen.iter().find(|p| p.name == PROVIDER).expect("listed");
     assert_eq!(mine.held.as_ref().map(|h| h.by.as_str()), Some("ops-alice"));
 
-    let resumed = courier_worker::providers::resume(&config, &env.store, PROVIDER, "ops-bob")
+    let resumed = courier_ops::providers::resume(&config, &env.store, PROVIDER, "ops-bob")
         .await
         .expect("resume");
     env.wait_state(job.id, "succeeded", WAIT).await;
@@ -273,11 +273,10 @@ async fn an_operator_pauses_and_resumes_a_provider_for_every_worker() {
         );
         assert_eq!(audit.filter["provider"], PROVIDER);
     }
-    let unknown =
-        courier_worker::providers::pause(&config, &env.store, "nobody", "ops", None).await;
+    let unknown = courier_ops::providers::pause(&config, &env.store, "nobody", "ops", None).await;
     assert!(matches!(
         unknown,
-        Err(courier_worker::providers::ProvidersError::Unknown(_))
+        Err(courier_ops::providers::ProvidersError::Unknown(_))
     ));
     let _ = link.close("done").await;
     worker.shutdown();

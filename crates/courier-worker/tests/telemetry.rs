@@ -4,11 +4,11 @@
 //! from the AMQP headers to the provider and into the attempts table.
 
 use courier_core::TraceContext;
+use courier_ops::recovery::{self, RequeueOptions};
 use courier_store::DeadFilter;
 use courier_testkit::proxy::TcpProxy;
 use courier_testkit::scrape::{self, Scrape};
 use courier_testkit::{PROVIDER, TestEnv, Worker};
-use courier_worker::recovery::{self, RequeueOptions};
 use serde_json::json;
 use std::time::Duration;
 

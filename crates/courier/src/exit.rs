@@ -13,6 +13,7 @@
 use courier_admin::StartError;
 use courier_amqp::AmqpError;
 use courier_core::{ConfigError, InvalidJob};
+use courier_ops::OpsError;
 use courier_store::StoreError;
 use courier_worker::WorkerError;
 use std::process::ExitCode;
@@ -27,15 +28,17 @@ or point Courier elsewhere with COURIER_AMQP_URL / COURIER_DATABASE_URL";
 
 pub fn report(e: &anyhow::Error) -> ExitCode {
     eprintln!("error: {e:#}");
-    let code =
-        if e.downcast_ref::<ConfigError>().is_some() || e.downcast_ref::<InvalidJob>().is_some() {
-            INVALID
-        } else if unreachable(e) {
-            eprintln!("hint: {START_HINT}");
-            UNREACHABLE
-        } else {
-            1
-        };
+    let invalid = e.downcast_ref::<ConfigError>().is_some()
+        || e.downcast_ref::<InvalidJob>().is_some()
+        || matches!(e.downcast_ref::<OpsError>(), Some(OpsError::Invalid(_)));
+    let code = if invalid {
+        INVALID
+    } else if unreachable(e) {
+        eprintln!("hint: {START_HINT}");
+        UNREACHABLE
+    } else {
+        1
+    };
     ExitCode::from(code)
 }
 
@@ -45,9 +48,11 @@ fn unreachable(e: &anyhow::Error) -> bool {
     e.chain().any(|cause| {
         cause.downcast_ref::<AmqpError>().is_some_and(amqp)
             || cause.downcast_ref::<StoreError>().is_some_and(store)
+            || cause
+                .downcast_ref::<OpsError>()
+                .is_some_and(|o| ops(o, amqp, store))
             || cause.downcast_ref::<StartError>().is_some_and(|a| match a {
-                StartError::Amqp(e) => amqp(e),
-                StartError::Store(e) => store(e),
+                StartError::Ops(o) => ops(o, amqp, store),
                 StartError::Auth(_) | StartError::Listen { .. } => false,
             })
             || cause
@@ -58,4 +63,16 @@ fn unreachable(e: &anyhow::Error) -> bool {
                     WorkerError::Provider(_) | WorkerError::Listen { .. } => false,
                 })
     })
+}
+
+fn ops(
+    e: &OpsError,
+    amqp: impl Fn(&AmqpError) -> bool,
+    store: impl Fn(&StoreError) -> bool,
+) -> bool {
+    match e {
+        OpsError::Amqp(a) => amqp(a),
+        OpsError::Store(s) => store(s),
+        OpsError::Invalid(_) | OpsError::NotFound { .. } | OpsError::Recovery(_) => false,
+    }
 }

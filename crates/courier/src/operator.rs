@@ -2,18 +2,19 @@
 //! failed jobs.
 //!
 //! Owns the operator's terminal: filters from flags, tables for people,
-//! `--json` for scripts, confirmation before changes, progress on long
-//! requeues. The exactly-once machinery is courier-worker's `recovery`.
+//! `--json` for scripts (the admin API's documents, from courier-ops),
+//! confirmation before changes, progress on long requeues. Every verb is
+//! courier-ops's `Operator`, the same code the admin API runs.
 
 use crate::exit;
 use crate::settings;
 use anyhow::{Context as _, bail};
 use chrono::{DateTime, Utc};
-use courier_amqp::{Publisher, Topology};
-use courier_store::{DeadFilter, DeadLetterRecord, Store};
-use courier_worker::recovery::{self, RequeueOptions};
+use courier_ops::views::{ActionResult, AttemptView, DeadLetterView, JobView};
+use courier_ops::{DeadQuery, Operator, OpsError, Purge, Requeue};
 use indicatif::{ProgressBar, ProgressStyle};
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde_json::Value;
 use std::io::{BufRead as _, IsTerminal as _, Write as _};
 use std::path::Path;
 use std::process::ExitCode;
@@ -29,8 +30,10 @@ pub enum DeadCommand {
         /// Include requeued and purged letters
         #[arg(long)]
         all: bool,
+        /// Most letters listed (1 to 1000)
         #[arg(long, default_value_t = 50)]
         limit: i64,
+        /// Print JSON (the admin API's document) instead of a table
         #[arg(long)]
         json: bool,
     },
@@ -88,7 +91,7 @@ pub enum JobsCommand {
         #[arg(long)]
         idempotency_key: String,
         /// Most jobs listed, oldest first
-        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(i64).range(1..=10_000))]
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(i64).range(1..=courier_ops::MAX_LIST))]
         limit: i64,
         #[arg(long)]
         json: bool,
@@ -168,39 +171,40 @@ pub fn age(s: &str) -> Result<Duration, String> {
 }
 
 impl FilterArgs {
-    fn into_filter(self, ids: Vec<Uuid>) -> anyhow::Result<DeadFilter> {
-        let filter = DeadFilter {
-            ids,
+    fn query(self) -> DeadQuery {
+        DeadQuery {
             provider: self.provider,
             operation: self.operation,
             reason: self.reason,
-            last_status: self.status,
+            status: self.status,
             since: self.since,
             until: self.until,
-            text: self.search,
-        };
-        filter
-            .check()
-            .map_err(|problem| anyhow::anyhow!("--{problem}"))?;
-        Ok(filter)
-    }
-
-    fn is_empty(&self) -> bool {
-        self.provider.is_none()
-            && self.operation.is_none()
-            && self.reason.is_none()
-            && self.status.is_none()
-            && self.since.is_none()
-            && self.until.is_none()
-            && self.search.is_none()
+            search: self.search,
+        }
     }
 }
 
-async fn open(config: Option<&Path>) -> anyhow::Result<(courier_core::Config, Store)> {
+async fn open(config: Option<&Path>, name: &str) -> anyhow::Result<Operator> {
     let config = settings::load(config)?;
-    let store = Store::connect(&config.database, &config.namespace, 4).await?;
-    store.migrate().await?;
-    Ok((config, store))
+    Ok(Operator::connect(&config, name, 4).await?)
+}
+
+/// Prints `doc` as JSON on one line: the admin API's document.
+fn print_json(doc: &impl Serialize) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string(doc)?);
+    Ok(())
+}
+
+/// A verb's answer, or the exit code for what was not found.
+fn found<T>(answer: Result<T, OpsError>) -> anyhow::Result<Result<T, ExitCode>> {
+    match answer {
+        Ok(v) => Ok(Ok(v)),
+        Err(e @ OpsError::NotFound { .. }) => {
+            eprintln!("error: {e}");
+            Ok(Err(ExitCode::from(exit::NOT_FOUND)))
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 pub fn actor(given: Option<String>) -> String {
@@ -211,7 +215,13 @@ pub fn actor(given: Option<String>) -> String {
 }
 
 pub async fn dead(config: Option<&Path>, command: DeadCommand) -> anyhow::Result<ExitCode> {
-    let (config, store) = open(config).await?;
+    let ops = open(config, "courier dead").await?;
+    let done = dead_with(&ops, command).await;
+    ops.close().await;
+    done
+}
+
+async fn dead_with(ops: &Operator, command: DeadCommand) -> anyhow::Result<ExitCode> {
     match command {
         DeadCommand::List {
             filter,
@@ -219,31 +229,17 @@ pub async fn dead(config: Option<&Path>, command: DeadCommand) -> anyhow::Result
             limit,
             json,
         } => {
-            let statuses: &[&str] = if all {
-                &["pending", "requeueing", "requeued", "purged"]
-            } else {
-                &["pending"]
-            };
-            let letters = store
-                .list_dead(&filter.into_filter(Vec::new())?, statuses, limit)
-                .await?;
+            let letters = ops.list_dead(&filter.query(), all, limit).await?;
             if json {
-                println!(
-                    "{}",
-                    Value::Array(letters.iter().map(letter_json).collect())
-                );
+                print_json(&letters)?;
             } else {
                 print_letters(&letters);
             }
         }
         DeadCommand::Stats { filter, json } => {
-            let stats = store.dead_stats(&filter.into_filter(Vec::new())?).await?;
+            let stats = ops.dead_stats(&filter.query()).await?;
             if json {
-                let rows: Vec<Value> = stats
-                    .iter()
-                    .map(|s| json!({"provider": s.provider, "reason": s.reason, "count": s.count}))
-                    .collect();
-                println!("{}", Value::Array(rows));
+                print_json(&stats)?;
             } else {
                 println!("{:<24} {:<18} {:>8}", "PROVIDER", "REASON", "PENDING");
                 for s in &stats {
@@ -251,33 +247,27 @@ pub async fn dead(config: Option<&Path>, command: DeadCommand) -> anyhow::Result
                         "{:<24} {:<18} {:>8}",
                         shown_opt(s.provider.as_deref()),
                         shown(&s.reason),
-                        s.count
+                        s.pending
                     );
                 }
                 println!(
                     "{:<24} {:<18} {:>8}",
                     "total",
                     "",
-                    stats.iter().map(|s| s.count).sum::<i64>()
+                    stats.iter().map(|s| s.pending).sum::<i64>()
                 );
             }
         }
         DeadCommand::Show { id, json } => {
-            let Some(letter) = store.dead_letter(id).await? else {
-                eprintln!("error: no dead letter {id}");
-                return Ok(ExitCode::from(exit::NOT_FOUND));
-            };
-            let attempts = match letter.job_id {
-                Some(job) => store.attempts(job).await?,
-                None => Vec::new(),
+            let detail = match found(ops.dead_letter(id).await)? {
+                Ok(detail) => detail,
+                Err(code) => return Ok(code),
             };
             if json {
-                let mut v = letter_json(&letter);
-                v["attempts"] = attempts_json(&attempts);
-                println!("{v}");
+                print_json(&detail)?;
             } else {
-                print_letter(&letter);
-                print_attempts(&attempts);
+                print_letter(&detail.letter);
+                print_attempts(&detail.attempts);
             }
         }
         DeadCommand::Requeue {
@@ -287,36 +277,23 @@ pub async fn dead(config: Option<&Path>, command: DeadCommand) -> anyhow::Result
             patch,
             rate,
         } => {
-            if ids.is_empty() && filter.is_empty() {
-                bail!("say which letters: give ids or at least one filter (e.g. --provider)");
-            }
-            let patch = patch.map(|p| read_patch(&p)).transpose()?;
-            let filter = filter.into_filter(ids)?;
-            let count = store.count_pending(&filter).await?;
-            if change.dry_run
-                || !confirm(&change, &format!("Requeue {count} dead letters?"), count)?
-            {
-                return preview(&store, &filter, count, change.json, "requeue").await;
-            }
-            let conn = courier_amqp::connect(&config.broker, "courier dead requeue").await?;
-            let publisher = Publisher::open(&conn, config.broker.confirm_timeout).await?;
-            let topology = Topology::new(&config.namespace, config.providers.keys().cloned());
-            let options = RequeueOptions {
-                actor: actor(change.actor),
-                patch,
+            let requeue = Requeue {
+                ids,
+                query: filter.query(),
+                patch: patch.map(|p| read_patch(&p)).transpose()?,
                 rate,
-                batch: 500,
-                max_body_bytes: config.worker.max_body_bytes,
             };
-            let bar = progress(count, change.json);
-            let report = recovery::requeue(&store, &publisher, &topology, &filter, &options, |n| {
-                bar.set_position(n)
-            })
-            .await?;
+            let preview = ops.dry_run(&ops.requeue_filter(&requeue)?).await?;
+            let question = format!("Requeue {} dead letters?", preview.matched);
+            if change.dry_run || !confirm(&change, &question, preview.matched)? {
+                return show_preview(&preview, change.json, "requeue");
+            }
+            let bar = progress(preview.matched, change.json);
+            let result = ops
+                .requeue(requeue, &actor(change.actor), |n| bar.set_position(n))
+                .await?;
             bar.finish_and_clear();
-            sync_queues(&store, &conn, &publisher, &topology, &filter, change.json).await?;
-            let _ = conn.close("requeued").await;
-            report_action("requeued", &report, change.json);
+            report_action("requeued", &result, change.json)?;
         }
         DeadCommand::Purge {
             ids,
@@ -324,36 +301,34 @@ pub async fn dead(config: Option<&Path>, command: DeadCommand) -> anyhow::Result
             change,
             older_than,
         } => {
-            if ids.is_empty() && filter.is_empty() && older_than.is_none() {
-                bail!("say which letters: give ids, a filter or --older-than");
+            let purge = Purge {
+                ids,
+                query: filter.query(),
+                older_than,
+            };
+            let preview = ops.dry_run(&ops.purge_filter(&purge)?).await?;
+            let question = format!("Purge {} dead letters?", preview.matched);
+            if change.dry_run || !confirm(&change, &question, preview.matched)? {
+                return show_preview(&preview, change.json, "purge");
             }
-            let mut filter = filter.into_filter(ids)?;
-            if let Some(age) = older_than {
-                let cutoff = Utc::now()
-                    - chrono::Duration::from_std(age).context("--older-than is too large")?;
-                filter.until = Some(filter.until.map_or(cutoff, |u| u.min(cutoff)));
-            }
-            let count = store.count_pending(&filter).await?;
-            if change.dry_run || !confirm(&change, &format!("Purge {count} dead letters?"), count)?
-            {
-                return preview(&store, &filter, count, change.json, "purge").await;
-            }
-            let report = recovery::purge(&store, &filter, &actor(change.actor)).await?;
-            let conn = courier_amqp::connect(&config.broker, "courier dead purge").await?;
-            let publisher = Publisher::open(&conn, config.broker.confirm_timeout).await?;
-            let topology = Topology::new(&config.namespace, config.providers.keys().cloned());
-            sync_queues(&store, &conn, &publisher, &topology, &filter, change.json).await?;
-            let _ = conn.close("purged").await;
-            report_action("purged", &report, change.json);
+            let result = ops.purge(purge, &actor(change.actor)).await?;
+            report_action("purged", &result, change.json)?;
         }
     }
     Ok(ExitCode::SUCCESS)
 }
 
 pub async fn jobs(config: Option<&Path>, command: JobsCommand) -> anyhow::Result<ExitCode> {
-    let (config, store) = open(config).await?;
+    let ops = open(config, "courier jobs").await?;
+    let done = jobs_with(&ops, command).await;
+    ops.close().await;
+    done
+}
+
+async fn jobs_with(ops: &Operator, command: JobsCommand) -> anyhow::Result<ExitCode> {
     match command {
         JobsCommand::Prune { older_than, json } => {
+            let config = ops.config();
             let Some(age) = older_than.or(config.retention.succeeded_attempts) else {
                 bail!(
                     "give --older-than, or set retention.succeeded_attempts_days in {}",
@@ -362,9 +337,9 @@ pub async fn jobs(config: Option<&Path>, command: JobsCommand) -> anyhow::Result
             };
             let cutoff = Utc::now()
                 - chrono::Duration::from_std(age).context("--older-than is too large")?;
-            let pruned = store.prune_succeeded_attempts(cutoff, 10_000).await?;
+            let pruned = ops.prune(cutoff).await?;
             if json {
-                println!("{}", json!({"pruned_attempts": pruned, "cutoff": cutoff}));
+                print_json(&serde_json::json!({"pruned_attempts": pruned, "cutoff": cutoff}))?;
             } else {
                 println!(
                     "deleted {pruned} attempt rows of jobs that succeeded before {}",
@@ -373,30 +348,16 @@ pub async fn jobs(config: Option<&Path>, command: JobsCommand) -> anyhow::Result
             }
         }
         JobsCommand::Show { id, json } => {
-            let Some(job) = store.job(id).await? else {
-                eprintln!("error: no job {id} is recorded (it may not have been attempted yet)");
-                return Ok(ExitCode::from(exit::NOT_FOUND));
+            let timeline = match found(ops.job(id).await)? {
+                Ok(timeline) => timeline,
+                Err(code) => return Ok(code),
             };
-            let attempts = store.attempts(id).await?;
-            let letters = store.dead_letters_of(id).await?;
-            let actions = store.actions_of(id).await?;
             if json {
-                println!(
-                    "{}",
-                    json!({
-                        "job": job_json(&job),
-                        "attempts": attempts_json(&attempts),
-                        "dead_letters": letters.iter().map(letter_json).collect::<Vec<_>>(),
-                        "operator_actions": actions.iter().map(|a| json!({
-                            "id": a.id, "actor": a.actor, "action": a.action, "filter": a.filter,
-                            "patch": a.patch, "affected": a.affected, "at": a.started_at,
-                        })).collect::<Vec<_>>(),
-                    })
-                );
+                print_json(&timeline)?;
             } else {
-                print_job(&job);
-                print_attempts(&attempts);
-                for l in &letters {
+                print_job(&timeline.job);
+                print_attempts(&timeline.attempts);
+                for l in &timeline.dead_letters {
                     println!(
                         "  dead {} [{}] {} ({})",
                         l.dead_at.format("%F %T"),
@@ -405,7 +366,7 @@ pub async fn jobs(config: Option<&Path>, command: JobsCommand) -> anyhow::Result
                         l.id
                     );
                 }
-                for a in &actions {
+                for a in &timeline.operator_actions {
                     println!(
                         "  {} by {} at {}{}",
                         shown(&a.action),
@@ -424,9 +385,9 @@ pub async fn jobs(config: Option<&Path>, command: JobsCommand) -> anyhow::Result
             limit,
             json,
         } => {
-            let jobs = store.jobs_by_key(&idempotency_key, limit).await?;
+            let jobs = ops.find_jobs(&idempotency_key, limit).await?;
             if json {
-                println!("{}", Value::Array(jobs.iter().map(job_json).collect()));
+                print_json(&jobs)?;
             } else if jobs.is_empty() {
                 println!("no job carries idempotency key {}", shown(&idempotency_key));
             } else {
@@ -437,28 +398,6 @@ pub async fn jobs(config: Option<&Path>, command: JobsCommand) -> anyhow::Result
         }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// Removes settled letters from the RabbitMQ dead-letter queues the filter
-/// touches.
-async fn sync_queues(
-    store: &Store,
-    conn: &courier_amqp::Link,
-    publisher: &Publisher,
-    topology: &Topology,
-    filter: &DeadFilter,
-    json: bool,
-) -> anyhow::Result<()> {
-    let sync = recovery::sync_affected_queues(store, conn, publisher, topology, filter)
-        .await
-        .context("syncing the RabbitMQ dead-letter queues")?;
-    if !json && sync.removed > 0 {
-        println!(
-            "removed {} settled messages from the RabbitMQ dead-letter queues",
-            sync.removed
-        );
-    }
-    Ok(())
 }
 
 fn read_patch(arg: &str) -> anyhow::Result<Value> {
@@ -490,23 +429,20 @@ fn confirm(change: &ChangeArgs, question: &str, count: i64) -> anyhow::Result<bo
     Ok(matches!(answer.trim(), "y" | "Y" | "yes"))
 }
 
-async fn preview(
-    store: &Store,
-    filter: &DeadFilter,
-    count: i64,
-    json: bool,
-    what: &str,
-) -> anyhow::Result<ExitCode> {
-    let sample = store.list_dead(filter, &["pending"], 20).await?;
+fn show_preview(preview: &ActionResult, json: bool, what: &str) -> anyhow::Result<ExitCode> {
     if json {
-        println!(
-            "{}",
-            json!({"dry_run": true, "action": what, "matched": count,
-            "sample": sample.iter().map(|l| l.id).collect::<Vec<_>>()})
-        );
+        print_json(preview)?;
     } else {
-        println!("would {what} {count} dead letters; nothing changed. The first of them:");
-        print_letters(&sample);
+        println!(
+            "would {what} {} dead letters; nothing changed. The first of them: {}",
+            preview.matched,
+            preview
+                .sample
+                .iter()
+                .map(Uuid::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -524,18 +460,25 @@ fn progress(len: i64, json: bool) -> ProgressBar {
     bar
 }
 
-fn report_action(verb: &str, report: &recovery::ActionReport, json: bool) {
+fn report_action(verb: &str, result: &ActionResult, json: bool) -> anyhow::Result<()> {
     if json {
+        return print_json(result);
+    }
+    println!(
+        "{verb} {} of {} matching dead letters (action {})",
+        result.affected,
+        result.matched,
+        result
+            .action_id
+            .map_or_else(|| "-".to_owned(), |a| a.to_string())
+    );
+    if result.removed_from_queues > 0 {
         println!(
-            "{}",
-            json!({"action": report.action, "matched": report.matched, verb: report.affected})
-        );
-    } else {
-        println!(
-            "{verb} {} of {} matching dead letters (action {})",
-            report.affected, report.matched, report.action
+            "removed {} settled messages from the RabbitMQ dead-letter queues",
+            result.removed_from_queues
         );
     }
+    Ok(())
 }
 
 /// Text from the store as it may be shown on a terminal: whatever a
@@ -549,41 +492,7 @@ fn shown_opt(text: Option<&str>) -> String {
     text.map_or_else(|| "-".to_owned(), shown)
 }
 
-fn body_json(body: &[u8]) -> Value {
-    serde_json::from_slice(body)
-        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(body).into_owned()))
-}
-
-fn letter_json(l: &DeadLetterRecord) -> Value {
-    json!({
-        "id": l.id, "job_id": l.job_id, "provider": l.provider, "operation": l.operation,
-        "reason": l.reason, "detail": l.detail, "attempts": l.attempts, "last_status": l.last_status,
-        "last_error": l.last_error, "dead_at": l.dead_at, "status": l.status, "action_id": l.action_id,
-        "job": body_json(&l.body),
-    })
-}
-
-fn job_json(j: &courier_store::JobRecord) -> Value {
-    json!({
-        "id": j.id, "provider": j.provider, "operation": j.operation, "idempotency_key": j.idempotency_key,
-        "state": j.state, "attempts": j.attempts, "generation": j.generation, "last_status": j.last_status,
-        "last_error": j.last_error, "created_at": j.created_at, "updated_at": j.updated_at,
-        "finished_at": j.finished_at, "duplicate_deliveries": j.duplicate_deliveries,
-    })
-}
-
-fn attempts_json(attempts: &[courier_store::AttemptRecord]) -> Value {
-    Value::Array(
-        attempts
-            .iter()
-            .map(|a| json!({"attempt": a.attempt, "started_at": a.started_at, "duration_us": a.duration_us,
-                "http_status": a.http_status, "error_class": a.error_class, "error": a.error,
-                "trace_id": a.trace_id}))
-            .collect(),
-    )
-}
-
-fn print_letters(letters: &[DeadLetterRecord]) {
+fn print_letters(letters: &[DeadLetterView]) {
     println!(
         "{:<36}  {:<19}  {:<12} {:<18} {:>6}  DETAIL",
         "ID", "DEAD AT", "PROVIDER", "REASON", "STATUS"
@@ -601,7 +510,7 @@ fn print_letters(letters: &[DeadLetterRecord]) {
     }
 }
 
-fn print_letter(l: &DeadLetterRecord) {
+fn print_letter(l: &DeadLetterView) {
     println!("dead letter {} [{}]", l.id, shown(&l.status));
     println!(
         "  job        {}",
@@ -619,10 +528,10 @@ fn print_letter(l: &DeadLetterRecord) {
         l.last_status.map_or("-".to_owned(), |s| s.to_string())
     );
     println!("  dead at    {}", l.dead_at.to_rfc3339());
-    println!("  job        {}", body_json(&l.body));
+    println!("  job        {}", l.job);
 }
 
-fn print_job(j: &courier_store::JobRecord) {
+fn print_job(j: &JobView) {
     println!("job {} [{}]", j.id, shown(&j.state));
     println!(
         "  provider   {} / {}   key {}",
@@ -643,7 +552,7 @@ fn print_job(j: &courier_store::JobRecord) {
     );
 }
 
-fn print_attempts(attempts: &[courier_store::AttemptRecord]) {
+fn print_attempts(attempts: &[AttemptView]) {
     for a in attempts {
         println!(
             "  attempt {:>2}  {}  {:>8.1} ms  {:>4}  {:<14} {}{}",

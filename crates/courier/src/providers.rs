@@ -1,13 +1,12 @@
 //! `courier providers`: each provider's protection, and pausing it by hand
-//! for every worker. The terminal side only: courier-worker's `providers`
+//! for every worker. The terminal side only: courier-ops's `Operator`
 //! reads and writes, the same code the admin API runs.
 
 use crate::exit;
 use crate::settings;
-use anyhow::Context as _;
 use chrono::{DateTime, Utc};
-use courier_store::Store;
-use courier_worker::providers::{self, ProviderOverview, ProvidersError};
+use courier_ops::views::ProviderView;
+use courier_ops::{Operator, OpsError};
 use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -53,16 +52,18 @@ fn length(s: &str) -> Result<Duration, String> {
 
 pub async fn providers(config: Option<&Path>, args: Args) -> anyhow::Result<ExitCode> {
     let config = settings::load(config)?;
-    let store = Store::connect(&config.database, &config.namespace, 2).await?;
-    store.migrate().await?;
-    let done = match args.action {
+    let ops = Operator::connect(&config, "courier providers", 2).await?;
+    let done = run(&ops, args).await;
+    ops.close().await;
+    done
+}
+
+async fn run(ops: &Operator, args: Args) -> anyhow::Result<ExitCode> {
+    let (done, verb) = match args.action {
         None => {
-            let link = courier_amqp::connect(&config.broker, "courier providers").await?;
-            let all = providers::overview(&config, &store, &link).await?;
-            let _ = link.close("done").await;
+            let all = ops.providers().await?;
             if args.json {
-                let views: Vec<_> = all.iter().map(courier_admin::ProviderView::from).collect();
-                println!("{}", serde_json::to_string_pretty(&views)?);
+                println!("{}", serde_json::to_string(&all)?);
             } else {
                 print_table(&all);
             }
@@ -76,50 +77,49 @@ pub async fn providers(config: Option<&Path>, args: Args) -> anyhow::Result<Exit
         }) => {
             let until = match (for_, until) {
                 (Some(d), _) => Some(Utc::now() + chrono::Duration::from_std(d)?),
-                (None, Some(t)) if t <= Utc::now() => anyhow::bail!("--until: {t} is past"),
                 (None, t) => t,
             };
             let actor = crate::operator::actor(actor);
-            providers::pause(&config, &store, &name, &actor, until)
-                .await
-                .map(|id| (name, id, "paused"))
+            (ops.pause(&name, &actor, until).await, "paused")
         }
         Some(Action::Resume { name, actor }) => {
             let actor = crate::operator::actor(actor);
-            providers::resume(&config, &store, &name, &actor)
-                .await
-                .map(|id| (name, id, "resumed"))
+            (ops.resume(&name, &actor).await, "resumed")
         }
     };
     match done {
-        Ok((name, id, verb)) => {
+        Ok(hold) => {
             if args.json {
-                println!("{}", serde_json::json!({"action_id": id, "provider": name}));
+                println!("{}", serde_json::to_string(&hold)?);
             } else {
-                println!("{name}: {verb} for every worker (audit record {id})");
+                println!(
+                    "{}: {verb} for every worker (audit record {})",
+                    crate::operator::shown(&hold.provider),
+                    hold.action_id
+                );
             }
             Ok(ExitCode::SUCCESS)
         }
-        Err(ProvidersError::Unknown(name)) => {
-            eprintln!("error: no provider named {name:?} is configured");
+        Err(e @ OpsError::NotFound { .. }) => {
+            eprintln!("error: {e}");
             Ok(ExitCode::from(exit::NOT_FOUND))
         }
-        Err(e) => Err(e).context("changing the provider's pause"),
+        Err(e) => Err(e.into()),
     }
 }
 
-fn print_table(all: &[ProviderOverview]) {
+fn print_table(all: &[ProviderView]) {
     let now = Utc::now();
     println!(
         "{:<20} {:>12} {:>10} {:<28} {:<22} {:>8}",
         "PROVIDER", "LIMIT/s", "RATE/s", "PAUSED", "CIRCUIT", "QUEUED"
     );
     for p in all {
-        let limit = p.rate_limit.map_or_else(
+        let limit = p.rate_limit.as_ref().map_or_else(
             || "-".to_owned(),
             |l| format!("{} (b{})", l.per_second, l.burst),
         );
-        let paused = match (&p.held, p.paused_at(now)) {
+        let paused = match (&p.held, p.paused_until.filter(|t| *t > now)) {
             (Some(h), _) => match h.until {
                 Some(u) => format!("by {} until {}", h.by, u.format("%H:%M:%S")),
                 None => format!("by {} until resumed", h.by),
@@ -132,8 +132,8 @@ fn print_table(all: &[ProviderOverview]) {
             (None, None) => "-".to_owned(),
         };
         let circuit = match p.open_until {
-            Some(t) => format!("{} until {}", p.circuit.as_str(), t.format("%H:%M:%S")),
-            None => p.circuit.as_str().to_owned(),
+            Some(t) => format!("{} until {}", p.circuit, t.format("%H:%M:%S")),
+            None => p.circuit.clone(),
         };
         let queued = p
             .queue_depth

@@ -4,8 +4,8 @@
 use anyhow::Context as _;
 use courier_amqp::{Publisher, Topology};
 use courier_core::envelope::JobEnvelope;
+use courier_ops::recovery::{self, RequeueOptions};
 use courier_store::{DeadFilter, Store};
-use courier_worker::recovery::{self, RequeueOptions};
 use serde_json::json;
 use std::path::PathBuf;
 use std::process::ExitCode;

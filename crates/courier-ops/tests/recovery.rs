@@ -1,9 +1,9 @@
 //! Operator recovery against the real services: requeue and purge dead
 //! letters exactly once, audited.
 
+use courier_ops::recovery::{self, RequeueOptions};
 use courier_store::DeadFilter;
 use courier_testkit::{PROVIDER, TestEnv};
-use courier_worker::recovery::{self, RequeueOptions};
 use serde_json::json;
 use std::time::Duration;
 

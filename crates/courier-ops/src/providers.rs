@@ -5,14 +5,14 @@
 //!
 //! Owns the one answer the CLI (`courier providers`) and the admin API
 //! (`/providers`) both give. It must never decide anything a worker decides
-//! (`gate` does): it reads the shared state and writes only an operator's
-//! hold.
+//! (courier-worker's `gate` does): it reads the shared state and writes only
+//! an operator's hold.
 
+use crate::views::{HoldView, ProviderView, RateLimitView};
 use chrono::{DateTime, Utc};
 use courier_amqp::{AmqpError, Link, Topology};
 use courier_core::Config;
 use courier_core::circuit::CircuitState;
-use courier_core::config::RateLimit;
 use courier_store::{Store, StoreError};
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -31,50 +31,13 @@ pub enum ProvidersError {
     Amqp(#[from] AmqpError),
 }
 
-/// One provider, as an operator sees it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ProviderOverview {
-    pub name: String,
-    /// The provider's total limit across every worker; `None`: unlimited.
-    pub rate_limit: Option<RateLimit>,
-    /// Operations with a limit of their own.
-    pub operation_limits: BTreeMap<String, RateLimit>,
-    /// Calls per second over the last [`RATE_WINDOW`], every worker's.
-    pub calls_per_second: f64,
-    /// Until when the provider asked every worker to wait, and how it asked.
-    pub paused_until: Option<DateTime<Utc>>,
-    pub pause_source: Option<String>,
-    /// An operator's hold: who, since when, until when (`None`: until resumed).
-    pub held: Option<Hold>,
-    pub circuit: CircuitState,
-    pub circuit_since: DateTime<Utc>,
-    /// When an open circuit lets its first probes through.
-    pub open_until: Option<DateTime<Utc>>,
-    /// Jobs ready in its work queue; `None` when the broker could not say.
-    pub queue_depth: Option<u32>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Hold {
-    pub by: String,
-    pub since: Option<DateTime<Utc>>,
-    pub until: Option<DateTime<Utc>>,
-}
-
-impl ProviderOverview {
-    /// A pause still in force at `now`.
-    pub fn paused_at(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
-        self.paused_until.filter(|t| *t > now)
-    }
-}
-
 /// Every configured provider (in name order), with what every worker shares
 /// about it.
 pub async fn overview(
     config: &Config,
     store: &Store,
     link: &Link,
-) -> Result<Vec<ProviderOverview>, ProvidersError> {
+) -> Result<Vec<ProviderView>, ProvidersError> {
     let names: Vec<String> = config.providers.keys().cloned().collect();
     store.ensure_providers(&names, &[]).await?;
     let states = store.provider_states().await?;
@@ -93,27 +56,25 @@ pub async fn overview(
                 .ok(),
             None => None,
         };
-        out.push(ProviderOverview {
+        let paused_until = state.paused_until.filter(|t| *t > states.now);
+        out.push(ProviderView {
             name: name.clone(),
-            rate_limit: provider.rate_limit,
+            rate_limit: provider.rate_limit.map(RateLimitView::from),
             operation_limits: provider
                 .operations
                 .iter()
-                .filter_map(|(op, o)| o.rate_limit.map(|l| (op.clone(), l)))
+                .filter_map(|(op, o)| o.rate_limit.map(|l| (op.clone(), RateLimitView::from(l))))
                 .collect(),
             calls_per_second: calls.get(name).copied().unwrap_or(0) as f64
                 / RATE_WINDOW.as_secs_f64(),
-            paused_until: state.paused_until.filter(|t| *t > states.now),
-            pause_source: state
-                .paused_until
-                .filter(|t| *t > states.now)
-                .and(state.pause_source.clone()),
-            held: state.held_by.clone().map(|by| Hold {
+            paused_until,
+            pause_source: paused_until.and(state.pause_source.clone()),
+            held: state.held_by.clone().map(|by| HoldView {
                 by,
                 since: state.held_since,
                 until: state.held_until,
             }),
-            circuit: state.circuit,
+            circuit: state.circuit.as_str().to_owned(),
             circuit_since: state.circuit_since,
             open_until: state
                 .open_until

@@ -1,0 +1,444 @@
+//! Courier's operator core: one [`Operator`] handle, built from the config,
+//! that the CLI (`courier dead|jobs|providers …`), the admin API and the
+//! console share.
+//!
+//! Owns the operator's verbs (list, stats, show, timeline, dry run,
+//! requeue, purge, prune, provider pause and resume), their validation (a
+//! request that makes no sense is refused here, naming the field, whatever
+//! face it came through), and the documents they return (`views`). Recovery's
+//! exactly-once order is `recovery`; provider holds are `providers`. It must
+//! never print, parse flags or speak HTTP: those are the faces' jobs, and a
+//! face must never reach the store or the broker around it.
+
+pub mod providers;
+pub mod recovery;
+pub mod views;
+
+use chrono::{DateTime, Utc};
+use courier_amqp::{AmqpError, Link, Publisher, Topology};
+use courier_core::Config;
+use courier_store::{DeadFilter, Store, StoreError};
+use providers::ProvidersError;
+use recovery::{RecoveryError, RequeueOptions};
+use serde::Deserialize;
+use serde_json::Value;
+use std::sync::Arc;
+use std::time::Duration;
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+use views::{
+    ActionResult, ActionView, AttemptView, DeadLetterDetail, DeadLetterView, HoldResult,
+    JobTimeline, JobView, ProviderView, StatView,
+};
+
+/// Most rows a listing returns.
+pub const MAX_LIST: i64 = 1000;
+/// Slowest and fastest requeue rates accepted, in letters per second.
+pub const MIN_RATE: f64 = 0.01;
+pub const MAX_RATE: f64 = 100_000.0;
+/// Longest an operator's pause may be set for (30 days).
+pub const MAX_PAUSE: Duration = Duration::from_secs(30 * 86_400);
+/// Letters shown by a dry run.
+const SAMPLE: i64 = 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum OpsError {
+    /// The request makes no sense; the message names the field.
+    #[error("{0}")]
+    Invalid(String),
+    #[error("no {what} {id}")]
+    NotFound { what: &'static str, id: String },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Amqp(#[from] AmqpError),
+    #[error(transparent)]
+    Recovery(#[from] RecoveryError),
+}
+
+impl From<ProvidersError> for OpsError {
+    fn from(e: ProvidersError) -> Self {
+        match e {
+            ProvidersError::Unknown(name) => OpsError::NotFound {
+                what: "provider",
+                id: name,
+            },
+            ProvidersError::Store(e) => OpsError::Store(e),
+            ProvidersError::Amqp(e) => OpsError::Amqp(e),
+        }
+    }
+}
+
+/// Which dead letters: every field narrows the match. The same fields as
+/// the CLI's flags and the API's query parameters.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, IntoParams, ToSchema)]
+#[into_params(parameter_in = Query)]
+pub struct DeadQuery {
+    pub provider: Option<String>,
+    pub operation: Option<String>,
+    /// permanent, retries_exhausted, invalid, delivery_limit, refused or unreadable
+    pub reason: Option<String>,
+    /// Last HTTP status.
+    pub status: Option<i16>,
+    /// Dead at or after.
+    pub since: Option<DateTime<Utc>>,
+    /// Dead before.
+    pub until: Option<DateTime<Utc>>,
+    /// Text in the reason detail or the last error.
+    pub search: Option<String>,
+}
+
+impl DeadQuery {
+    /// The store's filter for these fields and `ids`, or the field that
+    /// makes no sense.
+    pub fn filter(&self, ids: Vec<Uuid>) -> Result<DeadFilter, OpsError> {
+        let filter = DeadFilter {
+            ids,
+            provider: self.provider.clone(),
+            operation: self.operation.clone(),
+            reason: self.reason.clone(),
+            last_status: self.status,
+            since: self.since,
+            until: self.until,
+            text: self.search.clone(),
+        };
+        filter.check().map_err(OpsError::Invalid)?;
+        Ok(filter)
+    }
+}
+
+/// A requeue: which letters, and how.
+#[derive(Debug, Clone, Default)]
+pub struct Requeue {
+    pub ids: Vec<Uuid>,
+    pub query: DeadQuery,
+    /// JSON merge patch applied to each job's payload.
+    pub patch: Option<Value>,
+    /// Most jobs republished per second.
+    pub rate: Option<f64>,
+}
+
+/// A purge: which letters.
+#[derive(Debug, Clone, Default)]
+pub struct Purge {
+    pub ids: Vec<Uuid>,
+    pub query: DeadQuery,
+    /// Only letters dead for longer than this.
+    pub older_than: Option<Duration>,
+}
+
+/// Everything an operator's verb needs, wired once. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Operator {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    config: Config,
+    store: Store,
+    link: Link,
+    publisher: Publisher,
+    topology: Topology,
+}
+
+impl Operator {
+    /// Connects to the store (migrating it) and the broker of `config`;
+    /// `name` is the broker connection's, `pool` the most database
+    /// connections.
+    pub async fn connect(config: &Config, name: &str, pool: u32) -> Result<Operator, OpsError> {
+        let store = Store::connect(&config.database, &config.namespace, pool).await?;
+        store.migrate().await?;
+        let link = courier_amqp::connect(&config.broker, name).await?;
+        let publisher = Publisher::open(&link, config.broker.confirm_timeout).await?;
+        Ok(Operator {
+            inner: Arc::new(Inner {
+                topology: Topology::new(&config.namespace, config.providers.keys().cloned()),
+                config: config.clone(),
+                store,
+                link,
+                publisher,
+            }),
+        })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    /// Closes the broker connection (bounded).
+    pub async fn close(&self) {
+        let _ = self.inner.link.close("done").await;
+    }
+
+    /// Dead letters matching, newest first: pending ones, or `all`.
+    pub async fn list_dead(
+        &self,
+        query: &DeadQuery,
+        all: bool,
+        limit: i64,
+    ) -> Result<Vec<DeadLetterView>, OpsError> {
+        let statuses: &[&str] = if all {
+            &["pending", "requeueing", "requeued", "purged"]
+        } else {
+            &["pending"]
+        };
+        let letters = self
+            .inner
+            .store
+            .list_dead(&query.filter(Vec::new())?, statuses, limit_in(limit)?)
+            .await?;
+        Ok(letters.iter().map(DeadLetterView::from).collect())
+    }
+
+    /// Pending dead letters counted by provider and reason.
+    pub async fn dead_stats(&self, query: &DeadQuery) -> Result<Vec<StatView>, OpsError> {
+        let stats = self
+            .inner
+            .store
+            .dead_stats(&query.filter(Vec::new())?)
+            .await?;
+        Ok(stats.into_iter().map(StatView::from).collect())
+    }
+
+    /// One dead letter and its job's attempts.
+    pub async fn dead_letter(&self, id: Uuid) -> Result<DeadLetterDetail, OpsError> {
+        let store = &self.inner.store;
+        let letter = store.dead_letter(id).await?.ok_or(OpsError::NotFound {
+            what: "dead letter",
+            id: id.to_string(),
+        })?;
+        let attempts = match letter.job_id {
+            Some(job) => store.attempts(job).await?,
+            None => Vec::new(),
+        };
+        Ok(DeadLetterDetail {
+            letter: DeadLetterView::from(&letter),
+            attempts: attempts.into_iter().map(AttemptView::from).collect(),
+        })
+    }
+
+    /// A job, dead or alive, with its attempts, dead letters and the
+    /// operator actions that touched it.
+    pub async fn job(&self, id: Uuid) -> Result<JobTimeline, OpsError> {
+        let store = &self.inner.store;
+        let job = store.job(id).await?.ok_or(OpsError::NotFound {
+            what: "job",
+            id: id.to_string(),
+        })?;
+        let attempts = store.attempts(id).await?;
+        let letters = store.dead_letters_of(id).await?;
+        let actions = store.actions_of(id).await?;
+        Ok(JobTimeline {
+            job: JobView::from(&job),
+            attempts: attempts.into_iter().map(AttemptView::from).collect(),
+            dead_letters: letters.iter().map(DeadLetterView::from).collect(),
+            operator_actions: actions.into_iter().map(ActionView::from).collect(),
+        })
+    }
+
+    /// Jobs carrying an idempotency key, oldest first.
+    pub async fn find_jobs(&self, key: &str, limit: i64) -> Result<Vec<JobView>, OpsError> {
+        if key.is_empty() {
+            return Err(OpsError::Invalid(
+                "idempotency_key: must not be empty".into(),
+            ));
+        }
+        let jobs = self.inner.store.jobs_by_key(key, limit_in(limit)?).await?;
+        Ok(jobs.iter().map(JobView::from).collect())
+    }
+
+    /// How many pending letters a requeue or purge would touch, and the
+    /// first of them; changes nothing.
+    pub async fn dry_run(&self, filter: &DeadFilter) -> Result<ActionResult, OpsError> {
+        let store = &self.inner.store;
+        let matched = store.count_pending(filter).await?;
+        let sample = store.list_dead(filter, &["pending"], SAMPLE).await?;
+        Ok(ActionResult {
+            action_id: None,
+            dry_run: true,
+            matched,
+            affected: 0,
+            sample: sample.iter().map(|l| l.id).collect(),
+            removed_from_queues: 0,
+        })
+    }
+
+    /// The filter a requeue works on, once its request is known to make
+    /// sense (a dry run and the requeue itself check the same).
+    pub fn requeue_filter(&self, req: &Requeue) -> Result<DeadFilter, OpsError> {
+        let filter = req.query.filter(req.ids.clone())?;
+        refuse_everything(&filter)?;
+        if let Some(rate) = req.rate
+            && !(MIN_RATE..=MAX_RATE).contains(&rate)
+        {
+            return Err(OpsError::Invalid(format!(
+                "rate: must be between {MIN_RATE} and {MAX_RATE} letters per second"
+            )));
+        }
+        if let Some(patch) = &req.patch
+            && !patch.is_object()
+        {
+            return Err(OpsError::Invalid(
+                "patch: must be a JSON object (a merge patch for the payload)".into(),
+            ));
+        }
+        Ok(filter)
+    }
+
+    /// Requeues the letters `req` names, each exactly once, audited as
+    /// `actor`; `progress` hears how many are done. Then removes the settled
+    /// letters from the RabbitMQ dead-letter queues.
+    pub async fn requeue(
+        &self,
+        req: Requeue,
+        actor: &str,
+        progress: impl FnMut(u64),
+    ) -> Result<ActionResult, OpsError> {
+        let filter = self.requeue_filter(&req)?;
+        let inner = &self.inner;
+        let options = RequeueOptions {
+            actor: actor.to_owned(),
+            patch: req.patch,
+            rate: req.rate,
+            batch: 500,
+            max_body_bytes: inner.config.worker.max_body_bytes,
+        };
+        let report = recovery::requeue(
+            &inner.store,
+            &inner.publisher,
+            &inner.topology,
+            &filter,
+            &options,
+            progress,
+        )
+        .await?;
+        Ok(self.settled(report, &filter).await)
+    }
+
+    /// The filter a purge works on (see [`Operator::requeue_filter`]).
+    pub fn purge_filter(&self, req: &Purge) -> Result<DeadFilter, OpsError> {
+        let mut filter = req.query.filter(req.ids.clone())?;
+        if let Some(age) = req.older_than {
+            let cutoff = chrono::Duration::from_std(age)
+                .ok()
+                .and_then(|age| Utc::now().checked_sub_signed(age))
+                .ok_or_else(|| {
+                    OpsError::Invalid("older_than: further back than time goes".into())
+                })?;
+            filter.until = Some(filter.until.map_or(cutoff, |u| u.min(cutoff)));
+        }
+        refuse_everything(&filter)?;
+        Ok(filter)
+    }
+
+    /// Purges the letters `req` names: a recorded decision, never a delete.
+    pub async fn purge(&self, req: Purge, actor: &str) -> Result<ActionResult, OpsError> {
+        let filter = self.purge_filter(&req)?;
+        let report = recovery::purge(&self.inner.store, &filter, actor).await?;
+        Ok(self.settled(report, &filter).await)
+    }
+
+    /// Removes settled letters from the RabbitMQ dead-letter queues; a
+    /// failure here leaves extra messages, never lost ones, so it is
+    /// logged, not returned.
+    async fn settled(&self, report: recovery::ActionReport, filter: &DeadFilter) -> ActionResult {
+        let inner = &self.inner;
+        let removed = match recovery::sync_affected_queues(
+            &inner.store,
+            &inner.link,
+            &inner.publisher,
+            &inner.topology,
+            filter,
+        )
+        .await
+        {
+            Ok(sync) => sync.removed,
+            Err(e) => {
+                tracing::warn!(error = %e, "syncing the dead-letter queues failed");
+                0
+            }
+        };
+        ActionResult {
+            action_id: Some(report.action),
+            dry_run: false,
+            matched: report.matched,
+            affected: report.affected,
+            sample: Vec::new(),
+            removed_from_queues: removed,
+        }
+    }
+
+    /// Deletes the attempt rows of jobs that succeeded before `cutoff`
+    /// (dead letters and their attempts stay); returns how many.
+    pub async fn prune(&self, cutoff: DateTime<Utc>) -> Result<u64, OpsError> {
+        Ok(self
+            .inner
+            .store
+            .prune_succeeded_attempts(cutoff, 10_000)
+            .await?)
+    }
+
+    /// Every configured provider's protection.
+    pub async fn providers(&self) -> Result<Vec<ProviderView>, OpsError> {
+        let inner = &self.inner;
+        Ok(providers::overview(&inner.config, &inner.store, &inner.link).await?)
+    }
+
+    /// Pauses `name` for every worker until `until` (`None`: until resumed).
+    pub async fn pause(
+        &self,
+        name: &str,
+        actor: &str,
+        until: Option<DateTime<Utc>>,
+    ) -> Result<HoldResult, OpsError> {
+        if let Some(until) = until {
+            let now = Utc::now();
+            if until <= now {
+                return Err(OpsError::Invalid("until: must be in the future".into()));
+            }
+            if (until - now).to_std().is_ok_and(|d| d > MAX_PAUSE) {
+                return Err(OpsError::Invalid(format!(
+                    "until: at most {} days ahead",
+                    MAX_PAUSE.as_secs() / 86_400
+                )));
+            }
+        }
+        let inner = &self.inner;
+        let action_id = providers::pause(&inner.config, &inner.store, name, actor, until).await?;
+        Ok(HoldResult {
+            action_id,
+            provider: name.to_owned(),
+        })
+    }
+
+    /// Ends an operator's pause of `name`.
+    pub async fn resume(&self, name: &str, actor: &str) -> Result<HoldResult, OpsError> {
+        let inner = &self.inner;
+        let action_id = providers::resume(&inner.config, &inner.store, name, actor).await?;
+        Ok(HoldResult {
+            action_id,
+            provider: name.to_owned(),
+        })
+    }
+}
+
+fn limit_in(limit: i64) -> Result<i64, OpsError> {
+    if (1..=MAX_LIST).contains(&limit) {
+        Ok(limit)
+    } else {
+        Err(OpsError::Invalid(format!(
+            "limit: must be between 1 and {MAX_LIST}"
+        )))
+    }
+}
+
+/// A requeue or purge must say which letters: ids or a filter.
+fn refuse_everything(filter: &DeadFilter) -> Result<(), OpsError> {
+    if *filter == DeadFilter::default() {
+        return Err(OpsError::Invalid(
+            "say which letters: give ids or at least one filter".into(),
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,259 @@
+//! The documents operators read: dead letters, jobs and their timelines,
+//! actions, providers. One serde shape each, printed by `courier … --json`,
+//! served by the admin API and described in its OpenAPI document.
+//!
+//! Owns the conversion from the store's records. It must never hold
+//! anything but plain data: no handles, no I/O.
+
+use chrono::{DateTime, Utc};
+use courier_core::config::RateLimit;
+use courier_store::{ActionRecord, AttemptRecord, DeadLetterRecord, DeadStat, JobRecord};
+use serde::Serialize;
+use serde_json::Value;
+use std::collections::BTreeMap;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct DeadLetterView {
+    pub id: Uuid,
+    pub job_id: Option<Uuid>,
+    pub provider: Option<String>,
+    pub operation: Option<String>,
+    pub reason: String,
+    pub detail: String,
+    pub attempts: i32,
+    pub last_status: Option<i16>,
+    pub last_error: Option<String>,
+    pub dead_at: DateTime<Utc>,
+    /// pending, requeueing, requeued or purged
+    pub status: String,
+    /// The operator action that settled it.
+    pub action_id: Option<Uuid>,
+    /// The original job (as a string when it was not JSON).
+    pub job: Value,
+}
+
+impl From<&DeadLetterRecord> for DeadLetterView {
+    fn from(l: &DeadLetterRecord) -> Self {
+        DeadLetterView {
+            id: l.id,
+            job_id: l.job_id,
+            provider: l.provider.clone(),
+            operation: l.operation.clone(),
+            reason: l.reason.clone(),
+            detail: l.detail.clone(),
+            attempts: l.attempts,
+            last_status: l.last_status,
+            last_error: l.last_error.clone(),
+            dead_at: l.dead_at,
+            status: l.status.clone(),
+            action_id: l.action_id,
+            job: serde_json::from_slice(&l.body)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&l.body).into_owned())),
+        }
+    }
+}
+
+/// A dead letter with the attempts of its job.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct DeadLetterDetail {
+    #[serde(flatten)]
+    pub letter: DeadLetterView,
+    pub attempts: Vec<AttemptView>,
+}
+
+/// Pending dead letters of one provider and reason.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct StatView {
+    pub provider: Option<String>,
+    pub reason: String,
+    pub pending: i64,
+}
+
+impl From<DeadStat> for StatView {
+    fn from(s: DeadStat) -> Self {
+        StatView {
+            provider: s.provider,
+            reason: s.reason,
+            pending: s.count,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct JobView {
+    pub id: Uuid,
+    pub provider: String,
+    pub operation: String,
+    pub idempotency_key: String,
+    /// queued, retrying, succeeded or dead
+    pub state: String,
+    pub attempts: i32,
+    pub generation: i32,
+    pub last_status: Option<i16>,
+    pub last_error: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+    /// Deliveries of the job after it was done, acked without a call.
+    pub duplicate_deliveries: i32,
+}
+
+impl From<&JobRecord> for JobView {
+    fn from(j: &JobRecord) -> Self {
+        JobView {
+            id: j.id,
+            provider: j.provider.clone(),
+            operation: j.operation.clone(),
+            idempotency_key: j.idempotency_key.clone(),
+            state: j.state.clone(),
+            attempts: j.attempts,
+            generation: j.generation,
+            last_status: j.last_status,
+            last_error: j.last_error.clone(),
+            created_at: j.created_at,
+            updated_at: j.updated_at,
+            finished_at: j.finished_at,
+            duplicate_deliveries: j.duplicate_deliveries,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct AttemptView {
+    pub attempt: i32,
+    pub started_at: DateTime<Utc>,
+    pub duration_us: i64,
+    pub http_status: Option<i16>,
+    pub error_class: String,
+    pub error: Option<String>,
+    /// The W3C trace id the provider request carried.
+    pub trace_id: Option<String>,
+}
+
+impl From<AttemptRecord> for AttemptView {
+    fn from(a: AttemptRecord) -> Self {
+        AttemptView {
+            attempt: a.attempt,
+            started_at: a.started_at,
+            duration_us: a.duration_us,
+            http_status: a.http_status,
+            error_class: a.error_class,
+            error: a.error,
+            trace_id: a.trace_id,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ActionView {
+    pub id: Uuid,
+    pub actor: String,
+    /// requeue, purge, pause or resume
+    pub action: String,
+    pub filter: Value,
+    pub patch: Option<Value>,
+    pub matched: i32,
+    pub affected: i32,
+    pub started_at: DateTime<Utc>,
+}
+
+impl From<ActionRecord> for ActionView {
+    fn from(a: ActionRecord) -> Self {
+        ActionView {
+            id: a.id,
+            actor: a.actor,
+            action: a.action,
+            filter: a.filter,
+            patch: a.patch,
+            matched: a.matched,
+            affected: a.affected,
+            started_at: a.started_at,
+        }
+    }
+}
+
+/// A job with everything that happened to it.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct JobTimeline {
+    pub job: JobView,
+    pub attempts: Vec<AttemptView>,
+    pub dead_letters: Vec<DeadLetterView>,
+    pub operator_actions: Vec<ActionView>,
+}
+
+/// What a requeue or purge did, or (dry run) would do.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ActionResult {
+    /// The audit record; absent on a dry run.
+    pub action_id: Option<Uuid>,
+    pub dry_run: bool,
+    /// Pending letters matching.
+    pub matched: i64,
+    /// Letters requeued or purged by this call.
+    pub affected: u64,
+    /// Up to 20 of the matching letters (dry run only).
+    pub sample: Vec<Uuid>,
+    /// Settled messages removed from the RabbitMQ dead-letter queues.
+    pub removed_from_queues: u64,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct RateLimitView {
+    /// Calls per second, the total across every worker.
+    pub per_second: f64,
+    /// Calls that may go at once after a quiet period.
+    pub burst: u32,
+}
+
+impl From<RateLimit> for RateLimitView {
+    fn from(l: RateLimit) -> Self {
+        RateLimitView {
+            per_second: l.per_second,
+            burst: l.burst,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct HoldView {
+    /// Who paused it.
+    pub by: String,
+    pub since: Option<DateTime<Utc>>,
+    /// Absent: until resumed.
+    pub until: Option<DateTime<Utc>>,
+}
+
+/// One provider's protection.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ProviderView {
+    pub name: String,
+    /// Absent: no limit.
+    pub rate_limit: Option<RateLimitView>,
+    /// Operations with a limit of their own.
+    pub operation_limits: BTreeMap<String, RateLimitView>,
+    /// Calls per second over the last 10 seconds, every worker's.
+    pub calls_per_second: f64,
+    /// The provider asked every worker to wait until then.
+    pub paused_until: Option<DateTime<Utc>>,
+    /// How it asked: retry_after, ratelimit or throttled.
+    pub pause_source: Option<String>,
+    /// An operator's pause.
+    pub held: Option<HoldView>,
+    /// closed, half_open or open
+    pub circuit: String,
+    pub circuit_since: DateTime<Utc>,
+    /// When an open circuit lets its first probes through.
+    pub open_until: Option<DateTime<Utc>>,
+    /// Jobs ready in its work queue (absent when RabbitMQ could not say).
+    pub queue_depth: Option<u32>,
+}
+
+/// An operator's pause or resume of a provider.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct HoldResult {
+    /// The audit record.
+    pub action_id: Uuid,
+    pub provider: String,
+}
