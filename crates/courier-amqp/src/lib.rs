@@ -6,15 +6,17 @@
 //! when and why comes from courier-core; this crate only moves bytes where it
 //! is told, and reports every failure as an [`AmqpError`].
 
+mod channel;
 pub mod delay;
 pub mod headers;
 mod link;
 pub mod publish;
 pub mod topology;
 
+pub use channel::{Channel, Consumer};
 pub use headers::DeliveryMeta;
 pub use lapin::message::Delivery;
-pub use lapin::{Acker, BasicProperties, Channel, Consumer};
+pub use lapin::{Acker, BasicProperties};
 pub use link::{Link, Loss};
 pub use publish::Publisher;
 pub use topology::Topology;
@@ -188,7 +190,7 @@ pub async fn consume(
     let consumer = within(
         REPLY_TIMEOUT,
         "basic.consume",
-        channel.basic_consume(
+        channel.inner.basic_consume(
             queue.into(),
             consumer_tag.into(),
             BasicConsumeOptions::default(),
@@ -196,7 +198,7 @@ pub async fn consume(
         ),
     )
     .await?;
-    Ok((channel, consumer))
+    Ok((channel, Consumer { inner: consumer }))
 }
 
 /// Acknowledges a delivery: the broker forgets it.
@@ -245,7 +247,9 @@ pub async fn set_prefetch(channel: &Channel, prefetch: u16) -> Result<(), AmqpEr
     within(
         REPLY_TIMEOUT,
         "basic.qos",
-        channel.basic_qos(prefetch, BasicQosOptions::default()),
+        channel
+            .inner
+            .basic_qos(prefetch, BasicQosOptions::default()),
     )
     .await
 }
@@ -255,8 +259,8 @@ pub async fn cancel(channel: &Channel, consumer: &Consumer) -> Result<(), AmqpEr
     within(
         REPLY_TIMEOUT,
         "basic.cancel",
-        channel.basic_cancel(
-            consumer.tag(),
+        channel.inner.basic_cancel(
+            consumer.inner.tag(),
             lapin::options::BasicCancelOptions::default(),
         ),
     )
@@ -269,7 +273,7 @@ pub async fn get(channel: &Channel, queue: &str) -> Result<Option<Delivery>, Amq
     let message = within(
         REPLY_TIMEOUT,
         "basic.get",
-        channel.basic_get(
+        channel.inner.basic_get(
             queue.into(),
             lapin::options::BasicGetOptions { no_ack: false },
         ),

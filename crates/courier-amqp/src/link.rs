@@ -14,10 +14,11 @@
 //! [`Link::reconnect`]. It must never decide when to retry: callers do.
 
 use crate::AmqpError;
+use crate::Channel;
 use courier_core::config::{BrokerConfig, BrokerTls};
 use futures_util::StreamExt;
 use lapin::tcp::{OwnedIdentity, OwnedTLSConfig};
-use lapin::{Channel, Connection, ConnectionProperties};
+use lapin::{Connection, ConnectionProperties};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
@@ -122,6 +123,7 @@ impl Link {
             self.connection().create_channel(),
         )
         .await
+        .map(Channel::new)
     }
 
     /// Whether the current connection is gone for good (lapin's own

@@ -59,7 +59,7 @@ impl Publisher {
         {
             return Ok(channel.clone());
         }
-        let channel = self.inner.link.channel().await?;
+        let channel = self.inner.link.channel().await?.inner;
         crate::within(
             crate::REPLY_TIMEOUT,
             "confirm.select",

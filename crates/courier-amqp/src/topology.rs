@@ -12,14 +12,15 @@
 //! worker ─ dead  ─► <ns>.dead (direct, key = provider | _unrouted) ─► <ns>.dead.<provider>
 //! ```
 
+use crate::Channel;
 use crate::delay::{self, LEVELS};
 use crate::{AmqpError, REPLY_TIMEOUT, within};
+use lapin::ExchangeKind;
 use lapin::options::{
     ExchangeBindOptions, ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions,
     QueueDeclareOptions, QueueDeleteOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
-use lapin::{Channel, ExchangeKind};
 
 /// Routing key and queue suffix of dead letters whose provider is unknown.
 pub const UNROUTED: &str = "_unrouted";
@@ -164,7 +165,7 @@ impl Topology {
             within(
                 REPLY_TIMEOUT,
                 format!("bind exchange {name} to {next}"),
-                ch.exchange_bind(
+                ch.inner.exchange_bind(
                     next.as_str().into(),
                     name.as_str().into(),
                     delay::level_pattern(level, false).into(),
@@ -187,7 +188,8 @@ impl Topology {
             within(
                 REPLY_TIMEOUT,
                 format!("delete exchange {e}"),
-                ch.exchange_delete(e.as_str().into(), ExchangeDeleteOptions::default()),
+                ch.inner
+                    .exchange_delete(e.as_str().into(), ExchangeDeleteOptions::default()),
             )
             .await?;
         }
@@ -200,7 +202,8 @@ pub async fn delete_queue(ch: &Channel, queue: &str) -> Result<(), AmqpError> {
     within(
         REPLY_TIMEOUT,
         format!("delete queue {queue}"),
-        ch.queue_delete(queue.into(), QueueDeleteOptions::default()),
+        ch.inner
+            .queue_delete(queue.into(), QueueDeleteOptions::default()),
     )
     .await?;
     Ok(())
@@ -212,7 +215,7 @@ pub async fn message_count(ch: &Channel, queue: &str) -> Result<u32, AmqpError> 
     let q = within(
         REPLY_TIMEOUT,
         format!("inspect queue {queue}"),
-        ch.queue_declare(
+        ch.inner.queue_declare(
             queue.into(),
             QueueDeclareOptions {
                 passive: true,
@@ -283,7 +286,8 @@ async fn exchange(
     within(
         REPLY_TIMEOUT,
         format!("declare exchange {name}"),
-        ch.exchange_declare(ShortString::from(name), kind, options, args),
+        ch.inner
+            .exchange_declare(ShortString::from(name), kind, options, args),
     )
     .await
 }
@@ -291,7 +295,8 @@ async fn exchange(
 async fn queue(ch: &Channel, name: &str, args: FieldTable) -> Result<(), AmqpError> {
     let declared = tokio::time::timeout(
         REPLY_TIMEOUT,
-        ch.queue_declare(name.into(), QueueDeclareOptions::durable(), args),
+        ch.inner
+            .queue_declare(name.into(), QueueDeclareOptions::durable(), args),
     )
     .await
     .map_err(|_| AmqpError::Timeout {
@@ -317,7 +322,7 @@ async fn bind(ch: &Channel, queue: &str, exchange: &str, key: &str) -> Result<()
     within(
         REPLY_TIMEOUT,
         format!("bind {queue} to {exchange}"),
-        ch.queue_bind(
+        ch.inner.queue_bind(
             queue.into(),
             exchange.into(),
             key.into(),

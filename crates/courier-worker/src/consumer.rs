@@ -49,7 +49,7 @@ pub async fn run(mut c: Consumer) -> (Channel, courier_amqp::Consumer) {
                 Some(Err(e)) => {
                     // A closed channel ends this consumer (the supervisor
                     // subscribes the queue again); anything else, wait.
-                    if !c.channel.status().connected() {
+                    if !c.channel.is_open() {
                         tracing::warn!(%queue, error = %e, "the consumer's channel is closed");
                         break;
                     }

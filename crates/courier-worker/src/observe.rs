@@ -160,7 +160,7 @@ impl Sampler {
 
     async fn queues(&mut self) -> Result<(), courier_amqp::AmqpError> {
         let channel = match &self.channel {
-            Some(ch) if ch.status().connected() => ch.clone(),
+            Some(ch) if ch.is_open() => ch.clone(),
             _ => {
                 let ch = self.link.channel().await?;
                 self.channel = Some(ch.clone());

@@ -367,20 +367,13 @@ impl Summary {
             self.rate()
         );
         let ns = &config.namespace;
-        let db = redact_url(&config.database.url);
         println!();
-        println!("Where to look next:");
+        println!("Where to look next (the demo's jobs stay in namespace {ns}):");
+        println!("  dead letters by reason:  COURIER_NAMESPACE={ns} courier dead stats");
+        println!("  the dead letters:        COURIER_NAMESPACE={ns} courier dead list");
+        println!("  one job's whole life:    COURIER_NAMESPACE={ns} courier jobs show <job id>");
         println!(
-            "  jobs by state:  psql {db} -c \"SELECT state, count(*) FROM {ns}.jobs GROUP BY 1\""
-        );
-        println!(
-            "  dead letters:   psql {db} -c \"SELECT reason, detail, attempts FROM {ns}.dead_letters LIMIT 20\""
-        );
-        println!(
-            "  one job's life: psql {db} -c \"SELECT * FROM {ns}.attempts WHERE job_id = '<id>' ORDER BY attempt\""
-        );
-        println!(
-            "  RabbitMQ:       rabbitmqctl list_queues name messages | grep '^{ns}\\.'  ({} holds the dead letters)",
+            "  RabbitMQ:                rabbitmqctl list_queues name messages | grep '^{ns}\\.'  ({} holds the dead letters)",
             topology.dead_queue(Some(PROVIDER))
         );
     }

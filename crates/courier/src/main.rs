@@ -270,3 +270,31 @@ async fn migrate(config: Option<&std::path::Path>) -> anyhow::Result<ExitCode> {
     println!("migrations applied to schema {:?}", config.namespace);
     Ok(ExitCode::SUCCESS)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Cli;
+    use clap::CommandFactory as _;
+
+    /// `--help` explains every flag and argument of every command.
+    #[test]
+    fn every_flag_and_argument_has_help_text() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for arg in cmd.get_arguments() {
+                let id = arg.get_id().as_str();
+                if id == "help" || id == "version" {
+                    continue;
+                }
+                if arg.get_help().is_none() && arg.get_long_help().is_none() {
+                    missing.push(format!("{path}: {id}"));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                walk(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&Cli::command(), "courier", &mut missing);
+        assert!(missing.is_empty(), "no help text: {missing:#?}");
+    }
+}

@@ -41,12 +41,15 @@ pub enum DeadCommand {
     Stats {
         #[command(flatten)]
         filter: FilterArgs,
+        /// Print JSON (the admin API's document) instead of a table
         #[arg(long)]
         json: bool,
     },
     /// One dead letter: the job, its payload and its attempt timeline
     Show {
+        /// The dead letter's id (from `dead list`)
         id: Uuid,
+        /// Print JSON (the admin API's document) instead of text
         #[arg(long)]
         json: bool,
     },
@@ -67,6 +70,7 @@ pub enum DeadCommand {
     },
     /// Discard dead letters (kept as a recorded decision, never deleted)
     Purge {
+        /// Dead letter ids (or use the filters)
         ids: Vec<Uuid>,
         #[command(flatten)]
         filter: FilterArgs,
@@ -82,17 +86,21 @@ pub enum DeadCommand {
 pub enum JobsCommand {
     /// Any job, dead or alive: state, attempts, dead letters, operator actions
     Show {
+        /// The job's id
         id: Uuid,
+        /// Print JSON (the admin API's document) instead of text
         #[arg(long)]
         json: bool,
     },
     /// Jobs carrying an idempotency key
     Find {
+        /// The idempotency key the job carried
         #[arg(long)]
         idempotency_key: String,
         /// Most jobs listed, oldest first
         #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(i64).range(1..=courier_ops::MAX_LIST))]
         limit: i64,
+        /// Print JSON (the admin API's document) instead of text
         #[arg(long)]
         json: bool,
     },
@@ -101,6 +109,7 @@ pub enum JobsCommand {
         /// Age [default: retention.succeeded_attempts_days from the config]
         #[arg(long, value_parser = age)]
         older_than: Option<Duration>,
+        /// Print JSON instead of text
         #[arg(long)]
         json: bool,
     },
@@ -108,11 +117,13 @@ pub enum JobsCommand {
 
 #[derive(Debug, clap::Args)]
 pub struct FilterArgs {
+    /// Only this provider's letters
     #[arg(long)]
     provider: Option<String>,
+    /// Only this operation's letters
     #[arg(long)]
     operation: Option<String>,
-    /// permanent, retries_exhausted, invalid or delivery_limit
+    /// permanent, retries_exhausted, invalid, delivery_limit, refused or unreadable
     #[arg(long)]
     reason: Option<String>,
     /// Last HTTP status
@@ -140,6 +151,7 @@ pub struct ChangeArgs {
     /// Who is acting (recorded) [default: the OS user]
     #[arg(long)]
     actor: Option<String>,
+    /// Print JSON (the admin API's document) instead of text
     #[arg(long)]
     json: bool,
 }
@@ -359,24 +371,24 @@ async fn jobs_with(ops: &Operator, command: JobsCommand) -> anyhow::Result<ExitC
                 print_attempts(&timeline.attempts);
                 for l in &timeline.dead_letters {
                     println!(
-                        "  dead {} [{}] {} ({})",
+                        "  dead       {} [{}]",
                         l.dead_at.format("%F %T"),
-                        shown(&l.status),
-                        shown(&l.detail),
-                        l.id
+                        fit(&l.status, 12)
                     );
+                    println!("             letter {}", l.id);
+                    println!("             {}", fit(&l.detail, WIDTH - 13));
                 }
                 for a in &timeline.operator_actions {
+                    let what = format!("{} by {}", a.action, a.actor);
                     println!(
-                        "  {} by {} at {}{}",
-                        shown(&a.action),
-                        shown(&a.actor),
-                        a.started_at.format("%F %T"),
-                        a.patch
-                            .as_ref()
-                            .map(|p| format!(" with patch {p}"))
-                            .unwrap_or_default()
+                        "  {:<10} {} at {}",
+                        "operator",
+                        fit(&what, 40),
+                        a.started_at.format("%F %T")
                     );
+                    if let Some(patch) = &a.patch {
+                        println!("             patch {}", fit(&patch.to_string(), WIDTH - 19));
+                    }
                 }
             }
         }
@@ -492,79 +504,138 @@ fn shown_opt(text: Option<&str>) -> String {
     text.map_or_else(|| "-".to_owned(), shown)
 }
 
+/// Tables and records fit an 80-column terminal: a long field is cut
+/// (`…`), and what does not fit a row goes on an indented line of its own.
+pub const WIDTH: usize = 80;
+
+/// `text` as it may be shown, cut to `width` characters.
+pub fn fit(text: &str, width: usize) -> String {
+    // printable() adds the `…` after its bound.
+    courier_core::text::printable(text, width.saturating_sub(1))
+}
+
+fn status_of(status: Option<i16>) -> String {
+    status.map_or("-".to_owned(), |s| s.to_string())
+}
+
 fn print_letters(letters: &[DeadLetterView]) {
-    println!(
-        "{:<36}  {:<19}  {:<12} {:<18} {:>6}  DETAIL",
-        "ID", "DEAD AT", "PROVIDER", "REASON", "STATUS"
-    );
+    println!("{:<36}  {:<19}  {:>4}  REASON", "ID", "DEAD AT", "HTTP");
+    println!("  PROVIDER / OPERATION: DETAIL");
     for l in letters {
-        let detail = courier_core::text::printable(&l.detail, 60);
         println!(
-            "{:<36}  {:<19}  {:<12} {:<18} {:>6}  {detail}",
+            "{:<36}  {:<19}  {:>4}  {}",
             l.id,
             l.dead_at.format("%F %T"),
-            shown_opt(l.provider.as_deref()),
-            shown(&l.reason),
-            l.last_status.map_or("-".to_owned(), |s| s.to_string()),
+            status_of(l.last_status),
+            fit(&l.reason, WIDTH - 65),
         );
+        let place = format!(
+            "{} / {}",
+            shown_opt(l.provider.as_deref()),
+            shown_opt(l.operation.as_deref())
+        );
+        let line = format!("{}: {}", fit(&place, 30), shown(&l.detail));
+        println!("  {}", fit(&line, WIDTH - 2));
     }
 }
 
 fn print_letter(l: &DeadLetterView) {
-    println!("dead letter {} [{}]", l.id, shown(&l.status));
+    println!("dead letter {} [{}]", l.id, fit(&l.status, 20));
     println!(
         "  job        {}",
         l.job_id.map_or("-".to_owned(), |j| j.to_string())
     );
-    println!(
-        "  provider   {} / {}",
+    let place = format!(
+        "{} / {}",
         shown_opt(l.provider.as_deref()),
         shown_opt(l.operation.as_deref())
     );
-    println!("  reason     {}: {}", shown(&l.reason), shown(&l.detail));
+    println!("  provider   {}", fit(&place, WIDTH - 13));
+    println!("  reason     {}", fit(&l.reason, WIDTH - 13));
+    for line in wrap(&shown(&l.detail), WIDTH - 13) {
+        println!("             {line}");
+    }
     println!(
         "  attempts   {}   last status {}",
         l.attempts,
-        l.last_status.map_or("-".to_owned(), |s| s.to_string())
+        status_of(l.last_status)
     );
-    println!("  dead at    {}", l.dead_at.to_rfc3339());
-    println!("  job        {}", l.job);
+    println!("  dead at    {}", l.dead_at.format("%F %T%.3f %Z"));
+    println!("  job");
+    let job = serde_json::to_string_pretty(&l.job).unwrap_or_default();
+    for line in job.lines() {
+        println!("    {}", fit(line, WIDTH - 4));
+    }
+}
+
+/// `text` in lines of at most `width` characters, broken at spaces where
+/// it can be.
+fn wrap(text: &str, width: usize) -> Vec<String> {
+    let mut lines = Vec::new();
+    let mut line = String::new();
+    for word in text.split(' ') {
+        let mut word = word.to_owned();
+        while word.chars().count() > width {
+            if !line.is_empty() {
+                lines.push(std::mem::take(&mut line));
+            }
+            let head: String = word.chars().take(width).collect();
+            word = word.chars().skip(width).collect();
+            lines.push(head);
+        }
+        if !line.is_empty() && line.chars().count() + 1 + word.chars().count() > width {
+            lines.push(std::mem::take(&mut line));
+        }
+        if !line.is_empty() {
+            line.push(' ');
+        }
+        line.push_str(&word);
+    }
+    if !line.is_empty() {
+        lines.push(line);
+    }
+    lines
 }
 
 fn print_job(j: &JobView) {
-    println!("job {} [{}]", j.id, shown(&j.state));
-    println!(
-        "  provider   {} / {}   key {}",
-        shown(&j.provider),
-        shown(&j.operation),
-        shown(&j.idempotency_key)
-    );
+    println!("job {} [{}]", j.id, fit(&j.state, 20));
+    let place = format!("{} / {}", shown(&j.provider), shown(&j.operation));
+    println!("  provider   {}", fit(&place, WIDTH - 13));
+    println!("  key        {}", fit(&j.idempotency_key, WIDTH - 13));
     println!(
         "  attempts   {} (generation {})   last status {}",
         j.attempts,
         j.generation,
-        j.last_status.map_or("-".to_owned(), |s| s.to_string())
+        status_of(j.last_status)
     );
     println!(
         "  created    {}   updated {}",
-        j.created_at.to_rfc3339(),
-        j.updated_at.to_rfc3339()
+        j.created_at.format("%F %T"),
+        j.updated_at.format("%F %T")
     );
+    if j.duplicate_deliveries > 0 {
+        println!(
+            "  duplicates {} deliveries after it was done, acked without a call",
+            j.duplicate_deliveries
+        );
+    }
 }
 
 fn print_attempts(attempts: &[AttemptView]) {
     for a in attempts {
         println!(
-            "  attempt {:>2}  {}  {:>8.1} ms  {:>4}  {:<14} {}{}",
+            "  attempt {:>2}  {}  {:>8.1} ms  {:>4}  {}",
             a.attempt,
             a.started_at.format("%F %T%.3f"),
             a.duration_us as f64 / 1000.0,
-            a.http_status.map_or("-".to_owned(), |s| s.to_string()),
-            shown(&a.error_class),
-            a.error.as_deref().map(shown).unwrap_or_default(),
-            a.trace_id
-                .as_deref()
-                .map_or(String::new(), |t| format!("  trace {t}")),
+            status_of(a.http_status),
+            fit(&a.error_class, 14),
         );
+        if let Some(error) = &a.error {
+            println!("             {}", fit(error, WIDTH - 13));
+        }
+        if let Some(trace) = &a.trace_id {
+            println!("             trace {}", fit(trace, WIDTH - 19));
+        }
     }
 }

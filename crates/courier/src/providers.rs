@@ -24,6 +24,7 @@ pub struct Args {
 enum Action {
     /// Pause a provider for every worker: its jobs wait without spending attempts
     Pause {
+        /// The provider, as named in the config
         name: String,
         /// For how long, like 90s, 10m, 2h [default: until resumed]
         #[arg(long = "for", value_parser = length, conflicts_with = "until")]
@@ -37,7 +38,9 @@ enum Action {
     },
     /// End a pause set by hand
     Resume {
+        /// The provider, as named in the config
         name: String,
+        /// Who is asking (recorded in the audit trail) [default: $USER]
         #[arg(long)]
         actor: Option<String>,
     },
@@ -108,51 +111,54 @@ async fn run(ops: &Operator, args: Args) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// One row per provider, 80 columns; a pause, a hold or an open circuit's
+/// end goes on an indented line below it.
 fn print_table(all: &[ProviderView]) {
+    use crate::operator::{WIDTH, fit};
     let now = Utc::now();
     println!(
-        "{:<20} {:>12} {:>10} {:<28} {:<22} {:>8}",
-        "PROVIDER", "LIMIT/s", "RATE/s", "PAUSED", "CIRCUIT", "QUEUED"
+        "{:<24} {:>14} {:>8} {:<10} {:>9}",
+        "PROVIDER", "LIMIT/s", "RATE/s", "CIRCUIT", "QUEUED"
     );
     for p in all {
         let limit = p.rate_limit.as_ref().map_or_else(
             || "-".to_owned(),
             |l| format!("{} (b{})", l.per_second, l.burst),
         );
-        let paused = match (&p.held, p.paused_until.filter(|t| *t > now)) {
-            (Some(h), _) => match h.until {
-                Some(u) => format!("by {} until {}", h.by, u.format("%H:%M:%S")),
-                None => format!("by {} until resumed", h.by),
-            },
-            (None, Some(until)) => format!(
-                "until {} ({})",
-                until.format("%H:%M:%S"),
-                p.pause_source.as_deref().unwrap_or("provider")
-            ),
-            (None, None) => "-".to_owned(),
-        };
-        let circuit = match p.open_until {
-            Some(t) => format!("{} until {}", p.circuit, t.format("%H:%M:%S")),
-            None => p.circuit.clone(),
-        };
         let queued = p
             .queue_depth
             .map_or_else(|| "?".to_owned(), |d| d.to_string());
         println!(
-            "{:<20} {:>12} {:>10.1} {:<28} {:<22} {:>8}",
-            crate::operator::shown(&p.name),
-            limit,
+            "{:<24} {:>14} {:>8.1} {:<10} {:>9}",
+            fit(&p.name, 24),
+            fit(&limit, 14),
             p.calls_per_second,
-            paused,
-            circuit,
+            fit(&p.circuit, 10),
             queued
         );
+        let note = |text: String| println!("  {}", fit(&text, WIDTH - 2));
+        match (&p.held, p.paused_until.filter(|t| *t > now)) {
+            (Some(h), _) => note(match h.until {
+                Some(u) => format!("paused by {} until {}", h.by, u.format("%F %T")),
+                None => format!("paused by {} until resumed", h.by),
+            }),
+            (None, Some(until)) => note(format!(
+                "paused until {} ({})",
+                until.format("%F %T"),
+                p.pause_source.as_deref().unwrap_or("provider")
+            )),
+            (None, None) => {}
+        }
+        if let Some(t) = p.open_until {
+            note(format!("circuit open until {}", t.format("%F %T")));
+        }
         for (op, l) in &p.operation_limits {
-            println!(
-                "  {:<18} {:>12}",
+            note(format!(
+                "operation {}: {} (b{})",
                 crate::operator::shown(op),
-                format!("{} (b{})", l.per_second, l.burst)
-            );
+                l.per_second,
+                l.burst
+            ));
         }
     }
 }

@@ -37,6 +37,7 @@ pub struct Output {
 pub enum Scenario {
     /// The broker's own limit: confirmed publish, then consume + ack, no HTTP, no database
     Baseline {
+        /// Jobs published
         #[arg(long, default_value_t = 100_000)]
         jobs: u64,
         #[command(flatten)]
@@ -44,6 +45,7 @@ pub enum Scenario {
     },
     /// N jobs published first, then one worker drains them against the mock provider (instant 200)
     Drain {
+        /// Jobs published
         #[arg(long, default_value_t = 100_000)]
         jobs: u64,
         #[command(flatten)]
@@ -68,6 +70,7 @@ pub enum Scenario {
     },
     /// 30% of calls fail retryably, 5% permanently: throughput and time until every job is terminal
     Failing {
+        /// Jobs published
         #[arg(long, default_value_t = 20_000)]
         jobs: u64,
         #[command(flatten)]
@@ -75,8 +78,10 @@ pub enum Scenario {
     },
     /// 50 providers at once, each its own queue
     Providers {
+        /// Jobs published
         #[arg(long, default_value_t = 100_000)]
         jobs: u64,
+        /// Providers the jobs are spread over
         #[arg(long, default_value_t = 50)]
         providers: usize,
         #[command(flatten)]
@@ -84,8 +89,10 @@ pub enum Scenario {
     },
     /// Per-job cost with a small and a large backlog waiting (it must stay flat)
     Backlog {
+        /// Jobs waiting in the small backlog
         #[arg(long, default_value_t = 10_000)]
         small: u64,
+        /// Jobs waiting in the large backlog
         #[arg(long, default_value_t = 1_000_000)]
         large: u64,
         /// Jobs measured in each phase
@@ -96,6 +103,7 @@ pub enum Scenario {
     },
     /// The same drain with 1 and then 2 worker processes on the same queues
     Processes {
+        /// Jobs published
         #[arg(long, default_value_t = 100_000)]
         jobs: u64,
         #[command(flatten)]
@@ -119,20 +127,28 @@ pub enum Scenario {
     },
     /// One rate limit shared by 1 and by 3 worker processes, against a provider enforcing it exactly
     Ratelimit {
+        /// The limit, calls per second across every process
         #[arg(long, default_value_t = 200.0)]
         per_second: f64,
+        /// Calls that may go at once after a quiet period
         #[arg(long, default_value_t = 20)]
         burst: u32,
         /// Seconds of calls in each run
         #[arg(long, default_value_t = 30)]
         seconds: u64,
+        /// Worker process counts to run, one run each
         #[arg(long, value_delimiter = ',', default_value = "1,3")]
         processes: Vec<usize>,
+        /// Calls the provider tolerates beyond the workers' burst (0: it
+        /// enforces the very limit the workers keep)
+        #[arg(long, default_value_t = 0)]
+        provider_slack: u32,
         #[command(flatten)]
         out: Output,
     },
     /// A healthy provider drained alone, then beside one whose every call times out
     Isolation {
+        /// Jobs published
         #[arg(long, default_value_t = 50_000)]
         jobs: u64,
         /// Jobs for the provider that times out
@@ -143,8 +159,10 @@ pub enum Scenario {
     },
     /// Drains without a limit and with one far above the achievable rate, alternating
     Overhead {
+        /// Jobs published
         #[arg(long, default_value_t = 100_000)]
         jobs: u64,
+        /// Alternating rounds without and with the limit
         #[arg(long, default_value_t = 2)]
         rounds: usize,
         #[command(flatten)]
@@ -152,13 +170,16 @@ pub enum Scenario {
     },
     /// A steady flow while the provider is down for a while: circuit timeline, dead letters, recovery
     Outage {
+        /// Jobs offered per second
         #[arg(long, default_value_t = 200.0)]
         rate: f64,
+        /// Seconds of normal traffic before the outage
         #[arg(long, default_value_t = 20)]
         before: u64,
         /// Seconds the provider answers 503 to everything
         #[arg(long, default_value_t = 60)]
         down: u64,
+        /// Seconds of traffic after the provider is back
         #[arg(long, default_value_t = 30)]
         after: u64,
         /// The circuit's open_secs
@@ -169,6 +190,7 @@ pub enum Scenario {
     },
     /// Requeue N dead letters with `courier dead requeue`'s code path
     Requeue {
+        /// Dead letters requeued
         #[arg(long, default_value_t = 100_000)]
         letters: usize,
         /// Letters claimed per transaction (the CLI uses 500)
@@ -221,9 +243,12 @@ pub async fn bench(scenario: Scenario) -> anyhow::Result<ExitCode> {
             burst,
             seconds,
             processes,
+            provider_slack,
             out,
         } => {
-            let runs = protection::ratelimit(per_second, burst, seconds, &processes).await?;
+            let runs =
+                protection::ratelimit(per_second, burst, provider_slack, seconds, &processes)
+                    .await?;
             protection::print_ratelimit(&runs);
             write_json(out, "ratelimit", &runs)?;
             return Ok(ExitCode::SUCCESS);

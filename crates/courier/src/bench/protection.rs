@@ -37,10 +37,11 @@ pub struct RateLimitRun {
 }
 
 /// One limit shared by `processes` worker processes, against a provider
-/// enforcing it, for about `seconds`.
+/// enforcing it (with `slack` more calls of burst), for about `seconds`.
 pub async fn ratelimit(
     per_second: f64,
     burst: u32,
+    slack: u32,
     seconds: u64,
     processes: &[usize],
 ) -> anyhow::Result<Vec<RateLimitRun>> {
@@ -48,7 +49,10 @@ pub async fn ratelimit(
     for &n in processes {
         let mock = MockProvider::start_enforcing(
             FailureMix::default(),
-            Enforced { per_second, burst },
+            Enforced {
+                per_second,
+                burst: burst + slack,
+            },
             false,
         )
         .await?;
