@@ -151,6 +151,8 @@ struct RawProvider {
     rate_limit: Option<RawRateLimit>,
     #[serde(default)]
     circuit: RawCircuit,
+    owner: Option<String>,
+    runbook: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -425,6 +427,11 @@ pub struct ProviderConfig {
     /// The provider's total rate, across every worker (`None`: unlimited).
     pub rate_limit: Option<RateLimit>,
     pub circuit: CircuitPolicy,
+    /// Who answers for this provider's failures (a team): shown beside its
+    /// dead letters and joined onto its alerts.
+    pub owner: Option<String>,
+    /// Where its on-call steps are written (an http(s) URL).
+    pub runbook: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -1000,7 +1007,34 @@ impl Validator<'_> {
             operations,
             rate_limit: provider_rate_limit,
             circuit,
+            owner: self.label(p.owner, &key("owner"))?,
+            runbook: match p.runbook {
+                Some(url) => {
+                    let parsed = url::Url::parse(&url)
+                        .map_err(|e| self.err(key("runbook"), format!("not a URL: {e}")))?;
+                    if !matches!(parsed.scheme(), "http" | "https") {
+                        return Err(self.err(key("runbook"), "must be an http:// or https:// URL"));
+                    }
+                    Some(self.label(Some(url), &key("runbook"))?.unwrap_or_default())
+                }
+                None => None,
+            },
         })
+    }
+
+    /// Text that goes into metric labels and tables: present, short and
+    /// printable.
+    fn label(&self, text: Option<String>, key: &str) -> Result<Option<String>, ConfigError> {
+        let Some(text) = text else {
+            return Ok(None);
+        };
+        if text.is_empty() || text.len() > 256 || text.chars().any(char::is_control) {
+            return Err(self.err(
+                key.to_owned(),
+                "must be 1 to 256 characters without control characters",
+            ));
+        }
+        Ok(Some(text))
     }
 
     fn rate_limit(&self, key: &str, raw: RawRateLimit) -> Result<RateLimit, ConfigError> {
@@ -1254,6 +1288,42 @@ path = "/v1/customers/{customer}/charges"
         let e = load(text).expect_err("must be refused");
         assert!(e.to_string().starts_with("courier.toml"), "{e}");
         e.key
+    }
+
+    #[test]
+    fn a_provider_names_its_owner_and_runbook() {
+        let with = |extra: &str| {
+            format!(
+                "[providers.crm]\nbase_url = \"https://crm.test\"\n{extra}\n[providers.crm.operations.sync]\nmethod = \"POST\"\npath = \"/sync\"\n"
+            )
+        };
+        let c = load(&with(
+            "owner = \"sales-platform\"\nrunbook = \"https://wiki.test/crm\"",
+        ))
+        .expect("valid");
+        assert_eq!(c.providers["crm"].owner.as_deref(), Some("sales-platform"));
+        assert_eq!(
+            c.providers["crm"].runbook.as_deref(),
+            Some("https://wiki.test/crm")
+        );
+        let bare = load(&with("")).expect("valid");
+        assert_eq!(
+            (
+                bare.providers["crm"].owner.clone(),
+                bare.providers["crm"].runbook.clone()
+            ),
+            (None, None)
+        );
+        assert_eq!(
+            err_key(&with("runbook = \"ftp://wiki.test\"")),
+            "providers.crm.runbook"
+        );
+        assert_eq!(
+            err_key(&with("runbook = \"see the wiki\"")),
+            "providers.crm.runbook"
+        );
+        assert_eq!(err_key(&with("owner = \"\"")), "providers.crm.owner");
+        assert_eq!(err_key(&with("owner = \"a\\nb\"")), "providers.crm.owner");
     }
 
     #[test]

@@ -212,9 +212,15 @@ impl Operator {
             Some(job) => store.attempts(job).await?,
             None => Vec::new(),
         };
+        let provider = letter
+            .provider
+            .as_ref()
+            .and_then(|p| self.inner.config.providers.get(p));
         Ok(DeadLetterDetail {
             letter: DeadLetterView::from(&letter),
             attempts: attempts.into_iter().map(AttemptView::from).collect(),
+            owner: provider.and_then(|p| p.owner.clone()),
+            runbook: provider.and_then(|p| p.runbook.clone()),
         })
     }
 

@@ -59,6 +59,8 @@ pub async fn overview(
         let paused_until = state.paused_until.filter(|t| *t > states.now);
         out.push(ProviderView {
             name: name.clone(),
+            owner: provider.owner.clone(),
+            runbook: provider.runbook.clone(),
             rate_limit: provider.rate_limit.map(RateLimitView::from),
             operation_limits: provider
                 .operations

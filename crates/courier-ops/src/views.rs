@@ -61,6 +61,10 @@ pub struct DeadLetterDetail {
     #[serde(flatten)]
     pub letter: DeadLetterView,
     pub attempts: Vec<AttemptView>,
+    /// Who answers for the provider's failures (its config's `owner`).
+    pub owner: Option<String>,
+    /// The provider's runbook.
+    pub runbook: Option<String>,
 }
 
 /// Pending dead letters of one provider and reason.
@@ -229,6 +233,10 @@ pub struct HoldView {
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct ProviderView {
     pub name: String,
+    /// Who answers for its failures.
+    pub owner: Option<String>,
+    /// Where its on-call steps are written.
+    pub runbook: Option<String>,
     /// Absent: no limit.
     pub rate_limit: Option<RateLimitView>,
     /// Operations with a limit of their own.

@@ -140,6 +140,14 @@ pub struct IoLabels {
     pub operation: &'static str,
 }
 
+/// Who owns a provider, for alert rules to join on (`group_left`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OwnerLabels {
+    provider: String,
+    owner: String,
+    runbook: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BuildLabels {
     version: &'static str,
@@ -401,6 +409,21 @@ impl Metrics {
             "courier_database_connections_opened",
             "PostgreSQL connections opened by the pool (growth beyond its size means reconnects)",
             database_connections.clone(),
+        );
+        let owners = Family::<OwnerLabels, Gauge>::default();
+        for (name, p) in providers {
+            owners
+                .get_or_create(&OwnerLabels {
+                    provider: name.clone(),
+                    owner: p.owner.clone().unwrap_or_default(),
+                    runbook: p.runbook.clone().unwrap_or_default(),
+                })
+                .set(1);
+        }
+        registry.register(
+            "courier_provider_info",
+            "1 per configured provider, labelled with its owner and runbook (empty when not configured), for alerts to join on",
+            owners,
         );
         registry.register(
             "courier_build",
@@ -791,6 +814,8 @@ mod tests {
         let toml = r#"
 [providers.pay]
 base_url = "http://127.0.0.1:1"
+owner = "payments-team"
+runbook = "https://wiki.test/pay"
 [providers.pay.operations.charge]
 method = "POST"
 path = "/c"
@@ -912,5 +937,14 @@ path = "/c"
             r#"courier_provider_requests_total{provider="pay",operation="charge",class="throttled"} 1"#
         ));
         assert!(text.contains(r#"courier_build_info{version=""#));
+    }
+
+    #[test]
+    fn each_provider_has_an_info_series_naming_its_owner() {
+        let text = metrics().encode();
+        assert!(
+            text.contains(r#"courier_provider_info{provider="pay",owner="payments-team",runbook="https://wiki.test/pay"} 1"#),
+            "{text}"
+        );
     }
 }

@@ -279,6 +279,12 @@ async fn dead_with(ops: &Operator, command: DeadCommand) -> anyhow::Result<ExitC
                 print_json(&detail)?;
             } else {
                 print_letter(&detail.letter);
+                if let Some(owner) = &detail.owner {
+                    println!("  owner      {}", fit(owner, WIDTH - 13));
+                }
+                if let Some(runbook) = &detail.runbook {
+                    println!("  runbook    {}", fit(runbook, WIDTH - 13));
+                }
                 print_attempts(&detail.attempts);
             }
         }

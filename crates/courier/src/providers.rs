@@ -137,6 +137,12 @@ fn print_table(all: &[ProviderView]) {
             queued
         );
         let note = |text: String| println!("  {}", fit(&text, WIDTH - 2));
+        match (&p.owner, &p.runbook) {
+            (Some(owner), Some(runbook)) => note(format!("owner {owner} · runbook {runbook}")),
+            (Some(owner), None) => note(format!("owner {owner}")),
+            (None, Some(runbook)) => note(format!("runbook {runbook}")),
+            (None, None) => {}
+        }
         match (&p.held, p.paused_until.filter(|t| *t > now)) {
             (Some(h), _) => note(match h.until {
                 Some(u) => format!("paused by {} until {}", h.by, u.format("%F %T")),
