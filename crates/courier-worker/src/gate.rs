@@ -519,22 +519,13 @@ impl Limiter {
 
     /// Waits for this call's slot.
     async fn acquire(&self, metrics: &Metrics, stop: &CancellationToken) -> Result<(), Abandoned> {
-        loop {
-            self.waiting.fetch_add(1, Ordering::SeqCst);
-            let slot = self.next_slot(metrics, stop).await;
-            self.waiting.fetch_sub(1, Ordering::SeqCst);
-            let at = slot?;
-            tokio::select! {
-                _ = tokio::time::sleep_until(at.into()) => {}
-                _ = stop.cancelled() => return Err(Abandoned),
-            }
-            // Woken later than the slack allows (a busy machine, a long
-            // pause of this task): used now, the slot would bunch with the
-            // next ones, this worker's and the others', into more than the
-            // provider's burst. It is dropped; the call takes another.
-            if Instant::now() <= at + SLACK {
-                return Ok(());
-            }
+        self.waiting.fetch_add(1, Ordering::SeqCst);
+        let slot = self.next_slot(metrics, stop).await;
+        self.waiting.fetch_sub(1, Ordering::SeqCst);
+        let at = slot?;
+        tokio::select! {
+            _ = tokio::time::sleep_until(at.into()) => Ok(()),
+            _ = stop.cancelled() => Err(Abandoned),
         }
     }
 
