@@ -1,19 +1,79 @@
-//! API errors as JSON: one shape, one status per kind.
+//! API errors as RFC 9457 problem details (`application/problem+json`):
+//! one shape, one status per kind.
 //!
-//! Owns the mapping from failures to HTTP statuses. Messages never carry
-//! secrets or internals beyond what an operator needs.
+//! Owns the mapping from failures to HTTP statuses, and the rewriting of
+//! the plain-text errors axum's extractors answer with (a body that is not
+//! JSON, a wrong content type, a query that does not parse) into the same
+//! shape. Messages never carry secrets or internals beyond what an operator
+//! needs.
 
-use axum::Json;
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-/// The body of every error response.
+/// The media type of every error body.
+pub const PROBLEM_JSON: &str = "application/problem+json";
+/// Most of a plain-text error body kept as a problem's detail.
+const DETAIL_MAX: usize = 4096;
+
+/// The body of every error response (RFC 9457).
 #[derive(Debug, Serialize, ToSchema)]
-pub struct ErrorBody {
-    /// What went wrong, for people.
-    pub error: String,
+pub struct Problem {
+    /// Always `about:blank`: the status says what kind of problem it is.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The status's reason phrase.
+    pub title: String,
+    pub status: u16,
+    /// What went wrong, for people; names the field when one is at fault.
+    pub detail: String,
+}
+
+/// A problem-details response.
+pub fn problem(status: StatusCode, detail: String) -> Response {
+    let body = Problem {
+        kind: "about:blank".into(),
+        title: status.canonical_reason().unwrap_or("Error").into(),
+        status: status.as_u16(),
+        detail,
+    };
+    let mut response = (status, serde_json::to_vec(&body).unwrap_or_default()).into_response();
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+    response
+}
+
+/// Rewrites an error answered in plain text (axum's rejections, an
+/// unknown route) as problem details, keeping its status and the headers
+/// that go with it (`WWW-Authenticate`, `Allow`).
+pub async fn as_problem(response: Response) -> Response {
+    let status = response.status();
+    let already = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(PROBLEM_JSON.as_bytes()));
+    if already || !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, DETAIL_MAX)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_owned())
+        .unwrap_or_default();
+    let detail = if text.is_empty() {
+        status.canonical_reason().unwrap_or("error").to_lowercase()
+    } else {
+        text
+    };
+    let mut out = problem(status, detail);
+    for kept in [header::WWW_AUTHENTICATE, header::ALLOW] {
+        if let Some(v) = parts.headers.get(&kept) {
+            out.headers_mut().insert(kept, v.clone());
+        }
+    }
+    out
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -68,13 +128,7 @@ impl IntoResponse for ApiError {
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::Timeout => StatusCode::SERVICE_UNAVAILABLE,
         };
-        let mut response = (
-            status,
-            Json(ErrorBody {
-                error: self.to_string(),
-            }),
-        )
-            .into_response();
+        let mut response = problem(status, self.to_string());
         if status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(
                 "www-authenticate",

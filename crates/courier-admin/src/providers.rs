@@ -5,7 +5,7 @@
 //! state itself: courier-ops's `Operator` does, the same code the CLI runs.
 
 use crate::auth::{Authorized, Pause, Read};
-use crate::error::{ApiError, ErrorBody};
+use crate::error::{ApiError, Problem};
 use crate::routes::Shared;
 use axum::Json;
 use axum::extract::{Path, State};
@@ -25,7 +25,7 @@ pub struct PauseRequest {
 
 /// Every configured provider: limits, current rate, pauses, circuit, queue.
 #[utoipa::path(get, path = "/providers",
-    responses((status = 200, body = [ProviderView]), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+    responses((status = 200, body = [ProviderView]), (status = 401, body = Problem, content_type = "application/problem+json"), (status = 403, body = Problem, content_type = "application/problem+json")))]
 pub(crate) async fn list_providers(
     _: Authorized<Read>,
     State(s): Shared,
@@ -36,8 +36,8 @@ pub(crate) async fn list_providers(
 /// Pause a provider for every worker: its jobs wait without spending attempts.
 #[utoipa::path(post, path = "/providers/{name}/pause", request_body = PauseRequest,
     params(("name" = String, Path, description = "Provider name")),
-    responses((status = 200, body = HoldResult), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
-              (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = HoldResult), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 401, body = Problem, content_type = "application/problem+json"),
+              (status = 403, body = Problem, content_type = "application/problem+json"), (status = 404, body = Problem, content_type = "application/problem+json")))]
 pub(crate) async fn pause_provider(
     Authorized(actor, _): Authorized<Pause>,
     State(s): Shared,
@@ -70,8 +70,8 @@ pub(crate) async fn pause_provider(
 /// End an operator's pause of a provider.
 #[utoipa::path(post, path = "/providers/{name}/resume",
     params(("name" = String, Path, description = "Provider name")),
-    responses((status = 200, body = HoldResult), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
-              (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = HoldResult), (status = 401, body = Problem, content_type = "application/problem+json"), (status = 403, body = Problem, content_type = "application/problem+json"),
+              (status = 404, body = Problem, content_type = "application/problem+json")))]
 pub(crate) async fn resume_provider(
     Authorized(actor, _): Authorized<Pause>,
     State(s): Shared,

@@ -8,7 +8,7 @@
 
 use crate::AdminState;
 use crate::auth::{Authorized, Pause, Purge, Read, Requeue};
-use crate::error::{ApiError, ErrorBody};
+use crate::error::{ApiError, Problem};
 use axum::extract::{Path, Query, State};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -34,7 +34,7 @@ pub(crate) type Shared = State<Arc<AdminState>>;
     ),
     paths(list_dead, dead_stats, show_dead, requeue, purge, show_job, find_jobs,
           crate::providers::list_providers, crate::providers::pause_provider, crate::providers::resume_provider),
-    components(schemas(ErrorBody, DeadLetterView, DeadLetterDetail, StatView, JobView, AttemptView, ActionView,
+    components(schemas(Problem, DeadLetterView, DeadLetterDetail, StatView, JobView, AttemptView, ActionView,
                        JobTimeline, RequeueRequest, PurgeRequest, DeadQuery, ActionResult,
                        ProviderView, RateLimitView, HoldView, crate::providers::PauseRequest, HoldResult)),
     modifiers(&BearerAuth),
@@ -116,6 +116,7 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .merge(requeue_route)
         .merge(purge_route)
         .merge(pause_routes)
+        .layer(axum::middleware::map_response(crate::error::as_problem))
         .with_state(state)
 }
 
@@ -165,8 +166,8 @@ pub struct PurgeRequest {
 
 /// List dead letters, newest first.
 #[utoipa::path(get, path = "/dead-letters", params(DeadQuery, ListParams),
-    responses((status = 200, body = [DeadLetterView]), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
-              (status = 403, body = ErrorBody)))]
+    responses((status = 200, body = [DeadLetterView]), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 401, body = Problem, content_type = "application/problem+json"),
+              (status = 403, body = Problem, content_type = "application/problem+json")))]
 async fn list_dead(
     _: Authorized<Read>,
     State(s): Shared,
@@ -182,8 +183,8 @@ async fn list_dead(
 
 /// Pending dead letters counted by provider and reason.
 #[utoipa::path(get, path = "/dead-letters/stats", params(DeadQuery),
-    responses((status = 200, body = [StatView]), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
-              (status = 403, body = ErrorBody)))]
+    responses((status = 200, body = [StatView]), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 401, body = Problem, content_type = "application/problem+json"),
+              (status = 403, body = Problem, content_type = "application/problem+json")))]
 async fn dead_stats(
     _: Authorized<Read>,
     State(s): Shared,
@@ -194,8 +195,8 @@ async fn dead_stats(
 
 /// One dead letter and its job's attempts.
 #[utoipa::path(get, path = "/dead-letters/{id}", params(("id" = Uuid, Path, description = "Dead letter id")),
-    responses((status = 200, body = DeadLetterDetail), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
-              (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = DeadLetterDetail), (status = 401, body = Problem, content_type = "application/problem+json"), (status = 403, body = Problem, content_type = "application/problem+json"),
+              (status = 404, body = Problem, content_type = "application/problem+json")))]
 async fn show_dead(
     _: Authorized<Read>,
     State(s): Shared,
@@ -206,8 +207,8 @@ async fn show_dead(
 
 /// Requeue dead letters, each exactly once, optionally patching the payload.
 #[utoipa::path(post, path = "/dead-letters/requeue", request_body = RequeueRequest,
-    responses((status = 200, body = ActionResult), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
-              (status = 403, body = ErrorBody)))]
+    responses((status = 200, body = ActionResult), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 401, body = Problem, content_type = "application/problem+json"),
+              (status = 403, body = Problem, content_type = "application/problem+json")))]
 async fn requeue(
     Authorized(actor, _): Authorized<Requeue>,
     State(s): Shared,
@@ -245,8 +246,8 @@ where
 
 /// Purge dead letters: a recorded decision, never a delete.
 #[utoipa::path(post, path = "/dead-letters/purge", request_body = PurgeRequest,
-    responses((status = 200, body = ActionResult), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
-              (status = 403, body = ErrorBody)))]
+    responses((status = 200, body = ActionResult), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 401, body = Problem, content_type = "application/problem+json"),
+              (status = 403, body = Problem, content_type = "application/problem+json")))]
 async fn purge(
     Authorized(actor, _): Authorized<Purge>,
     State(s): Shared,
@@ -267,8 +268,8 @@ async fn purge(
 
 /// A job, dead or alive, with its attempts, dead letters and operator actions.
 #[utoipa::path(get, path = "/jobs/{id}", params(("id" = Uuid, Path, description = "Job id")),
-    responses((status = 200, body = JobTimeline), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
-              (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = JobTimeline), (status = 401, body = Problem, content_type = "application/problem+json"), (status = 403, body = Problem, content_type = "application/problem+json"),
+              (status = 404, body = Problem, content_type = "application/problem+json")))]
 async fn show_job(
     _: Authorized<Read>,
     State(s): Shared,
@@ -288,8 +289,8 @@ pub struct FindParams {
 
 /// Jobs carrying an idempotency key.
 #[utoipa::path(get, path = "/jobs", params(FindParams),
-    responses((status = 200, body = [JobView]), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
-              (status = 403, body = ErrorBody)))]
+    responses((status = 200, body = [JobView]), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 401, body = Problem, content_type = "application/problem+json"),
+              (status = 403, body = Problem, content_type = "application/problem+json")))]
 async fn find_jobs(
     _: Authorized<Read>,
     State(s): Shared,

@@ -180,7 +180,7 @@ async fn providers_are_listed_paused_and_resumed_over_http_and_audited() {
             call(&client, &server, "POST", &pause, Some(&bad), Some(PAUSER)).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}");
         assert!(
-            reply["error"].as_str().is_some_and(|e| e.contains(field)),
+            reply["detail"].as_str().is_some_and(|e| e.contains(field)),
             "{reply}"
         );
     }
@@ -428,7 +428,7 @@ async fn the_served_openapi_document_is_the_committed_one_and_describes_every_ro
             call(&client, &server, method, &path, body.as_ref(), Some(ADMIN)).await;
         assert!(
             status == StatusCode::OK
-                || (status == StatusCode::NOT_FOUND && reply["error"] == "not found"),
+                || (status == StatusCode::NOT_FOUND && reply["detail"] == "not found"),
             "{method} {path} is served: {status} {reply}"
         );
         for op in documented.iter().filter(|(m, _)| *m == method) {
@@ -511,7 +511,7 @@ async fn filters_that_match_nothing_or_everything_by_accident_are_refused() {
         let (status, answer) =
             call(&client, &server, method, path, body.as_ref(), Some(ADMIN)).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{method} {path}: {answer}");
-        let error = answer["error"].as_str().unwrap_or_default();
+        let error = answer["detail"].as_str().unwrap_or_default();
         assert!(
             ["search", "reason", "provider"]
                 .iter()
@@ -663,4 +663,57 @@ async fn an_admin_token_file_rotates_without_a_restart() {
     courier_provider::secret::reload_all();
     assert_eq!(status(new).await, StatusCode::OK);
     assert_eq!(status(old).await, StatusCode::UNAUTHORIZED);
+}
+
+/// Every error is RFC 9457 problem details, the extractors' own refusals
+/// (a body that is not JSON, no JSON content type, a query that does not
+/// parse, an unknown route) included.
+#[tokio::test]
+async fn every_error_is_problem_details() {
+    let (_env, server, client) = start().await;
+    let requeue = url(&server, "/dead-letters/requeue");
+    let answers = [
+        // Not JSON.
+        client
+            .post(&requeue)
+            .bearer_auth(ADMIN)
+            .header("content-type", "application/json")
+            .body("{not json"),
+        // No JSON content type.
+        client.post(&requeue).bearer_auth(ADMIN).body("{}"),
+        // A query that does not parse.
+        client
+            .get(url(&server, "/dead-letters?status=abc"))
+            .bearer_auth(ADMIN),
+        // A path id that is not a UUID.
+        client
+            .get(url(&server, "/dead-letters/not-a-uuid"))
+            .bearer_auth(ADMIN),
+        // No token.
+        client.get(url(&server, "/dead-letters")),
+        // A validation refusal of the operator core.
+        client
+            .get(url(&server, "/dead-letters?limit=0"))
+            .bearer_auth(ADMIN),
+    ];
+    for request in answers {
+        let response = request.send().await.expect("request");
+        let status = response.status();
+        assert!(status.is_client_error(), "{status}");
+        assert_eq!(
+            response
+                .headers()
+                .get("content-type")
+                .and_then(|v| v.to_str().ok()),
+            Some("application/problem+json"),
+            "{status}"
+        );
+        let body: Value = response.json().await.expect("a JSON body");
+        assert_eq!(body["status"], status.as_u16(), "{body}");
+        assert_eq!(body["type"], "about:blank", "{body}");
+        assert!(
+            body["detail"].as_str().is_some_and(|d| !d.is_empty()),
+            "{body}"
+        );
+    }
 }
