@@ -221,8 +221,7 @@ async fn requeue(
         rate: req.rate,
     };
     if req.dry_run {
-        let filter = s.ops.requeue_filter(&requeue)?;
-        return Ok(Json(s.ops.dry_run(&filter).await?));
+        return Ok(Json(s.ops.preview_requeue(&requeue).await?));
     }
     let actor = format!("api:{actor}");
     detached(s, move |s| async move {
@@ -259,8 +258,7 @@ async fn purge(
         older_than: req.older_than_secs.map(std::time::Duration::from_secs),
     };
     if req.dry_run {
-        let filter = s.ops.purge_filter(&purge)?;
-        return Ok(Json(s.ops.dry_run(&filter).await?));
+        return Ok(Json(s.ops.preview_purge(&purge).await?));
     }
     let actor = format!("api:{actor}");
     detached(s, move |s| async move { s.ops.purge(purge, &actor).await }).await

@@ -254,9 +254,18 @@ impl Operator {
         Ok(jobs.iter().map(JobView::from).collect())
     }
 
-    /// How many pending letters a requeue or purge would touch, and the
-    /// first of them; changes nothing.
-    pub async fn dry_run(&self, filter: &DeadFilter) -> Result<ActionResult, OpsError> {
+    /// How many pending letters `req` would requeue, and the first of
+    /// them; changes nothing, and refuses what the requeue would refuse.
+    pub async fn preview_requeue(&self, req: &Requeue) -> Result<ActionResult, OpsError> {
+        self.dry_run(&self.requeue_filter(req)?).await
+    }
+
+    /// As [`Operator::preview_requeue`], for a purge.
+    pub async fn preview_purge(&self, req: &Purge) -> Result<ActionResult, OpsError> {
+        self.dry_run(&self.purge_filter(req)?).await
+    }
+
+    async fn dry_run(&self, filter: &DeadFilter) -> Result<ActionResult, OpsError> {
         let store = &self.inner.store;
         let matched = store.count_pending(filter).await?;
         let sample = store.list_dead(filter, &["pending"], SAMPLE).await?;
@@ -272,7 +281,7 @@ impl Operator {
 
     /// The filter a requeue works on, once its request is known to make
     /// sense (a dry run and the requeue itself check the same).
-    pub fn requeue_filter(&self, req: &Requeue) -> Result<DeadFilter, OpsError> {
+    fn requeue_filter(&self, req: &Requeue) -> Result<DeadFilter, OpsError> {
         let filter = req.query.filter(req.ids.clone())?;
         refuse_everything(&filter)?;
         if let Some(rate) = req.rate
@@ -323,7 +332,7 @@ impl Operator {
     }
 
     /// The filter a purge works on (see [`Operator::requeue_filter`]).
-    pub fn purge_filter(&self, req: &Purge) -> Result<DeadFilter, OpsError> {
+    fn purge_filter(&self, req: &Purge) -> Result<DeadFilter, OpsError> {
         let mut filter = req.query.filter(req.ids.clone())?;
         if let Some(age) = req.older_than {
             let cutoff = chrono::Duration::from_std(age)

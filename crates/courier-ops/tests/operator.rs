@@ -69,7 +69,7 @@ async fn requests_that_make_no_sense_are_refused_naming_the_field() {
     let why = refused(ops.find_jobs("", 10).await.map(|_| ()));
     assert!(why.starts_with("idempotency_key"), "{why}");
     let everything = courier_ops::Requeue::default();
-    let why = refused(ops.requeue_filter(&everything).map(|_| ()));
+    let why = refused(ops.preview_requeue(&everything).await.map(|_| ()));
     assert!(why.contains("say which letters"), "{why}");
     let too_fast = courier_ops::Requeue {
         query: DeadQuery {
@@ -79,7 +79,7 @@ async fn requests_that_make_no_sense_are_refused_naming_the_field() {
         rate: Some(1e-300),
         ..courier_ops::Requeue::default()
     };
-    let why = refused(ops.requeue_filter(&too_fast).map(|_| ()));
+    let why = refused(ops.preview_requeue(&too_fast).await.map(|_| ()));
     assert!(why.starts_with("rate"), "{why}");
     let missing = ops.job(uuid::Uuid::now_v7()).await;
     assert!(matches!(

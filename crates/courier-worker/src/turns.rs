@@ -61,17 +61,13 @@ impl Turns {
         }
     }
 
-    /// How many jobs hold a turn.
-    pub fn len(&self) -> usize {
+    /// Whether no job holds a turn.
+    #[cfg(test)]
+    fn is_empty(&self) -> bool {
         self.taken
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .len()
-    }
-
-    /// Whether no job holds a turn.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
+            .is_empty()
     }
 }
 

@@ -208,7 +208,7 @@ fn print_json(doc: &impl Serialize) -> anyhow::Result<()> {
 }
 
 /// A verb's answer, or the exit code for what was not found.
-fn found<T>(answer: Result<T, OpsError>) -> anyhow::Result<Result<T, ExitCode>> {
+pub fn found<T>(answer: Result<T, OpsError>) -> anyhow::Result<Result<T, ExitCode>> {
     match answer {
         Ok(v) => Ok(Ok(v)),
         Err(e @ OpsError::NotFound { .. }) => {
@@ -301,7 +301,7 @@ async fn dead_with(ops: &Operator, command: DeadCommand) -> anyhow::Result<ExitC
                 patch: patch.map(|p| read_patch(&p)).transpose()?,
                 rate,
             };
-            let preview = ops.dry_run(&ops.requeue_filter(&requeue)?).await?;
+            let preview = ops.preview_requeue(&requeue).await?;
             let question = format!("Requeue {} dead letters?", preview.matched);
             if change.dry_run || !confirm(&change, &question, preview.matched)? {
                 return show_preview(&preview, change.json, "requeue");
@@ -324,7 +324,7 @@ async fn dead_with(ops: &Operator, command: DeadCommand) -> anyhow::Result<ExitC
                 query: filter.query(),
                 older_than,
             };
-            let preview = ops.dry_run(&ops.purge_filter(&purge)?).await?;
+            let preview = ops.preview_purge(&purge).await?;
             let question = format!("Purge {} dead letters?", preview.matched);
             if change.dry_run || !confirm(&change, &question, preview.matched)? {
                 return show_preview(&preview, change.json, "purge");

@@ -2,11 +2,10 @@
 //! for every worker. The terminal side only: courier-ops's `Operator`
 //! reads and writes, the same code the admin API runs.
 
-use crate::exit;
 use crate::settings;
 use chrono::{DateTime, Utc};
+use courier_ops::Operator;
 use courier_ops::views::ProviderView;
-use courier_ops::{Operator, OpsError};
 use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -90,25 +89,20 @@ async fn run(ops: &Operator, args: Args) -> anyhow::Result<ExitCode> {
             (ops.resume(&name, &actor).await, "resumed")
         }
     };
-    match done {
-        Ok(hold) => {
-            if args.json {
-                println!("{}", serde_json::to_string(&hold)?);
-            } else {
-                println!(
-                    "{}: {verb} for every worker (audit record {})",
-                    crate::operator::shown(&hold.provider),
-                    hold.action_id
-                );
-            }
-            Ok(ExitCode::SUCCESS)
-        }
-        Err(e @ OpsError::NotFound { .. }) => {
-            eprintln!("error: {e}");
-            Ok(ExitCode::from(exit::NOT_FOUND))
-        }
-        Err(e) => Err(e.into()),
+    let hold = match crate::operator::found(done)? {
+        Ok(hold) => hold,
+        Err(code) => return Ok(code),
+    };
+    if args.json {
+        println!("{}", serde_json::to_string(&hold)?);
+    } else {
+        println!(
+            "{}: {verb} for every worker (audit record {})",
+            crate::operator::shown(&hold.provider),
+            hold.action_id
+        );
     }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// One row per provider, 80 columns; a pause, a hold or an open circuit's
