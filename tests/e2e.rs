@@ -1,7 +1,7 @@
 //! End-to-end: the `courier` binary as users run it, against the real
 //! RabbitMQ and PostgreSQL on loopback, each test in its own namespace.
 
-use courier_testkit::{PROVIDER, TestEnv};
+use courier_testkit::{PROVIDER, TestEnv, admin_tokens};
 use serde_json::json;
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -799,11 +799,7 @@ async fn dead_list_and_show_write_out_control_characters_instead_of_sending_them
 #[tokio::test]
 async fn the_cli_json_and_the_admin_api_agree_for_every_command() {
     const TOKEN: &str = "parity-token-0123456789";
-    let token_file = temp_file("admin-token", &format!("{TOKEN}\n"));
-    let tokens = format!(
-        "[[admin.tokens]]\nname = \"parity\"\ntoken_file = \"{}\"\nscopes = [\"read\", \"requeue\", \"purge\"]\n",
-        token_file.display()
-    );
+    let (tokens, _files) = admin_tokens(&[("parity", TOKEN, &["read", "requeue", "purge"])]);
     let env = TestEnv::with_mix(Default::default(), &tokens).await;
     let worker = env.start_worker().await;
     let mut jobs = Vec::new();
@@ -966,9 +962,21 @@ async fn the_cli_json_and_the_admin_api_agree_for_every_command() {
         let mut v: serde_json::Value = serde_json::from_str(text).expect("JSON");
         for p in v.as_array_mut().expect("a list") {
             p["calls_per_second"] = serde_json::Value::Null;
+            p["error_rate"] = serde_json::Value::Null;
         }
         v
     };
+    // The audit log, once an action is in it.
+    cli(&["providers", "pause", PROVIDER, "--actor", "parity"]);
+    cli(&["providers", "resume", PROVIDER, "--actor", "parity"]);
+    let audit = cli(&["audit", "--json"]);
+    assert_eq!(audit, api(get.clone(), "/actions".into(), None).await);
+    let actions: serde_json::Value = serde_json::from_str(&audit).expect("JSON");
+    assert_eq!(actions[0]["action"], "resume", "{audit}");
+    assert_eq!(actions[1]["action"], "pause", "{audit}");
+    for line in cli(&["audit"]).lines() {
+        assert!(line.chars().count() <= 80, "courier audit: {line}");
+    }
     assert_eq!(
         without_rate(&cli(&["providers", "--json"])),
         without_rate(&api(get, "/providers".into(), None).await),

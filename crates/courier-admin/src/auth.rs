@@ -82,11 +82,11 @@ impl Tokens {
             .map(Tokens)
     }
 
-    /// The name of the token presented in `headers`, if it carries `scope`.
-    /// The scheme is case-insensitive (RFC 9110); every configured token is
-    /// compared, in constant time, so timing tells nothing about which (if
-    /// any) matched.
-    pub fn authorize(&self, headers: &HeaderMap, scope: Scope) -> Result<String, ApiError> {
+    /// The token presented in `headers`: its name and scopes. The scheme
+    /// is case-insensitive (RFC 9110); every configured token is compared,
+    /// in constant time, so timing tells nothing about which (if any)
+    /// matched.
+    pub fn identify(&self, headers: &HeaderMap) -> Result<Caller, ApiError> {
         let presented = headers
             .get(axum::http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
@@ -105,11 +105,38 @@ impl Tokens {
             }
         }
         let token = matched.ok_or(ApiError::Unauthorized)?;
-        if token.scopes.contains(&scope) {
-            Ok(token.name.clone())
+        Ok(Caller {
+            name: token.name.clone(),
+            scopes: token.scopes.clone(),
+        })
+    }
+
+    /// The name of the token presented in `headers`, if it carries `scope`.
+    pub fn authorize(&self, headers: &HeaderMap, scope: Scope) -> Result<String, ApiError> {
+        let caller = self.identify(headers)?;
+        if caller.scopes.contains(&scope) {
+            Ok(caller.name)
         } else {
             Err(ApiError::Forbidden(scope.as_str()))
         }
+    }
+}
+
+/// Who presented a valid token: its configured name and scopes.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub name: String,
+    pub scopes: Vec<Scope>,
+}
+
+impl FromRequestParts<Arc<AdminState>> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AdminState>,
+    ) -> Result<Self, Self::Rejection> {
+        state.tokens.identify(&parts.headers)
     }
 }
 

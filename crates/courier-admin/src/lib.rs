@@ -1,13 +1,15 @@
 //! Courier's admin HTTP API: the operator's recovery tools over JSON.
 //!
 //! Owns the routes (`routes.rs`), bearer-token authorization with scopes
-//! (`auth.rs`) and the OpenAPI 3.1 document generated from the handlers'
-//! annotations ([`openapi`]). Every handler authorizes before it touches the
+//! (`auth.rs`), the OpenAPI 3.1 document generated from the handlers'
+//! annotations ([`openapi`]) and the web console's files (`console.rs`,
+//! `console/`), a page that calls this same API with the operator's token. Every handler authorizes before it touches the
 //! store, so a caller without the right token learns nothing, not even
 //! whether a job exists. It must never implement an operator's verb itself:
 //! every route calls courier-ops's `Operator`, the same code the CLI runs.
 
 pub mod auth;
+mod console;
 mod error;
 mod providers;
 mod routes;

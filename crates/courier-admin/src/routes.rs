@@ -7,7 +7,7 @@
 //! fails).
 
 use crate::AdminState;
-use crate::auth::{Authorized, Pause, Purge, Read, Requeue};
+use crate::auth::{Authorized, Caller, Pause, Purge, Read, Requeue};
 use crate::error::{ApiError, Problem};
 use axum::extract::{Path, Query, State};
 use axum::routing::{get, post};
@@ -17,7 +17,7 @@ use courier_ops::views::{
     ActionResult, ActionView, AttemptView, DeadLetterDetail, DeadLetterView, HoldResult, HoldView,
     JobTimeline, JobView, ProviderView, RateLimitView, StatView,
 };
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::sync::Arc;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -32,9 +32,9 @@ pub(crate) type Shared = State<Arc<AdminState>>;
         title = "Courier admin API",
         description = "Find, inspect, requeue and purge failed jobs; see, pause and resume providers. Bearer tokens carry scopes: read, requeue, purge, pause."
     ),
-    paths(list_dead, dead_stats, show_dead, requeue, purge, show_job, find_jobs,
+    paths(whoami, list_dead, dead_stats, show_dead, requeue, purge, show_job, find_jobs, list_actions,
           crate::providers::list_providers, crate::providers::pause_provider, crate::providers::resume_provider),
-    components(schemas(Problem, DeadLetterView, DeadLetterDetail, StatView, JobView, AttemptView, ActionView,
+    components(schemas(Problem, SessionView, DeadLetterView, DeadLetterDetail, StatView, JobView, AttemptView, ActionView,
                        JobTimeline, RequeueRequest, PurgeRequest, DeadQuery, ActionResult,
                        ProviderView, RateLimitView, HoldView, crate::providers::PauseRequest, HoldResult)),
     modifiers(&BearerAuth),
@@ -62,6 +62,8 @@ const READ_DEADLINE: std::time::Duration = std::time::Duration::from_secs(60);
 pub fn router(state: Arc<AdminState>) -> Router {
     let reads = Router::new()
         .route("/openapi.json", get(openapi_document))
+        .route("/me", get(whoami))
+        .route("/actions", get(list_actions))
         .route("/dead-letters", get(list_dead))
         .route("/dead-letters/stats", get(dead_stats))
         .route("/dead-letters/{id}", get(show_dead))
@@ -113,6 +115,7 @@ pub fn router(state: Arc<AdminState>) -> Router {
             crate::auth::require::<Pause>,
         ));
     reads
+        .merge(crate::console::router())
         .merge(requeue_route)
         .merge(purge_route)
         .merge(pause_routes)
@@ -299,4 +302,49 @@ async fn find_jobs(
             .find_jobs(&p.idempotency_key, p.limit.unwrap_or(100))
             .await?,
     ))
+}
+
+/// Who the presented token is: what the console shows and which of its
+/// buttons it offers.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SessionView {
+    /// The token's configured name (recorded as the actor of its actions).
+    pub token: String,
+    /// read, requeue, purge and pause: what it may do.
+    pub scopes: Vec<String>,
+}
+
+/// The presented token's name and scopes (any valid token may ask).
+#[utoipa::path(get, path = "/me",
+    responses((status = 200, body = SessionView), (status = 401, body = Problem, content_type = "application/problem+json")))]
+async fn whoami(caller: Caller) -> Json<SessionView> {
+    Json(SessionView {
+        token: caller.name,
+        scopes: caller
+            .scopes
+            .iter()
+            .map(|s| s.as_str().to_owned())
+            .collect(),
+    })
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ActionParams {
+    /// Most actions returned (default 50, at most 1000).
+    limit: Option<i64>,
+    /// Only actions older than this one (its id): the next page.
+    before: Option<Uuid>,
+}
+
+/// The audit log: every operator action, newest first.
+#[utoipa::path(get, path = "/actions", params(ActionParams),
+    responses((status = 200, body = [ActionView]), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 401, body = Problem, content_type = "application/problem+json"),
+              (status = 403, body = Problem, content_type = "application/problem+json")))]
+async fn list_actions(
+    _: Authorized<Read>,
+    State(s): Shared,
+    Query(p): Query<ActionParams>,
+) -> Result<Json<Vec<ActionView>>, ApiError> {
+    Ok(Json(s.ops.actions(p.limit.unwrap_or(50), p.before).await?))
 }

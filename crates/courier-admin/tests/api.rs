@@ -2,10 +2,9 @@
 //! HTTP, and the OpenAPI document matching what is served.
 
 use courier_admin::AdminServer;
-use courier_testkit::{PROVIDER, TestEnv};
+use courier_testkit::{PROVIDER, TestEnv, admin_tokens};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use std::path::PathBuf;
 
 const READER: &str = "reader-token-0123456789";
 const REQUEUER: &str = "requeuer-token-0123456789";
@@ -13,34 +12,16 @@ const PURGER: &str = "purger-token-0123456789";
 const PAUSER: &str = "pauser-token-0123456789";
 const ADMIN: &str = "admin-token-0123456789";
 
-fn token_file(token: &str) -> PathBuf {
-    let path = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("admin-token-{}", uuid::Uuid::now_v7().simple()));
-    std::fs::write(&path, format!("{token}\n")).expect("write token file");
-    path
-}
-
 async fn start() -> (TestEnv, AdminServer, reqwest::Client) {
-    let tokens: String = [
-        ("oncall-read", READER, "[\"read\"]"),
-        ("oncall-requeue", REQUEUER, "[\"requeue\"]"),
-        ("janitor", PURGER, "[\"purge\"]"),
-        ("oncall-pause", PAUSER, "[\"pause\"]"),
-        (
-            "lead",
-            ADMIN,
-            "[\"read\", \"requeue\", \"purge\", \"pause\"]",
-        ),
-    ]
-    .iter()
-    .map(|(name, token, scopes)| {
-        format!(
-            "[[admin.tokens]]\nname = \"{name}\"\ntoken_file = \"{}\"\nscopes = {scopes}\n",
-            token_file(token).display()
-        )
-    })
-    .collect();
-    let env = TestEnv::with_mix(Default::default(), &tokens).await;
+    let (tokens, files) = admin_tokens(&[
+        ("oncall-read", READER, &["read"]),
+        ("oncall-requeue", REQUEUER, &["requeue"]),
+        ("janitor", PURGER, &["purge"]),
+        ("oncall-pause", PAUSER, &["pause"]),
+        ("lead", ADMIN, &["read", "requeue", "purge", "pause"]),
+    ]);
+    let mut env = TestEnv::with_mix(Default::default(), &tokens).await;
+    env.keep(files);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -77,6 +58,7 @@ fn routes() -> Vec<(&'static str, String, &'static str, Option<Value>)> {
             Some(json!({"filter": {"provider": PROVIDER}, "dry_run": true})),
         ),
         ("GET", "/providers".into(), "read", None),
+        ("GET", "/actions".into(), "read", None),
         (
             "POST",
             "/providers/{name}/pause".into(),
@@ -153,6 +135,67 @@ async fn no_token_is_401_and_a_token_without_the_scope_is_403_on_every_route() {
                 assert_eq!(status, StatusCode::FORBIDDEN, "{method} {path} as {has}");
             }
         }
+    }
+    drop(env);
+}
+
+#[tokio::test]
+async fn me_names_the_token_and_its_scopes_and_refuses_no_token() {
+    let (env, server, client) = start().await;
+    let (status, _) = call(&client, &server, "GET", "/me", None, None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, me) = call(&client, &server, "GET", "/me", None, Some(ADMIN)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        me,
+        json!({"token": "lead", "scopes": ["read", "requeue", "purge", "pause"]})
+    );
+    // A token without `read` may still learn what it is.
+    let (status, me) = call(&client, &server, "GET", "/me", None, Some(PURGER)).await;
+    assert_eq!(
+        (status, me),
+        (
+            StatusCode::OK,
+            json!({"token": "janitor", "scopes": ["purge"]})
+        )
+    );
+    drop(env);
+}
+
+#[tokio::test]
+async fn the_console_is_served_without_a_token_and_keeps_to_its_own_origin() {
+    let (env, server, client) = start().await;
+    for (path, kind) in [
+        ("/", "text/html"),
+        ("/console.js", "text/javascript"),
+        ("/console.css", "text/css"),
+    ] {
+        let resp = client
+            .get(url(&server, path))
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(resp.status(), StatusCode::OK, "{path}");
+        let header = |name: &str| {
+            resp.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned()
+        };
+        assert!(header("content-type").starts_with(kind), "{path}");
+        let policy = header("content-security-policy");
+        assert!(policy.contains("script-src 'self'"), "{path}: {policy}");
+        assert!(!policy.contains("unsafe-inline"), "{path}: {policy}");
+        assert!(
+            policy.contains("frame-ancestors 'none'"),
+            "{path}: {policy}"
+        );
+        assert_eq!(header("x-content-type-options"), "nosniff");
+        let body = resp.text().await.expect("body");
+        // Nothing is fetched from elsewhere: no CDN, works offline.
+        assert!(!body.contains("https://"), "{path} names another origin");
+        assert!(!body.contains("http://"), "{path} names another origin");
     }
     drop(env);
 }
@@ -415,6 +458,8 @@ async fn the_served_openapi_document_is_the_committed_one_and_describes_every_ro
             };
             (m.to_owned(), template)
         })
+        // Any valid token may ask who it is (tested on its own above).
+        .chain([("GET".to_owned(), "/me".to_owned())])
         .collect();
     routed.sort();
     let mut documented_sorted = documented.clone();
@@ -635,11 +680,8 @@ async fn a_client_that_trickles_its_headers_or_body_is_cut_off() {
 async fn an_admin_token_file_rotates_without_a_restart() {
     let old = "rotating-token-old-0123456789";
     let new = "rotating-token-new-0123456789";
-    let file = token_file(old);
-    let tokens = format!(
-        "[[admin.tokens]]\nname = \"rotating\"\ntoken_file = \"{}\"\nscopes = [\"read\"]\n",
-        file.display()
-    );
+    let (tokens, files) = admin_tokens(&[("rotating", old, &["read"])]);
+    let file = files.path(0);
     let env = TestEnv::with_mix(Default::default(), &tokens).await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -658,7 +700,7 @@ async fn an_admin_token_file_rotates_without_a_restart() {
         }
     };
     assert_eq!(status(old).await, StatusCode::OK);
-    std::fs::write(&file, format!("{new}\n")).expect("rotate the token");
+    std::fs::write(file, format!("{new}\n")).expect("rotate the token");
     // What SIGHUP (or the periodic re-read) does in `courier admin serve`.
     courier_provider::secret::reload_all();
     assert_eq!(status(new).await, StatusCode::OK);

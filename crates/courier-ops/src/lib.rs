@@ -218,7 +218,7 @@ impl Operator {
             .and_then(|p| self.inner.config.providers.get(p));
         Ok(DeadLetterDetail {
             letter: DeadLetterView::from(&letter),
-            attempts: attempts.into_iter().map(AttemptView::from).collect(),
+            job_attempts: attempts.into_iter().map(AttemptView::from).collect(),
             owner: provider.and_then(|p| p.owner.clone()),
             runbook: provider.and_then(|p| p.runbook.clone()),
         })
@@ -241,6 +241,17 @@ impl Operator {
             dead_letters: letters.iter().map(DeadLetterView::from).collect(),
             operator_actions: actions.into_iter().map(ActionView::from).collect(),
         })
+    }
+
+    /// The audit log: every operator action, newest first; `before` pages
+    /// on from an action's id.
+    pub async fn actions(
+        &self,
+        limit: i64,
+        before: Option<Uuid>,
+    ) -> Result<Vec<ActionView>, OpsError> {
+        let actions = self.inner.store.actions(limit_in(limit)?, before).await?;
+        Ok(actions.into_iter().map(ActionView::from).collect())
     }
 
     /// Jobs carrying an idempotency key, oldest first.

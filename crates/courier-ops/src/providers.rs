@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 use courier_amqp::{AmqpError, Link, Topology};
 use courier_core::Config;
 use courier_core::circuit::CircuitState;
-use courier_store::{Store, StoreError};
+use courier_store::{ProviderActivity, Store, StoreError};
 use std::collections::BTreeMap;
 use std::time::Duration;
 use uuid::Uuid;
@@ -41,7 +41,12 @@ pub async fn overview(
     let names: Vec<String> = config.providers.keys().cloned().collect();
     store.ensure_providers(&names, &[]).await?;
     let states = store.provider_states().await?;
-    let calls: BTreeMap<String, i64> = store.recent_calls(RATE_WINDOW).await?.into_iter().collect();
+    let activity: BTreeMap<String, ProviderActivity> = store
+        .provider_activity(RATE_WINDOW)
+        .await?
+        .into_iter()
+        .map(|a| (a.provider.clone(), a))
+        .collect();
     let topology = Topology::new(&config.namespace, names.iter().cloned());
     // The broker's view is a nicety: without it the rest still answers.
     let channel = link.channel().await.ok();
@@ -57,6 +62,7 @@ pub async fn overview(
             None => None,
         };
         let paused_until = state.paused_until.filter(|t| *t > states.now);
+        let activity = activity.get(name).cloned().unwrap_or_default();
         out.push(ProviderView {
             name: name.clone(),
             owner: provider.owner.clone(),
@@ -67,8 +73,11 @@ pub async fn overview(
                 .iter()
                 .filter_map(|(op, o)| o.rate_limit.map(|l| (op.clone(), RateLimitView::from(l))))
                 .collect(),
-            calls_per_second: calls.get(name).copied().unwrap_or(0) as f64
-                / RATE_WINDOW.as_secs_f64(),
+            calls_per_second: activity.calls as f64 / RATE_WINDOW.as_secs_f64(),
+            error_rate: (activity.calls > 0)
+                .then(|| activity.failures as f64 / activity.calls as f64),
+            retrying: activity.retrying,
+            dead_pending: activity.dead_pending,
             paused_until,
             pause_source: paused_until.and(state.pause_source.clone()),
             held: state.held_by.clone().map(|by| HoldView {

@@ -60,7 +60,9 @@ impl From<&DeadLetterRecord> for DeadLetterView {
 pub struct DeadLetterDetail {
     #[serde(flatten)]
     pub letter: DeadLetterView,
-    pub attempts: Vec<AttemptView>,
+    /// Every attempt of its job, all runs (beside the letter's own
+    /// `attempts`, the count when it died).
+    pub job_attempts: Vec<AttemptView>,
     /// Who answers for the provider's failures (its config's `owner`).
     pub owner: Option<String>,
     /// The provider's runbook.
@@ -161,6 +163,10 @@ pub struct ActionView {
     pub matched: i32,
     pub affected: i32,
     pub started_at: DateTime<Utc>,
+    /// Absent while it runs (or if it stopped without finishing).
+    pub finished_at: Option<DateTime<Utc>>,
+    /// Why it stopped before the end, if it did.
+    pub error: Option<String>,
 }
 
 impl From<ActionRecord> for ActionView {
@@ -174,6 +180,8 @@ impl From<ActionRecord> for ActionView {
             matched: a.matched,
             affected: a.affected,
             started_at: a.started_at,
+            finished_at: a.finished_at,
+            error: a.error,
         }
     }
 }
@@ -243,6 +251,12 @@ pub struct ProviderView {
     pub operation_limits: BTreeMap<String, RateLimitView>,
     /// Calls per second over the last 10 seconds, every worker's.
     pub calls_per_second: f64,
+    /// Share of those calls that failed (0 to 1); absent without calls.
+    pub error_rate: Option<f64>,
+    /// Jobs waiting in the delay queues for their next attempt.
+    pub retrying: i64,
+    /// Dead letters no operator has settled yet.
+    pub dead_pending: i64,
     /// The provider asked every worker to wait until then.
     pub paused_until: Option<DateTime<Utc>>,
     /// How it asked: retry_after, ratelimit or throttled.

@@ -38,7 +38,17 @@ async fn a_providers_owner_and_runbook_show_with_it_and_with_its_dead_letters() 
         detail.runbook.as_deref(),
         Some("https://wiki.test/payments")
     );
-    assert_eq!(detail.attempts.len(), 1, "the job's attempt comes with it");
+    assert_eq!(
+        detail.job_attempts.len(),
+        1,
+        "the job's attempt comes with it"
+    );
+    // One key each in the document: the letter's count and the job's list.
+    let doc = serde_json::to_value(&detail).expect("serialize");
+    assert_eq!(doc["attempts"], 1);
+    assert_eq!(doc["job_attempts"].as_array().map(Vec::len), Some(1));
+    let text = serde_json::to_string(&detail).expect("serialize");
+    assert_eq!(text.matches("\"attempts\":").count(), 1, "{text}");
 
     let providers = ops.providers().await.expect("providers");
     let mine = providers

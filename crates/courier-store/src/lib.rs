@@ -14,7 +14,7 @@ pub mod recovery;
 pub mod synthetic;
 
 pub use outcome::{AttemptRow, Committed, DeadLetterRow, JobRow, Outcome};
-pub use providers::{Lease, ProbeEnd, ProviderState, ProviderStates};
+pub use providers::{Lease, ProbeEnd, ProviderActivity, ProviderState, ProviderStates};
 pub use queries::{AttemptRecord, Backlog, DeadLetterRecord, JobRecord, JobSummary, Timing};
 pub use recovery::{ActionRecord, ClaimedLetter, DeadFilter, DeadStat, LetterKey};
 

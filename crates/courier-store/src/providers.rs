@@ -355,19 +355,49 @@ impl Store {
         Ok(Some(id))
     }
 
-    /// Calls made to each provider in the last `window` (from the attempts
-    /// recorded).
-    pub async fn recent_calls(&self, window: Duration) -> Result<Vec<(String, i64)>, StoreError> {
+    /// What each provider is doing: calls and failed calls in the last
+    /// `window` (from the attempts recorded), jobs waiting for a retry and
+    /// dead letters waiting for an operator.
+    pub async fn provider_activity(
+        &self,
+        window: Duration,
+    ) -> Result<Vec<ProviderActivity>, StoreError> {
         sqlx::query_as(
-            "SELECT j.provider, count(*) FROM attempts a JOIN jobs j ON j.id = a.job_id
-             WHERE a.started_at >= now() - make_interval(secs => $1)
-             GROUP BY j.provider",
+            "WITH calls AS (
+                SELECT j.provider, count(*) AS calls,
+                       count(*) FILTER (WHERE a.error_class <> 'success') AS failures
+                FROM attempts a JOIN jobs j ON j.id = a.job_id
+                WHERE a.started_at >= now() - make_interval(secs => $1)
+                GROUP BY j.provider),
+             retrying AS (
+                SELECT provider, count(*) AS retrying FROM jobs
+                WHERE state = 'retrying' GROUP BY provider),
+             dead AS (
+                SELECT provider, count(*) AS dead_pending FROM dead_letters
+                WHERE status = 'pending' AND provider IS NOT NULL GROUP BY provider)
+             SELECT provider,
+                    coalesce(c.calls, 0) AS calls, coalesce(c.failures, 0) AS failures,
+                    coalesce(r.retrying, 0) AS retrying, coalesce(d.dead_pending, 0) AS dead_pending
+             FROM calls c FULL JOIN retrying r USING (provider) FULL JOIN dead d USING (provider)",
         )
         .bind(window.as_secs_f64())
         .fetch_all(&self.pool)
         .await
-        .map_err(StoreError::query("count recent calls"))
+        .map_err(StoreError::query("read the providers' activity"))
     }
+}
+
+/// One provider's recent calls and waiting work.
+#[derive(Debug, Clone, Default, PartialEq, Eq, sqlx::FromRow)]
+pub struct ProviderActivity {
+    pub provider: String,
+    pub calls: i64,
+    /// Calls that did not succeed (any error class but `success`).
+    pub failures: i64,
+    /// Jobs waiting in the delay queues for their next attempt.
+    pub retrying: i64,
+    /// Dead letters no operator has settled yet.
+    pub dead_pending: i64,
 }
 
 impl Store {

@@ -243,6 +243,24 @@ impl Store {
         .map_err(StoreError::query("read a job's operator actions"))
     }
 
+    /// The audit log: operator actions, newest first, older than `before`
+    /// when given (ids are time-ordered UUIDv7s, so the primary key pages).
+    pub async fn actions(
+        &self,
+        limit: i64,
+        before: Option<Uuid>,
+    ) -> Result<Vec<ActionRecord>, StoreError> {
+        sqlx::query_as(
+            "SELECT * FROM operator_actions WHERE $2::uuid IS NULL OR id < $2
+             ORDER BY id DESC LIMIT $1",
+        )
+        .bind(limit)
+        .bind(before)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(StoreError::query("read the operator actions"))
+    }
+
     pub async fn action(&self, id: Uuid) -> Result<Option<ActionRecord>, StoreError> {
         sqlx::query_as("SELECT * FROM operator_actions WHERE id = $1")
             .bind(id)

@@ -102,6 +102,44 @@ path = "/v1/customers/{{customer}}/charges"
     )
 }
 
+/// `[[admin.tokens]]` sections for `(name, token, scopes)`, each token in
+/// a file of its own, as operators keep them. The files go when the
+/// returned [`TokenFiles`] is dropped (keep it for the test's length).
+pub fn admin_tokens(tokens: &[(&str, &str, &[&str])]) -> (String, TokenFiles) {
+    let mut toml = String::new();
+    let mut files = TokenFiles(Vec::new());
+    for (name, token, scopes) in tokens {
+        let file = std::env::temp_dir().join(format!("courier-token-{}", Uuid::now_v7().simple()));
+        std::fs::write(&file, format!("{token}\n")).expect("write a token file");
+        let scopes: Vec<String> = scopes.iter().map(|s| format!("{s:?}")).collect();
+        toml.push_str(&format!(
+            "[[admin.tokens]]\nname = \"{name}\"\ntoken_file = \"{}\"\nscopes = [{}]\n",
+            file.display(),
+            scopes.join(", ")
+        ));
+        files.0.push(file);
+    }
+    (toml, files)
+}
+
+/// The token files [`admin_tokens`] wrote, in its order; removed on drop.
+#[derive(Debug)]
+pub struct TokenFiles(Vec<std::path::PathBuf>);
+
+impl TokenFiles {
+    pub fn path(&self, index: usize) -> &std::path::Path {
+        &self.0[index]
+    }
+}
+
+impl Drop for TokenFiles {
+    fn drop(&mut self) {
+        for file in &self.0 {
+            let _ = std::fs::remove_file(file);
+        }
+    }
+}
+
 /// A namespace no other test uses.
 pub fn unique_namespace() -> String {
     format!("t{}", Uuid::now_v7().simple())
@@ -117,6 +155,7 @@ pub struct TestEnv {
     link: Link,
     publisher: Publisher,
     toml: String,
+    token_files: Vec<TokenFiles>,
 }
 
 impl TestEnv {
@@ -178,7 +217,13 @@ impl TestEnv {
             link,
             publisher,
             toml,
+            token_files: Vec::new(),
         }
+    }
+
+    /// Keeps `files` (from [`admin_tokens`]) until this world is dropped.
+    pub fn keep(&mut self, files: TokenFiles) {
+        self.token_files.push(files);
     }
 
     /// This namespace's config file text.

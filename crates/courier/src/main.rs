@@ -59,6 +59,8 @@ enum Command {
     Jobs(operator::JobsCommand),
     /// Each provider's rate limit, current rate, pause, circuit and queue; pause and resume by hand
     Providers(providers::Args),
+    /// The audit log: every operator action, who, when, filter, patch, how many
+    Audit(operator::AuditArgs),
     /// The admin HTTP API
     #[command(subcommand)]
     Admin(AdminCommand),
@@ -86,6 +88,7 @@ fn main() -> ExitCode {
         | Command::Dead(_)
         | Command::Jobs(_)
         | Command::Providers(_)
+        | Command::Audit(_)
         | Command::Bench(_) => "warn",
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -142,6 +145,7 @@ fn main() -> ExitCode {
             Command::Dead(command) => operator::dead(cli.config.as_deref(), command).await,
             Command::Jobs(command) => operator::jobs(cli.config.as_deref(), command).await,
             Command::Providers(args) => providers::providers(cli.config.as_deref(), args).await,
+            Command::Audit(args) => operator::audit(cli.config.as_deref(), args).await,
             Command::Bench(scenario) => bench::bench(scenario).await,
             Command::Admin(AdminCommand::Serve) => admin_serve(cli.config.as_deref()).await,
             Command::Admin(AdminCommand::Openapi) => {

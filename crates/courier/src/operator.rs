@@ -116,6 +116,19 @@ pub enum JobsCommand {
 }
 
 #[derive(Debug, clap::Args)]
+pub struct AuditArgs {
+    /// Most actions listed, newest first
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(i64).range(1..=courier_ops::MAX_LIST))]
+    limit: i64,
+    /// Only actions older than this one (its id): the next page
+    #[arg(long)]
+    before: Option<Uuid>,
+    /// Print JSON (the admin API's document) instead of text
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, clap::Args)]
 pub struct FilterArgs {
     /// Only this provider's letters
     #[arg(long)]
@@ -285,7 +298,7 @@ async fn dead_with(ops: &Operator, command: DeadCommand) -> anyhow::Result<ExitC
                 if let Some(runbook) = &detail.runbook {
                     println!("  runbook    {}", fit(runbook, WIDTH - 13));
                 }
-                print_attempts(&detail.attempts);
+                print_attempts(&detail.job_attempts);
             }
         }
         DeadCommand::Requeue {
@@ -497,6 +510,42 @@ fn report_action(verb: &str, result: &ActionResult, json: bool) -> anyhow::Resul
         );
     }
     Ok(())
+}
+
+pub async fn audit(config: Option<&Path>, args: AuditArgs) -> anyhow::Result<ExitCode> {
+    let ops = open(config, "courier audit").await?;
+    let actions = ops.actions(args.limit, args.before).await;
+    ops.close().await;
+    let actions = actions?;
+    if args.json {
+        print_json(&actions)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{:<19}  {:<8}  {:<30}  {:>7}  {:>8}",
+        "STARTED", "ACTION", "ACTOR", "MATCHED", "AFFECTED"
+    );
+    for a in &actions {
+        println!(
+            "{:<19}  {:<8}  {:<30}  {:>7}  {:>8}",
+            a.started_at.format("%F %T"),
+            fit(&a.action, 9),
+            fit(&a.actor, 31),
+            a.matched,
+            a.affected
+        );
+        println!("  id {}", a.id);
+        println!("  filter {}", fit(&a.filter.to_string(), WIDTH - 9));
+        if let Some(patch) = &a.patch {
+            println!("  patch {}", fit(&patch.to_string(), WIDTH - 8));
+        }
+        match (&a.error, a.finished_at) {
+            (Some(error), _) => println!("  stopped: {}", fit(error, WIDTH - 11)),
+            (None, None) => println!("  not finished"),
+            (None, Some(_)) => {}
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Text from the store as it may be shown on a terminal: whatever a
