@@ -1,6 +1,7 @@
 //! End-to-end: the `courier` binary as users run it, against the real
 //! RabbitMQ and PostgreSQL on loopback, each test in its own namespace.
 
+use courier_core::{JobState, LetterStatus};
 use courier_testkit::{PROVIDER, TestEnv, admin_tokens};
 use serde_json::json;
 use std::io::Write as _;
@@ -114,7 +115,8 @@ async fn sigterm_mid_flight_finishes_what_it_can_and_requeues_the_rest() {
             .expect("read")
             .expect("quick job recorded");
         assert_eq!(
-            row.state, "succeeded",
+            row.state,
+            JobState::Succeeded,
             "in-flight work within the grace period completes"
         );
     }
@@ -178,7 +180,11 @@ async fn kill_9_mid_flight_loses_no_job() {
             .await
             .expect("read")
             .expect("every job recorded");
-        let expected = if n % 3 == 2 { "dead" } else { "succeeded" };
+        let expected = if n % 3 == 2 {
+            JobState::Dead
+        } else {
+            JobState::Succeeded
+        };
         assert_eq!(
             row.state,
             expected,
@@ -385,7 +391,7 @@ async fn two_operators_requeuing_the_same_1000_letters_republish_each_exactly_on
         "exactly 1000 republished"
     );
     let letters = env.store.dead_letters().await.expect("read");
-    assert!(letters.iter().all(|l| l.status == "requeued"));
+    assert!(letters.iter().all(|l| l.status == LetterStatus::Requeued));
 
     let worker = env.start_worker().await;
     let ids: Vec<_> = jobs.iter().map(|j| j.id).collect();

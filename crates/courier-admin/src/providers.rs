@@ -5,6 +5,7 @@
 //! state itself: courier-ops's `Operator` does, the same code the CLI runs.
 
 use crate::auth::{Authorized, Pause, Read};
+use crate::body::{Object, present, whole};
 use crate::error::{ApiError, Problem};
 use crate::routes::Shared;
 use axum::Json;
@@ -19,7 +20,14 @@ use utoipa::ToSchema;
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PauseRequest {
+    #[serde(default, deserialize_with = "whole")]
+    #[schema(nullable = false, minimum = 1, maximum = 2592000)]
     for_secs: Option<u64>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(
+        nullable = false,
+        pattern = r"^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])[Tt]([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,9})?([Zz]|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$"
+    )]
     until: Option<DateTime<Utc>>,
 }
 
@@ -34,17 +42,17 @@ pub(crate) async fn list_providers(
 }
 
 /// Pause a provider for every worker: its jobs wait without spending attempts.
-#[utoipa::path(post, path = "/providers/{name}/pause", request_body = PauseRequest,
+#[utoipa::path(post, path = "/providers/{name}/pause", request_body(content = PauseRequest, description = "Absent: pause until resumed"),
     params(("name" = String, Path, description = "Provider name")),
     responses((status = 200, body = HoldResult), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 401, body = Problem, content_type = "application/problem+json"),
-              (status = 403, body = Problem, content_type = "application/problem+json"), (status = 404, body = Problem, content_type = "application/problem+json")))]
+              (status = 403, body = Problem, content_type = "application/problem+json"), (status = 404, body = Problem, content_type = "application/problem+json"), (status = 415, body = Problem, content_type = "application/problem+json"), (status = 422, body = Problem, content_type = "application/problem+json")))]
 pub(crate) async fn pause_provider(
     Authorized(actor, _): Authorized<Pause>,
     State(s): Shared,
     Path(name): Path<String>,
-    body: Option<Json<PauseRequest>>,
+    body: Option<Object<PauseRequest>>,
 ) -> Result<Json<HoldResult>, ApiError> {
-    let req = body.map(|Json(b)| b).unwrap_or_default();
+    let req = body.map(|Object(b)| b).unwrap_or_default();
     let until = match (req.for_secs, req.until) {
         (Some(_), Some(_)) => {
             return Err(ApiError::BadRequest(

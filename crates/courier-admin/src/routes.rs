@@ -8,10 +8,13 @@
 
 use crate::AdminState;
 use crate::auth::{Authorized, Caller, Pause, Purge, Read, Requeue};
+use crate::body::{Object, present, whole};
 use crate::error::{ApiError, Problem};
 use axum::extract::{Path, Query, State};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use chrono::{DateTime, Utc};
+use courier_core::DeadReason;
 use courier_ops::DeadQuery;
 use courier_ops::views::{
     ActionResult, ActionView, AttemptView, DeadLetterDetail, DeadLetterView, HoldResult, HoldView,
@@ -35,12 +38,55 @@ pub(crate) type Shared = State<Arc<AdminState>>;
     paths(whoami, list_dead, dead_stats, show_dead, requeue, purge, show_job, find_jobs, list_actions,
           crate::providers::list_providers, crate::providers::pause_provider, crate::providers::resume_provider),
     components(schemas(Problem, SessionView, DeadLetterView, DeadLetterDetail, StatView, JobView, AttemptView, ActionView,
-                       JobTimeline, RequeueRequest, PurgeRequest, DeadQuery, ActionResult,
+                       JobTimeline, RequeueRequest, PurgeRequest, FilterBody, ActionResult,
                        ProviderView, RateLimitView, HoldView, crate::providers::PauseRequest, HoldResult)),
     modifiers(&BearerAuth),
     security(("bearer" = []))
 )]
 pub struct ApiDoc;
+
+/// The request rules that span fields, which utoipa's derive cannot say,
+/// added to the generated document (as JSON: utoipa's types cannot read
+/// an object schema back with `anyOf` beside its properties): a patch
+/// holds no NUL, a requeue or purge names its letters
+/// (ids, a filter, or for a purge an age), and a pause gives at most one of
+/// its two ends. The handlers refuse the same (courier-ops checks the first two,
+/// `pause_provider` the last).
+pub(crate) fn with_rules(doc: &utoipa::openapi::OpenApi) -> Value {
+    let mut v = serde_json::to_value(doc).unwrap_or_default();
+    // The body is optional (no body: pause until resumed).
+    v["paths"]["/providers/{name}/pause"]["post"]["requestBody"]["required"] = Value::Bool(false);
+    let schemas = &mut v["components"]["schemas"];
+    let names_letters = |extra: Option<&str>| {
+        let mut any = vec![
+            serde_json::json!({"required": ["ids"], "properties": {"ids": {"minItems": 1}}}),
+            serde_json::json!({"required": ["filter"], "properties": {"filter": {"minProperties": 1}}}),
+        ];
+        if let Some(field) = extra {
+            any.push(serde_json::json!({"required": [field]}));
+        }
+        Value::Array(any)
+    };
+    schemas["RequeueRequest"]["anyOf"] = names_letters(None);
+    // Any JSON PostgreSQL's jsonb keeps and gives back, where the audit
+    // trail records the patch: no NUL in a key or a string, no number
+    // beyond ±1e300 (courier_core::patch::unstorable).
+    let no_nul = serde_json::json!({"pattern": "^[^\\u0000]*$"});
+    schemas["NulFreeJson"] = serde_json::json!({"anyOf": [
+        {"type": ["null", "boolean"]},
+        {"type": "number", "minimum": -1e300, "maximum": 1e300},
+        {"type": "string", "pattern": "^[^\\u0000]*$"},
+        {"type": "array", "items": {"$ref": "#/components/schemas/NulFreeJson"}},
+        {"type": "object", "propertyNames": no_nul.clone(),
+         "additionalProperties": {"$ref": "#/components/schemas/NulFreeJson"}},
+    ]});
+    let patch = &mut schemas["RequeueRequest"]["properties"]["patch"];
+    patch["propertyNames"] = no_nul;
+    patch["additionalProperties"] = serde_json::json!({"$ref": "#/components/schemas/NulFreeJson"});
+    schemas["PurgeRequest"]["anyOf"] = names_letters(Some("older_than_secs"));
+    schemas["PauseRequest"]["not"] = serde_json::json!({"required": ["for_secs", "until"]});
+    v
+}
 
 struct BearerAuth;
 
@@ -134,34 +180,111 @@ async fn openapi_document() -> ([(&'static str, &'static str); 1], String) {
 #[into_params(parameter_in = Query)]
 pub struct ListParams {
     /// Most letters returned (default 50, at most 1000).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<i64>,
     /// Include requeued and purged letters.
     all: Option<bool>,
 }
 
+/// Which dead letters, as a JSON body: the query's fields (see
+/// `GET /dead-letters`), each absent or a value.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FilterBody {
+    #[serde(default, deserialize_with = "present")]
+    #[schema(
+        nullable = false,
+        min_length = 1,
+        pattern = r"^[^\u0000]*[^\u0000\u0009-\u000d\u0020\u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^\u0000]*$"
+    )]
+    provider: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(
+        nullable = false,
+        min_length = 1,
+        pattern = r"^[^\u0000]*[^\u0000\u0009-\u000d\u0020\u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^\u0000]*$"
+    )]
+    operation: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(nullable = false, inline)]
+    reason: Option<DeadReason>,
+    /// Last HTTP status.
+    #[serde(default, deserialize_with = "whole")]
+    #[schema(nullable = false, minimum = 100, maximum = 599)]
+    status: Option<i16>,
+    /// Dead at or after (RFC 3339; the pattern spells it out, since a
+    /// format is only a hint to JSON Schema validators).
+    #[serde(default, deserialize_with = "present")]
+    #[schema(
+        nullable = false,
+        pattern = r"^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])[Tt]([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,9})?([Zz]|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$"
+    )]
+    since: Option<DateTime<Utc>>,
+    /// Dead before.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(
+        nullable = false,
+        pattern = r"^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])[Tt]([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,9})?([Zz]|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$"
+    )]
+    until: Option<DateTime<Utc>>,
+    /// Text in the reason detail or the last error.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(
+        nullable = false,
+        min_length = 1,
+        pattern = r"^[^\u0000]*[^\u0000\u0009-\u000d\u0020\u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^\u0000]*$"
+    )]
+    search: Option<String>,
+}
+
+impl From<FilterBody> for DeadQuery {
+    fn from(f: FilterBody) -> Self {
+        DeadQuery {
+            provider: f.provider,
+            operation: f.operation,
+            reason: f.reason,
+            status: f.status,
+            since: f.since,
+            until: f.until,
+            search: f.search,
+        }
+    }
+}
+
 #[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct RequeueRequest {
     /// Dead letter ids; with a filter, both must match.
     #[serde(default)]
     ids: Vec<Uuid>,
     #[serde(default)]
-    filter: DeadQuery,
-    /// JSON merge patch applied to each job's payload.
+    filter: FilterBody,
+    /// JSON merge patch (RFC 7396) applied to each job's payload.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(nullable = false, value_type = Object)]
     patch: Option<Value>,
     /// Count and list, change nothing.
     #[serde(default)]
     dry_run: bool,
     /// Most jobs republished per second.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(nullable = false, minimum = 0.01, maximum = 100000.0)]
     rate: Option<f64>,
 }
 
+/// Longest `older_than_secs` taken: a century.
+const MAX_AGE_SECS: u64 = 100 * 365 * 86_400;
+
 #[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct PurgeRequest {
     #[serde(default)]
     ids: Vec<Uuid>,
     #[serde(default)]
-    filter: DeadQuery,
+    filter: FilterBody,
     /// Only letters dead for longer than this many seconds.
+    #[serde(default, deserialize_with = "whole")]
+    #[schema(nullable = false, minimum = 0, maximum = 3153600000_u64)]
     older_than_secs: Option<u64>,
     #[serde(default)]
     dry_run: bool,
@@ -198,7 +321,7 @@ async fn dead_stats(
 
 /// One dead letter and its job's attempts.
 #[utoipa::path(get, path = "/dead-letters/{id}", params(("id" = Uuid, Path, description = "Dead letter id")),
-    responses((status = 200, body = DeadLetterDetail), (status = 401, body = Problem, content_type = "application/problem+json"), (status = 403, body = Problem, content_type = "application/problem+json"),
+    responses((status = 200, body = DeadLetterDetail), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 401, body = Problem, content_type = "application/problem+json"), (status = 403, body = Problem, content_type = "application/problem+json"),
               (status = 404, body = Problem, content_type = "application/problem+json")))]
 async fn show_dead(
     _: Authorized<Read>,
@@ -211,15 +334,15 @@ async fn show_dead(
 /// Requeue dead letters, each exactly once, optionally patching the payload.
 #[utoipa::path(post, path = "/dead-letters/requeue", request_body = RequeueRequest,
     responses((status = 200, body = ActionResult), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 401, body = Problem, content_type = "application/problem+json"),
-              (status = 403, body = Problem, content_type = "application/problem+json")))]
+              (status = 403, body = Problem, content_type = "application/problem+json"), (status = 415, body = Problem, content_type = "application/problem+json"), (status = 422, body = Problem, content_type = "application/problem+json")))]
 async fn requeue(
     Authorized(actor, _): Authorized<Requeue>,
     State(s): Shared,
-    Json(req): Json<RequeueRequest>,
+    Object(req): Object<RequeueRequest>,
 ) -> Result<Json<ActionResult>, ApiError> {
     let requeue = courier_ops::Requeue {
         ids: req.ids,
-        query: req.filter,
+        query: req.filter.into(),
         patch: req.patch,
         rate: req.rate,
     };
@@ -249,15 +372,20 @@ where
 /// Purge dead letters: a recorded decision, never a delete.
 #[utoipa::path(post, path = "/dead-letters/purge", request_body = PurgeRequest,
     responses((status = 200, body = ActionResult), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 401, body = Problem, content_type = "application/problem+json"),
-              (status = 403, body = Problem, content_type = "application/problem+json")))]
+              (status = 403, body = Problem, content_type = "application/problem+json"), (status = 415, body = Problem, content_type = "application/problem+json"), (status = 422, body = Problem, content_type = "application/problem+json")))]
 async fn purge(
     Authorized(actor, _): Authorized<Purge>,
     State(s): Shared,
-    Json(req): Json<PurgeRequest>,
+    Object(req): Object<PurgeRequest>,
 ) -> Result<Json<ActionResult>, ApiError> {
+    if req.older_than_secs.is_some_and(|secs| secs > MAX_AGE_SECS) {
+        return Err(ApiError::BadRequest(format!(
+            "older_than_secs: at most {MAX_AGE_SECS} (a century)"
+        )));
+    }
     let purge = courier_ops::Purge {
         ids: req.ids,
-        query: req.filter,
+        query: req.filter.into(),
         older_than: req.older_than_secs.map(std::time::Duration::from_secs),
     };
     if req.dry_run {
@@ -269,7 +397,7 @@ async fn purge(
 
 /// A job, dead or alive, with its attempts, dead letters and operator actions.
 #[utoipa::path(get, path = "/jobs/{id}", params(("id" = Uuid, Path, description = "Job id")),
-    responses((status = 200, body = JobTimeline), (status = 401, body = Problem, content_type = "application/problem+json"), (status = 403, body = Problem, content_type = "application/problem+json"),
+    responses((status = 200, body = JobTimeline), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 401, body = Problem, content_type = "application/problem+json"), (status = 403, body = Problem, content_type = "application/problem+json"),
               (status = 404, body = Problem, content_type = "application/problem+json")))]
 async fn show_job(
     _: Authorized<Read>,
@@ -283,8 +411,10 @@ async fn show_job(
 #[into_params(parameter_in = Query)]
 pub struct FindParams {
     /// The idempotency key the job carried.
+    #[param(min_length = 1)]
     idempotency_key: String,
     /// Most jobs returned (default 100, at most 1000).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<i64>,
 }
 
@@ -332,6 +462,7 @@ async fn whoami(caller: Caller) -> Json<SessionView> {
 #[into_params(parameter_in = Query)]
 pub struct ActionParams {
     /// Most actions returned (default 50, at most 1000).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<i64>,
     /// Only actions older than this one (its id): the next page.
     before: Option<Uuid>,

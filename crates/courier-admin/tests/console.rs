@@ -4,11 +4,12 @@
 //! PostgreSQL and in the provider's own log.
 //!
 //! Needs Node.js, `/usr/bin/chromium` (or `CHROMIUM`) and the script's
-//! `node_modules`: `scripts/test` installs them (`scripts/console-deps`).
+//! `node_modules`: `scripts/test` installs them (`scripts/test-tools`).
 //! Screenshots go to the test's temporary folder, or to
 //! `COURIER_CONSOLE_SCREENSHOTS` (docs/console keeps the committed ones).
 
 use courier_admin::AdminServer;
+use courier_core::{ActionKind, LetterStatus};
 use courier_provider::{FailureMix, MockProvider};
 use courier_store::DeadLetterRecord;
 use courier_testkit::{PROVIDER, ProviderTiming, TestEnv, admin_tokens, provider_toml};
@@ -39,7 +40,7 @@ async fn an_operator_recovers_dead_letters_in_the_browser() {
     let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
     assert!(
         Path::new(&chromium).exists() && script_dir().join("node_modules/playwright-core").exists(),
-        "the console test needs Debian's chromium and the script's node_modules: run scripts/console-deps (scripts/test does)"
+        "the console test needs Debian's chromium and the script's node_modules: run scripts/test-tools (scripts/test does)"
     );
     let erp = MockProvider::start(FailureMix::default())
         .await
@@ -165,16 +166,16 @@ async fn an_operator_recovers_dead_letters_in_the_browser() {
         letters
             .iter()
             .find(|l| l.id == id)
-            .map(|l| l.status.clone())
+            .map(|l| l.status)
             .expect("letter")
     };
-    assert_eq!(status(single), "requeued");
-    assert_eq!(status(purged), "purged");
+    assert_eq!(status(single), LetterStatus::Requeued);
+    assert_eq!(status(purged), LetterStatus::Purged);
     for job in &others {
-        assert_eq!(status(letter_of(&letters, job.id)), "pending");
+        assert_eq!(status(letter_of(&letters, job.id)), LetterStatus::Pending);
     }
     let actions = env.store.actions(10, None).await.expect("read the audit");
-    let summary: Vec<(String, String, i32, Option<serde_json::Value>)> = actions
+    let summary: Vec<(ActionKind, String, i32, Option<serde_json::Value>)> = actions
         .into_iter()
         .map(|a| (a.action, a.actor, a.affected, a.patch))
         .collect();
@@ -182,13 +183,13 @@ async fn an_operator_recovers_dead_letters_in_the_browser() {
         summary,
         [
             (
-                "requeue".into(),
+                ActionKind::Requeue,
                 "api:lead".into(),
                 3,
                 Some(json!({"mock": null}))
             ),
-            ("purge".into(), "api:lead".into(), 1, None),
-            ("requeue".into(), "api:lead".into(), 1, None),
+            (ActionKind::Purge, "api:lead".into(), 1, None),
+            (ActionKind::Requeue, "api:lead".into(), 1, None),
         ]
     );
     worker.shutdown();

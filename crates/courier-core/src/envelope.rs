@@ -257,24 +257,10 @@ impl Job {
         let operation = required_name(&obj, "operation")?;
         let idempotency_key = match obj.get("idempotency_key") {
             None | Some(Value::Null) => id.to_string(),
-            Some(Value::String(k)) if k.is_empty() => {
-                return Err(InvalidJob::new("idempotency_key", "must not be empty"));
+            Some(Value::String(k)) => {
+                check_idempotency_key(k).map_err(|e| InvalidJob::new("idempotency_key", e))?;
+                k.clone()
             }
-            Some(Value::String(k)) if k.len() > MAX_IDEMPOTENCY_KEY_LEN => {
-                return Err(InvalidJob::new(
-                    "idempotency_key",
-                    format!("longer than {MAX_IDEMPOTENCY_KEY_LEN} bytes"),
-                ));
-            }
-            // It travels as an HTTP header: CR/LF would be refused there
-            // (or worse), and a NUL cannot be stored.
-            Some(Value::String(k)) if has_control(k) => {
-                return Err(InvalidJob::new(
-                    "idempotency_key",
-                    "must not contain control characters (CR, LF, NUL, …)",
-                ));
-            }
-            Some(Value::String(k)) => k.clone(),
             Some(_) => return Err(InvalidJob::new("idempotency_key", "must be a string")),
         };
         let created_at = required_str(&obj, "created_at")?;
@@ -325,6 +311,22 @@ fn required_str<'a>(obj: &'a Map<String, Value>, field: &str) -> Result<&'a str,
         Some(Value::String(s)) => Ok(s),
         Some(_) => Err(InvalidJob::new(field, "must be a string")),
     }
+}
+
+/// Whether `key` may be an idempotency key, or why not.
+pub fn check_idempotency_key(key: &str) -> Result<(), String> {
+    if key.is_empty() {
+        return Err("must not be empty".into());
+    }
+    if key.len() > MAX_IDEMPOTENCY_KEY_LEN {
+        return Err(format!("longer than {MAX_IDEMPOTENCY_KEY_LEN} bytes"));
+    }
+    // It travels as an HTTP header: CR/LF would be refused there (or
+    // worse), and a NUL cannot be stored.
+    if has_control(key) {
+        return Err("must not contain control characters (CR, LF, NUL, …)".into());
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -24,5 +24,5 @@ pub use config::{Config, ConfigError};
 pub use envelope::{InvalidJob, Job, JobEnvelope};
 pub use failure::Failure;
 pub use retry::{DeadReason, Decision, RetryPolicy};
-pub use state::{DeliveryVerdict, JobState, StoredProgress};
+pub use state::{ActionKind, DeliveryVerdict, JobState, LetterStatus, StoredProgress, UnknownName};
 pub use trace::TraceContext;

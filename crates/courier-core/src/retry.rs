@@ -64,7 +64,9 @@ pub enum Decision {
 }
 
 /// Why a job was dead-lettered; `as_str` is the code stored and labelled.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum DeadReason {
     /// The provider refused it in a way retrying cannot fix.
     Permanent,
@@ -109,6 +111,8 @@ impl DeadReason {
         Self::ALL.into_iter().find(|r| r.as_str() == s)
     }
 }
+
+crate::state::stored_as_text!(DeadReason, "dead-letter reason");
 
 impl RetryPolicy {
     /// The backoff after attempt `failed_attempt` (1-based) failed.

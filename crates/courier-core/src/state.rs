@@ -1,6 +1,9 @@
 //! Job states and the rule that decides whether a delivery is new work.
 //!
-//! Owns the state vocabulary stored in PostgreSQL and [`verdict`], the
+//! Owns the vocabularies stored in PostgreSQL as text (a job's state, a dead
+//! letter's status, an operator action's kind; the dead reason is in
+//! `retry.rs`), each read back through `TryFrom<String>` so that a row
+//! holding anything else is an error, never skipped; and [`verdict`], the
 //! idempotency rule: a delivery whose attempt is already recorded, or whose
 //! job is terminal, is a duplicate and must not reach the provider again.
 //! It must never let a delivery's own headers decide a job's attempt count,
@@ -8,8 +11,39 @@
 
 use crate::envelope::Fingerprint;
 
+/// A stored word that is not one of its vocabulary's.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{value:?} is not a {what}")]
+pub struct UnknownName {
+    pub what: &'static str,
+    pub value: String,
+}
+
+/// `Display` and `TryFrom<String>` (for reading rows) from a vocabulary's
+/// `as_str` and `parse`.
+macro_rules! stored_as_text {
+    ($ty:ty, $what:literal) => {
+        impl std::fmt::Display for $ty {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl TryFrom<String> for $ty {
+            type Error = $crate::state::UnknownName;
+
+            fn try_from(value: String) -> Result<Self, Self::Error> {
+                Self::parse(&value).ok_or($crate::state::UnknownName { what: $what, value })
+            }
+        }
+    };
+}
+pub(crate) use stored_as_text;
+
 /// A job's current state, as stored.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum JobState {
     /// Sent back by an operator; a new run of attempts begins.
     Queued,
@@ -29,10 +63,10 @@ impl JobState {
         }
     }
 
+    pub const ALL: [JobState; 4] = [Self::Queued, Self::Retrying, Self::Succeeded, Self::Dead];
+
     pub fn parse(s: &str) -> Option<Self> {
-        [Self::Queued, Self::Retrying, Self::Succeeded, Self::Dead]
-            .into_iter()
-            .find(|st| st.as_str() == s)
+        Self::ALL.into_iter().find(|st| st.as_str() == s)
     }
 
     pub fn is_terminal(self) -> bool {
@@ -42,6 +76,78 @@ impl JobState {
         }
     }
 }
+
+stored_as_text!(JobState, "job state");
+
+/// Where a dead letter stands with operators.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub enum LetterStatus {
+    /// Waiting for an operator.
+    Pending,
+    /// Claimed by a requeue that has not finished republishing it.
+    Requeueing,
+    Requeued,
+    /// Discarded by an operator: a recorded decision, the row stays.
+    Purged,
+}
+
+impl LetterStatus {
+    pub const ALL: [LetterStatus; 4] = [
+        Self::Pending,
+        Self::Requeueing,
+        Self::Requeued,
+        Self::Purged,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Requeueing => "requeueing",
+            Self::Requeued => "requeued",
+            Self::Purged => "purged",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+}
+
+stored_as_text!(LetterStatus, "dead-letter status");
+
+/// What an operator did, as the audit log records it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub enum ActionKind {
+    Requeue,
+    Purge,
+    /// Held a provider for every worker.
+    Pause,
+    /// Ended such a hold.
+    Resume,
+}
+
+impl ActionKind {
+    pub const ALL: [ActionKind; 4] = [Self::Requeue, Self::Purge, Self::Pause, Self::Resume];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Requeue => "requeue",
+            Self::Purge => "purge",
+            Self::Pause => "pause",
+            Self::Resume => "resume",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|a| a.as_str() == s)
+    }
+}
+
+stored_as_text!(ActionKind, "operator action");
 
 /// What the store knows of a job when a delivery for it arrives. This, not
 /// anything a delivery carries, is the source of a job's attempt count,
@@ -180,6 +286,42 @@ pub fn verdict(
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    /// The word stored, the word in JSON and the word read back are one.
+    #[test]
+    fn every_stored_vocabulary_reads_back_what_it_writes_and_refuses_the_rest() {
+        fn check<T>(all: &[T], as_str: fn(&T) -> &'static str)
+        where
+            T: serde::Serialize
+                + serde::de::DeserializeOwned
+                + TryFrom<String>
+                + PartialEq
+                + std::fmt::Debug
+                + std::fmt::Display,
+        {
+            for v in all {
+                let word = as_str(v);
+                assert_eq!(
+                    serde_json::to_value(v).expect("json"),
+                    serde_json::json!(word)
+                );
+                assert_eq!(
+                    serde_json::from_value::<T>(serde_json::json!(word))
+                        .ok()
+                        .as_ref(),
+                    Some(v)
+                );
+                assert_eq!(T::try_from(word.to_owned()).ok().as_ref(), Some(v));
+                assert_eq!(v.to_string(), word);
+            }
+            assert!(T::try_from("Pending ".to_owned()).is_err());
+            assert!(serde_json::from_value::<T>(serde_json::json!("permanet")).is_err());
+        }
+        check(&JobState::ALL, |v| v.as_str());
+        check(&LetterStatus::ALL, |v| v.as_str());
+        check(&ActionKind::ALL, |v| v.as_str());
+        check(&crate::DeadReason::ALL, |v| v.as_str());
+    }
 
     const BODY: Fingerprint = [1; 32];
     const OTHER: Fingerprint = [2; 32];

@@ -16,7 +16,7 @@ pub mod views;
 
 use chrono::{DateTime, Utc};
 use courier_amqp::{AmqpError, Link, Publisher, Topology};
-use courier_core::Config;
+use courier_core::{Config, DeadReason, LetterStatus};
 use courier_store::{DeadFilter, Store, StoreError};
 use providers::ProvidersError;
 use recovery::{RecoveryError, RequeueOptions};
@@ -24,7 +24,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use std::sync::Arc;
 use std::time::Duration;
-use utoipa::{IntoParams, ToSchema};
+use utoipa::IntoParams;
 use uuid::Uuid;
 use views::{
     ActionResult, ActionView, AttemptView, DeadLetterDetail, DeadLetterView, HoldResult,
@@ -70,21 +70,37 @@ impl From<ProvidersError> for OpsError {
 }
 
 /// Which dead letters: every field narrows the match. The same fields as
-/// the CLI's flags and the API's query parameters.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize, IntoParams, ToSchema)]
+/// the CLI's flags and the API's query parameters. A text field that is
+/// empty, all white space or holds a NUL is refused (it could only match
+/// nothing); its schema pattern spells Unicode's White_Space out, character
+/// by character, so that every regex engine reads it as `str::trim` does.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct DeadQuery {
+    #[param(
+        min_length = 1,
+        pattern = r"^[^\u0000]*[^\u0000\u0009-\u000d\u0020\u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^\u0000]*$"
+    )]
     pub provider: Option<String>,
+    #[param(
+        min_length = 1,
+        pattern = r"^[^\u0000]*[^\u0000\u0009-\u000d\u0020\u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^\u0000]*$"
+    )]
     pub operation: Option<String>,
-    /// permanent, retries_exhausted, invalid, delivery_limit, refused or unreadable
-    pub reason: Option<String>,
+    #[param(inline)]
+    pub reason: Option<DeadReason>,
     /// Last HTTP status.
+    #[param(minimum = 100, maximum = 599)]
     pub status: Option<i16>,
     /// Dead at or after.
     pub since: Option<DateTime<Utc>>,
     /// Dead before.
     pub until: Option<DateTime<Utc>>,
     /// Text in the reason detail or the last error.
+    #[param(
+        min_length = 1,
+        pattern = r"^[^\u0000]*[^\u0000\u0009-\u000d\u0020\u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^\u0000]*$"
+    )]
     pub search: Option<String>,
 }
 
@@ -96,13 +112,20 @@ impl DeadQuery {
             ids,
             provider: self.provider.clone(),
             operation: self.operation.clone(),
-            reason: self.reason.clone(),
+            reason: self.reason,
             last_status: self.status,
             since: self.since,
             until: self.until,
             text: self.search.clone(),
         };
         filter.check().map_err(OpsError::Invalid)?;
+        if let Some(status) = self.status
+            && !(100..=599).contains(&status)
+        {
+            return Err(OpsError::Invalid(
+                "status: an HTTP status is between 100 and 599".into(),
+            ));
+        }
         Ok(filter)
     }
 }
@@ -178,10 +201,10 @@ impl Operator {
         all: bool,
         limit: i64,
     ) -> Result<Vec<DeadLetterView>, OpsError> {
-        let statuses: &[&str] = if all {
-            &["pending", "requeueing", "requeued", "purged"]
+        let statuses: &[LetterStatus] = if all {
+            &LetterStatus::ALL
         } else {
-            &["pending"]
+            &[LetterStatus::Pending]
         };
         let letters = self
             .inner
@@ -261,7 +284,13 @@ impl Operator {
                 "idempotency_key: must not be empty".into(),
             ));
         }
-        let jobs = self.inner.store.jobs_by_key(key, limit_in(limit)?).await?;
+        let limit = limit_in(limit)?;
+        // A key the contract refuses (too long, control characters) is
+        // carried by no job; asking PostgreSQL would fail on a NUL.
+        if courier_core::envelope::check_idempotency_key(key).is_err() {
+            return Ok(Vec::new());
+        }
+        let jobs = self.inner.store.jobs_by_key(key, limit).await?;
         Ok(jobs.iter().map(JobView::from).collect())
     }
 
@@ -279,7 +308,9 @@ impl Operator {
     async fn dry_run(&self, filter: &DeadFilter) -> Result<ActionResult, OpsError> {
         let store = &self.inner.store;
         let matched = store.count_pending(filter).await?;
-        let sample = store.list_dead(filter, &["pending"], SAMPLE).await?;
+        let sample = store
+            .list_dead(filter, &[LetterStatus::Pending], SAMPLE)
+            .await?;
         Ok(ActionResult {
             action_id: None,
             dry_run: true,
@@ -308,6 +339,9 @@ impl Operator {
             return Err(OpsError::Invalid(
                 "patch: must be a JSON object (a merge patch for the payload)".into(),
             ));
+        }
+        if let Some(why) = req.patch.as_ref().and_then(courier_core::patch::unstorable) {
+            return Err(OpsError::Invalid(format!("patch: must not hold {why}")));
         }
         Ok(filter)
     }

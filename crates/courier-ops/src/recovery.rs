@@ -12,7 +12,7 @@
 
 use courier_amqp::{AmqpError, DeliveryMeta, Publisher, Topology};
 use courier_core::patch::merge_patch;
-use courier_core::{InvalidJob, Job};
+use courier_core::{ActionKind, InvalidJob, Job};
 use courier_store::{ClaimedLetter, DeadFilter, LetterKey, Store, StoreError};
 use futures_util::future::join_all;
 use serde_json::Value;
@@ -107,7 +107,12 @@ pub async fn requeue(
         }
     }
     let action = store
-        .begin_action(&options.actor, "requeue", filter, options.patch.as_ref())
+        .begin_action(
+            &options.actor,
+            ActionKind::Requeue,
+            filter,
+            options.patch.as_ref(),
+        )
         .await?;
     let mut requeued = 0u64;
     let result = requeue_claimed(
@@ -231,7 +236,9 @@ pub async fn purge(
     actor: &str,
 ) -> Result<ActionReport, RecoveryError> {
     let matched = store.count_pending(filter).await?;
-    let action = store.begin_action(actor, "purge", filter, None).await?;
+    let action = store
+        .begin_action(actor, ActionKind::Purge, filter, None)
+        .await?;
     let purged = store.purge(action, filter).await?;
     store
         .finish_action(

@@ -7,6 +7,7 @@
 
 use chrono::{DateTime, Utc};
 use courier_core::config::RateLimit;
+use courier_core::{ActionKind, DeadReason, JobState, LetterStatus};
 use courier_store::{ActionRecord, AttemptRecord, DeadLetterRecord, DeadStat, JobRecord};
 use serde::Serialize;
 use serde_json::Value;
@@ -20,14 +21,13 @@ pub struct DeadLetterView {
     pub job_id: Option<Uuid>,
     pub provider: Option<String>,
     pub operation: Option<String>,
-    pub reason: String,
+    pub reason: DeadReason,
     pub detail: String,
     pub attempts: i32,
     pub last_status: Option<i16>,
     pub last_error: Option<String>,
     pub dead_at: DateTime<Utc>,
-    /// pending, requeueing, requeued or purged
-    pub status: String,
+    pub status: LetterStatus,
     /// The operator action that settled it.
     pub action_id: Option<Uuid>,
     /// The original job (as a string when it was not JSON).
@@ -41,13 +41,13 @@ impl From<&DeadLetterRecord> for DeadLetterView {
             job_id: l.job_id,
             provider: l.provider.clone(),
             operation: l.operation.clone(),
-            reason: l.reason.clone(),
+            reason: l.reason,
             detail: l.detail.clone(),
             attempts: l.attempts,
             last_status: l.last_status,
             last_error: l.last_error.clone(),
             dead_at: l.dead_at,
-            status: l.status.clone(),
+            status: l.status,
             action_id: l.action_id,
             job: serde_json::from_slice(&l.body)
                 .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&l.body).into_owned())),
@@ -73,7 +73,7 @@ pub struct DeadLetterDetail {
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct StatView {
     pub provider: Option<String>,
-    pub reason: String,
+    pub reason: DeadReason,
     pub pending: i64,
 }
 
@@ -93,8 +93,7 @@ pub struct JobView {
     pub provider: String,
     pub operation: String,
     pub idempotency_key: String,
-    /// queued, retrying, succeeded or dead
-    pub state: String,
+    pub state: JobState,
     pub attempts: i32,
     pub generation: i32,
     pub last_status: Option<i16>,
@@ -113,7 +112,7 @@ impl From<&JobRecord> for JobView {
             provider: j.provider.clone(),
             operation: j.operation.clone(),
             idempotency_key: j.idempotency_key.clone(),
-            state: j.state.clone(),
+            state: j.state,
             attempts: j.attempts,
             generation: j.generation,
             last_status: j.last_status,
@@ -156,8 +155,7 @@ impl From<AttemptRecord> for AttemptView {
 pub struct ActionView {
     pub id: Uuid,
     pub actor: String,
-    /// requeue, purge, pause or resume
-    pub action: String,
+    pub action: ActionKind,
     pub filter: Value,
     pub patch: Option<Value>,
     pub matched: i32,

@@ -1,6 +1,7 @@
 //! Operator recovery against the real services: requeue and purge dead
 //! letters exactly once, audited.
 
+use courier_core::{DeadReason, JobState, LetterStatus};
 use courier_ops::recovery::{self, RequeueOptions};
 use courier_store::DeadFilter;
 use courier_testkit::{PROVIDER, TestEnv};
@@ -70,7 +71,7 @@ async fn a_requeued_job_runs_again_with_a_fresh_retry_budget_and_keeps_its_histo
         .await
         .expect("read")
         .expect("kept");
-    assert_eq!(settled.status, "requeued");
+    assert_eq!(settled.status, LetterStatus::Requeued);
     let action = env
         .store
         .action(settled.action_id.expect("linked to its action"))
@@ -125,7 +126,7 @@ async fn requeue_by_filter_applies_and_records_a_patch() {
     // The fix: drop the field that made the provider refuse them.
     let filter = DeadFilter {
         provider: Some(PROVIDER.into()),
-        reason: Some("permanent".into()),
+        reason: Some(DeadReason::Permanent),
         ..DeadFilter::default()
     };
     let patch = json!({"mock": null, "note": "fixed by ops"});
@@ -173,7 +174,7 @@ async fn requeue_by_filter_applies_and_records_a_patch() {
                         .job(*id)
                         .await
                         .expect("read")
-                        .is_some_and(|j| j.state == "succeeded"),
+                        .is_some_and(|j| j.state == JobState::Succeeded),
                 );
             }
             n == ids.len()
@@ -182,7 +183,11 @@ async fn requeue_by_filter_applies_and_records_a_patch() {
     .await;
     for letter in env.store.dead_letters().await.expect("read") {
         if letter.job_id == Some(other.id) {
-            assert_eq!(letter.status, "pending", "not matched by the filter");
+            assert_eq!(
+                letter.status,
+                LetterStatus::Pending,
+                "not matched by the filter"
+            );
             continue;
         }
         let body: serde_json::Value =
@@ -257,7 +262,13 @@ async fn purge_is_a_recorded_decision_not_a_delete() {
     assert_eq!(report.affected, 3);
     let letters = env.store.dead_letters().await.expect("read");
     assert_eq!(letters.len(), 5, "nothing deleted");
-    assert_eq!(letters.iter().filter(|l| l.status == "purged").count(), 3);
+    assert_eq!(
+        letters
+            .iter()
+            .filter(|l| l.status == LetterStatus::Purged)
+            .count(),
+        3
+    );
     let action = env
         .store
         .action(report.action)

@@ -10,6 +10,7 @@
 
 use crate::{Store, StoreError};
 use chrono::{DateTime, Utc};
+use courier_core::ActionKind;
 use courier_core::circuit::CircuitState;
 use std::time::Duration;
 use uuid::Uuid;
@@ -294,7 +295,8 @@ impl Store {
         actor: &str,
         until: Option<DateTime<Utc>>,
     ) -> Result<Option<Uuid>, StoreError> {
-        self.operator_hold(provider, actor, "pause", until).await
+        self.operator_hold(provider, actor, ActionKind::Pause, until)
+            .await
     }
 
     /// An operator releases a held provider; audited.
@@ -303,14 +305,15 @@ impl Store {
         provider: &str,
         actor: &str,
     ) -> Result<Option<Uuid>, StoreError> {
-        self.operator_hold(provider, actor, "resume", None).await
+        self.operator_hold(provider, actor, ActionKind::Resume, None)
+            .await
     }
 
     async fn operator_hold(
         &self,
         provider: &str,
         actor: &str,
-        action: &str,
+        action: ActionKind,
         until: Option<DateTime<Utc>>,
     ) -> Result<Option<Uuid>, StoreError> {
         let mut tx = self
@@ -318,7 +321,7 @@ impl Store {
             .begin()
             .await
             .map_err(StoreError::query("begin a provider hold"))?;
-        let hold = action == "pause";
+        let hold = action == ActionKind::Pause;
         let changed = sqlx::query(
             "UPDATE provider_state SET
                  held_by = CASE WHEN $2 THEN $3 END,
@@ -344,7 +347,7 @@ impl Store {
         )
         .bind(id)
         .bind(actor)
-        .bind(action)
+        .bind(action.as_str())
         .bind(serde_json::json!({"provider": provider, "until": until}))
         .execute(&mut *tx)
         .await

@@ -4,6 +4,7 @@
 
 use crate::{Store, StoreError};
 use chrono::{DateTime, Utc};
+use courier_core::{DeadReason, JobState, LetterStatus};
 use uuid::Uuid;
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -12,7 +13,9 @@ pub struct JobRecord {
     pub provider: String,
     pub operation: String,
     pub idempotency_key: String,
-    pub state: String,
+    /// A row holding any other word fails to read: an error, never skipped.
+    #[sqlx(try_from = "String")]
+    pub state: JobState,
     pub attempts: i32,
     pub last_status: Option<i16>,
     pub last_error_class: Option<String>,
@@ -44,7 +47,8 @@ pub struct DeadLetterRecord {
     pub job_id: Option<Uuid>,
     pub provider: Option<String>,
     pub operation: Option<String>,
-    pub reason: String,
+    #[sqlx(try_from = "String")]
+    pub reason: DeadReason,
     pub detail: String,
     pub attempts: i32,
     pub last_status: Option<i16>,
@@ -52,7 +56,8 @@ pub struct DeadLetterRecord {
     pub body: Vec<u8>,
     pub message_id: Option<String>,
     pub dead_at: DateTime<Utc>,
-    pub status: String,
+    #[sqlx(try_from = "String")]
+    pub status: LetterStatus,
     pub generation: i32,
     pub action_id: Option<Uuid>,
     pub claimed_at: Option<DateTime<Utc>>,

@@ -13,7 +13,7 @@
 use crate::queries::{DeadLetterRecord, JobRecord};
 use crate::{Store, StoreError};
 use chrono::{DateTime, Utc};
-use courier_core::retry::DeadReason;
+use courier_core::{ActionKind, DeadReason, LetterStatus};
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -26,7 +26,7 @@ pub struct DeadFilter {
     pub ids: Vec<Uuid>,
     pub provider: Option<String>,
     pub operation: Option<String>,
-    pub reason: Option<String>,
+    pub reason: Option<DeadReason>,
     pub last_status: Option<i16>,
     /// Dead at or after.
     pub since: Option<DateTime<Utc>>,
@@ -38,28 +38,20 @@ pub struct DeadFilter {
 
 impl DeadFilter {
     /// Refuses a filter that makes no sense, naming the field: an empty
-    /// string matches nothing (an empty `text`, everything), and a reason
-    /// that is not one matches nothing.
+    /// string matches nothing (an empty `text`, everything).
     pub fn check(&self) -> Result<(), String> {
         for (field, value) in [
             ("provider", &self.provider),
             ("operation", &self.operation),
-            ("reason", &self.reason),
             ("search", &self.text),
         ] {
             if value.as_deref().is_some_and(|v| v.trim().is_empty()) {
                 return Err(format!("{field}: must not be empty"));
             }
-        }
-        if let Some(reason) = &self.reason
-            && DeadReason::parse(reason).is_none()
-        {
-            let known: Vec<&str> = DeadReason::ALL.iter().map(|r| r.as_str()).collect();
-            return Err(format!(
-                "reason: {} is not one of {}",
-                courier_core::text::printable(reason, 64),
-                known.join(", ")
-            ));
+            // PostgreSQL's text cannot hold one: nothing could match.
+            if value.as_deref().is_some_and(|v| v.contains('\0')) {
+                return Err(format!("{field}: must not contain NUL"));
+            }
         }
         Ok(())
     }
@@ -95,7 +87,7 @@ macro_rules! bind_filter {
             .bind((!$f.ids.is_empty()).then_some(&$f.ids))
             .bind(&$f.provider)
             .bind(&$f.operation)
-            .bind(&$f.reason)
+            .bind($f.reason.map(|r| r.as_str()))
             .bind($f.last_status)
             .bind($f.since)
             .bind($f.until)
@@ -121,7 +113,8 @@ pub struct ClaimedLetter {
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct DeadStat {
     pub provider: Option<String>,
-    pub reason: String,
+    #[sqlx(try_from = "String")]
+    pub reason: DeadReason,
     pub count: i64,
 }
 
@@ -129,7 +122,8 @@ pub struct DeadStat {
 pub struct ActionRecord {
     pub id: Uuid,
     pub actor: String,
-    pub action: String,
+    #[sqlx(try_from = "String")]
+    pub action: ActionKind,
     pub filter: Value,
     pub patch: Option<Value>,
     pub matched: i32,
@@ -145,14 +139,14 @@ impl Store {
     pub async fn list_dead(
         &self,
         filter: &DeadFilter,
-        statuses: &[&str],
+        statuses: &[LetterStatus],
         limit: i64,
     ) -> Result<Vec<DeadLetterRecord>, StoreError> {
         let sql = format!(
             "SELECT * FROM dead_letters WHERE {FILTER} AND status = ANY($9) ORDER BY dead_at DESC, id DESC LIMIT $10"
         );
         bind_filter!(sqlx::query_as(sqlx::AssertSqlSafe(sql)), filter)
-            .bind(statuses)
+            .bind(statuses.iter().map(|s| s.as_str()).collect::<Vec<_>>())
             .bind(limit)
             .fetch_all(&self.pool)
             .await
@@ -273,7 +267,7 @@ impl Store {
     pub async fn begin_action(
         &self,
         actor: &str,
-        action: &str,
+        action: ActionKind,
         filter: &DeadFilter,
         patch: Option<&Value>,
     ) -> Result<Uuid, StoreError> {
@@ -281,7 +275,7 @@ impl Store {
         sqlx::query("INSERT INTO operator_actions (id, actor, action, filter, patch) VALUES ($1, $2, $3, $4, $5)")
             .bind(id)
             .bind(actor)
-            .bind(action)
+            .bind(action.as_str())
             .bind(filter.to_json())
             .bind(patch)
             .execute(&self.pool)

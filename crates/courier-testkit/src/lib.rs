@@ -374,7 +374,11 @@ impl TestEnv {
 
     /// Job `id`'s recorded state, if it has one.
     pub async fn state_of(&self, id: Uuid) -> Option<String> {
-        self.store.job(id).await.expect("read job").map(|j| j.state)
+        self.store
+            .job(id)
+            .await
+            .expect("read job")
+            .map(|j| j.state.to_string())
     }
 
     /// Waits until job `id` is in `state`.
@@ -387,7 +391,7 @@ impl TestEnv {
                     .job(id)
                     .await
                     .expect("read job")
-                    .is_some_and(|j| j.state == state)
+                    .is_some_and(|j| j.state.as_str() == state)
             },
         )
         .await;

@@ -4,6 +4,7 @@
 //! PostgreSQL holds, the requests the provider received, the messages in
 //! the queues.
 
+use courier_core::DeadReason;
 use courier_core::config::{HttpMethod, Operation};
 use courier_core::template::PathTemplate;
 use courier_testkit::hostile::{Answer, Message, Value};
@@ -60,7 +61,7 @@ async fn a_nul_anywhere_in_a_job_is_refused_naming_the_field_and_nothing_waits_b
             .and_then(|s| s.parse().ok())
             .expect("an id");
         let letter = dead_letter_of(&env, id).await;
-        assert_eq!(letter.reason, "invalid");
+        assert_eq!(letter.reason, DeadReason::Invalid);
         assert!(
             letter.detail.starts_with(&format!("field `{field}`")),
             "{field}: {}",
@@ -239,7 +240,7 @@ async fn a_different_job_under_a_known_id_is_dead_lettered_and_the_known_job_lef
     .await;
     let letters = env.store.dead_letters().await.expect("read");
     assert_eq!(letters.len(), 1);
-    assert_eq!(letters[0].reason, "invalid");
+    assert_eq!(letters[0].reason, DeadReason::Invalid);
     assert!(
         letters[0].detail.starts_with("field `id`"),
         "{}",
@@ -350,7 +351,7 @@ async fn a_line_break_in_the_idempotency_key_is_invalid_not_a_transport_error() 
     job.idempotency_key = Some("order-1\r\nX-Injected: yes".into());
     env.publish(&job).await;
     let letter = dead_letter_of(&env, job.id).await;
-    assert_eq!(letter.reason, "invalid");
+    assert_eq!(letter.reason, DeadReason::Invalid);
     assert!(
         letter.detail.starts_with("field `idempotency_key`"),
         "{}",
@@ -415,7 +416,7 @@ async fn a_message_the_amqp_client_cannot_read_does_not_stop_the_worker() {
     let letters = env.store.dead_letters().await.expect("read");
     assert!(!letters.is_empty());
     assert!(
-        letters.iter().all(|l| l.reason == "unreadable"),
+        letters.iter().all(|l| l.reason == DeadReason::Unreadable),
         "only the unreadable: {letters:?}"
     );
     assert!(

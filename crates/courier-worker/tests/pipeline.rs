@@ -1,6 +1,7 @@
 //! The pipeline end to end, in-process, against the real RabbitMQ and
 //! PostgreSQL; the provider is the mock HTTP server on loopback.
 
+use courier_core::{DeadReason, JobState};
 use courier_testkit::{OPERATION, PROVIDER, TestEnv};
 use serde_json::json;
 use std::time::Duration;
@@ -99,7 +100,7 @@ async fn exhausted_retries_dead_letter_the_job_with_its_whole_history() {
     assert_eq!(dead.len(), 1);
     let letter = &dead[0];
     assert_eq!(letter.job_id, Some(job.id));
-    assert_eq!(letter.reason, "retries_exhausted");
+    assert_eq!(letter.reason, DeadReason::RetriesExhausted);
     assert_eq!(letter.attempts, 3);
     assert_eq!(letter.last_status, Some(500));
     assert!(letter.detail.contains("3 attempts"), "{}", letter.detail);
@@ -126,7 +127,7 @@ async fn a_permanent_4xx_is_dead_at_once() {
     env.wait_state(job.id, "dead", WAIT).await;
     assert_eq!(env.mock.calls_for(&job.id.to_string()).len(), 1);
     let dead = env.store.dead_letters().await.expect("read dead letters");
-    assert_eq!(dead[0].reason, "permanent");
+    assert_eq!(dead[0].reason, DeadReason::Permanent);
     assert_eq!(dead[0].last_status, Some(422));
     assert_eq!(dead[0].attempts, 1);
     worker.shutdown();
@@ -153,7 +154,7 @@ async fn invalid_json_and_unknown_providers_are_dead_lettered_with_the_reason() 
     })
     .await;
     let dead = env.store.dead_letters().await.expect("read dead letters");
-    assert!(dead.iter().all(|d| d.reason == "invalid"));
+    assert!(dead.iter().all(|d| d.reason == DeadReason::Invalid));
     let detail_of = |pred: &dyn Fn(&courier_store::DeadLetterRecord) -> bool| {
         dead.iter()
             .find(|d| pred(d))
@@ -274,7 +275,7 @@ async fn a_copy_delivered_while_the_first_is_calling_waits_and_does_not_call_aga
             .job(job.id)
             .await
             .expect("read")
-            .is_some_and(|j| j.state == "succeeded" && j.duplicate_deliveries == 1)
+            .is_some_and(|j| j.state == JobState::Succeeded && j.duplicate_deliveries == 1)
     })
     .await;
     assert_eq!(
@@ -358,7 +359,7 @@ async fn a_poison_message_is_dead_lettered_after_the_delivery_limit_instead_of_l
     let worker = env.start_worker().await;
     env.wait_state(job.id, "dead", WAIT).await;
     let dead = env.store.dead_letters().await.expect("read dead letters");
-    assert_eq!(dead[0].reason, "delivery_limit");
+    assert_eq!(dead[0].reason, DeadReason::DeliveryLimit);
     assert_eq!(
         env.mock.call_count(),
         0,

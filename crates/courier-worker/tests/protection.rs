@@ -3,6 +3,7 @@
 //! operator's pause, and a healthy provider flowing beside a broken one.
 //! What is checked is what the provider received and what PostgreSQL holds.
 
+use courier_core::JobState;
 use courier_core::circuit::CircuitState;
 use courier_core::envelope::JobEnvelope;
 use courier_provider::{Enforced, FailureMix, MockProvider};
@@ -211,7 +212,8 @@ async fn the_circuit_opens_holds_jobs_without_spending_attempts_probes_and_close
     for id in &ids {
         let row = env.store.job(*id).await.expect("read").expect("row");
         assert_eq!(
-            row.state, "succeeded",
+            row.state,
+            JobState::Succeeded,
             "nothing is dead because the provider was down"
         );
         recorded += env.store.attempts(*id).await.expect("attempts").len();

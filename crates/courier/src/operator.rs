@@ -10,6 +10,7 @@ use crate::exit;
 use crate::settings;
 use anyhow::{Context as _, bail};
 use chrono::{DateTime, Utc};
+use courier_core::DeadReason;
 use courier_ops::views::{ActionResult, AttemptView, DeadLetterView, JobView};
 use courier_ops::{DeadQuery, Operator, OpsError, Purge, Requeue};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -137,8 +138,8 @@ pub struct FilterArgs {
     #[arg(long)]
     operation: Option<String>,
     /// permanent, retries_exhausted, invalid, delivery_limit, refused or unreadable
-    #[arg(long)]
-    reason: Option<String>,
+    #[arg(long, value_parser = reason)]
+    reason: Option<DeadReason>,
     /// Last HTTP status
     #[arg(long)]
     status: Option<i16>,
@@ -167,6 +168,14 @@ pub struct ChangeArgs {
     /// Print JSON (the admin API's document) instead of text
     #[arg(long)]
     json: bool,
+}
+
+/// A reason is one of the six words, refused at the command line otherwise.
+fn reason(s: &str) -> Result<DeadReason, String> {
+    DeadReason::parse(s).ok_or_else(|| {
+        let known: Vec<&str> = DeadReason::ALL.iter().map(|r| r.as_str()).collect();
+        format!("not a reason; one of {}", known.join(", "))
+    })
 }
 
 fn rate(s: &str) -> Result<f64, String> {
@@ -271,7 +280,7 @@ async fn dead_with(ops: &Operator, command: DeadCommand) -> anyhow::Result<ExitC
                     println!(
                         "{:<24} {:<18} {:>8}",
                         shown_opt(s.provider.as_deref()),
-                        shown(&s.reason),
+                        s.reason.as_str(),
                         s.pending
                     );
                 }
@@ -392,7 +401,7 @@ async fn jobs_with(ops: &Operator, command: JobsCommand) -> anyhow::Result<ExitC
                     println!(
                         "  dead       {} [{}]",
                         l.dead_at.format("%F %T"),
-                        fit(&l.status, 12)
+                        l.status.as_str()
                     );
                     println!("             letter {}", l.id);
                     println!("             {}", fit(&l.detail, WIDTH - 13));
@@ -529,7 +538,7 @@ pub async fn audit(config: Option<&Path>, args: AuditArgs) -> anyhow::Result<Exi
         println!(
             "{:<19}  {:<8}  {:<30}  {:>7}  {:>8}",
             a.started_at.format("%F %T"),
-            fit(&a.action, 9),
+            a.action.as_str(),
             fit(&a.actor, 31),
             a.matched,
             a.affected
@@ -582,7 +591,7 @@ fn print_letters(letters: &[DeadLetterView]) {
             l.id,
             l.dead_at.format("%F %T"),
             status_of(l.last_status),
-            fit(&l.reason, WIDTH - 65),
+            l.reason.as_str(),
         );
         let place = format!(
             "{} / {}",
@@ -595,7 +604,7 @@ fn print_letters(letters: &[DeadLetterView]) {
 }
 
 fn print_letter(l: &DeadLetterView) {
-    println!("dead letter {} [{}]", l.id, fit(&l.status, 20));
+    println!("dead letter {} [{}]", l.id, l.status);
     println!(
         "  job        {}",
         l.job_id.map_or("-".to_owned(), |j| j.to_string())
@@ -606,7 +615,7 @@ fn print_letter(l: &DeadLetterView) {
         shown_opt(l.operation.as_deref())
     );
     println!("  provider   {}", fit(&place, WIDTH - 13));
-    println!("  reason     {}", fit(&l.reason, WIDTH - 13));
+    println!("  reason     {}", l.reason);
     for line in wrap(&shown(&l.detail), WIDTH - 13) {
         println!("             {line}");
     }
@@ -653,7 +662,7 @@ fn wrap(text: &str, width: usize) -> Vec<String> {
 }
 
 fn print_job(j: &JobView) {
-    println!("job {} [{}]", j.id, fit(&j.state, 20));
+    println!("job {} [{}]", j.id, j.state);
     let place = format!("{} / {}", shown(&j.provider), shown(&j.operation));
     println!("  provider   {}", fit(&place, WIDTH - 13));
     println!("  key        {}", fit(&j.idempotency_key, WIDTH - 13));
