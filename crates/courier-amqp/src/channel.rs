@@ -9,7 +9,7 @@
 
 use crate::AmqpError;
 use futures_util::Stream;
-use lapin::message::Delivery;
+use lapin::BasicProperties;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -32,6 +32,35 @@ impl Channel {
     }
 }
 
+/// A message the broker delivered: its body, the exchange it came through,
+/// and the handle that settles it. What its properties say is read with
+/// `DeliveryMeta::of`; `Publisher::republish` sends it on unchanged.
+#[derive(Debug)]
+pub struct Delivery {
+    pub data: Vec<u8>,
+    pub exchange: String,
+    pub acker: Acker,
+    pub(crate) properties: BasicProperties,
+    pub(crate) redelivered: bool,
+}
+
+impl From<lapin::message::Delivery> for Delivery {
+    fn from(d: lapin::message::Delivery) -> Self {
+        Delivery {
+            data: d.data,
+            exchange: d.exchange.to_string(),
+            acker: Acker(d.acker),
+            properties: d.properties,
+            redelivered: d.redelivered,
+        }
+    }
+}
+
+/// Settles one delivery, once: `ack`, `requeue` or `reject` (functions of
+/// this crate, each within its deadline).
+#[derive(Debug)]
+pub struct Acker(pub(crate) lapin::Acker);
+
 /// A queue's deliveries, as the broker sends them (at most the channel's
 /// prefetch unacked at once).
 #[derive(Debug)]
@@ -52,6 +81,6 @@ impl Stream for Consumer {
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         Pin::new(&mut self.inner)
             .poll_next(cx)
-            .map(|next| next.map(|d| d.map_err(AmqpError::broker("consume"))))
+            .map(|next| next.map(|d| d.map(Delivery::from).map_err(AmqpError::broker("consume"))))
     }
 }

@@ -57,7 +57,7 @@ impl DeliveryMeta {
     /// What a delivery carries. `x-delivery-count` only counts when the
     /// broker says this is a redelivery (a quorum queue sets the header
     /// then, over whatever the publisher wrote); on a first delivery it is 0.
-    pub fn of(delivery: &lapin::message::Delivery) -> Self {
+    pub fn of(delivery: &crate::Delivery) -> Self {
         let mut meta = Self::of_properties(&delivery.properties);
         if !delivery.redelivered {
             meta.delivery_count = 0;

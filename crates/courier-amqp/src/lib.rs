@@ -13,10 +13,8 @@ mod link;
 pub mod publish;
 pub mod topology;
 
-pub use channel::{Channel, Consumer};
+pub use channel::{Acker, Channel, Consumer, Delivery};
 pub use headers::DeliveryMeta;
-pub use lapin::message::Delivery;
-pub use lapin::{Acker, BasicProperties};
 pub use link::{Link, Loss};
 pub use publish::Publisher;
 pub use topology::Topology;
@@ -206,7 +204,7 @@ pub async fn ack(acker: &Acker) -> Result<(), AmqpError> {
     let sent = within(
         SETTLE_TIMEOUT,
         "basic.ack",
-        acker.ack(lapin::options::BasicAckOptions::default()),
+        acker.0.ack(lapin::options::BasicAckOptions::default()),
     )
     .await?;
     if sent {
@@ -233,7 +231,7 @@ async fn nack(acker: &Acker, requeue: bool, op: &'static str) -> Result<(), Amqp
         requeue,
         ..lapin::options::BasicNackOptions::default()
     };
-    let sent = within(SETTLE_TIMEOUT, "basic.nack", acker.nack(options)).await?;
+    let sent = within(SETTLE_TIMEOUT, "basic.nack", acker.0.nack(options)).await?;
     if sent {
         Ok(())
     } else {
@@ -279,7 +277,7 @@ pub async fn get(channel: &Channel, queue: &str) -> Result<Option<Delivery>, Amq
         ),
     )
     .await?;
-    Ok(message.map(|m| m.delivery))
+    Ok(message.map(|m| Delivery::from(m.delivery)))
 }
 
 /// Whether the broker connection is usable right now: up (not reconnecting

@@ -79,9 +79,27 @@ impl Publisher {
         }
     }
 
+    /// Sends a delivery on unchanged (body and properties) and waits for
+    /// the broker's confirm; a message no queue takes is an error.
+    pub async fn republish(
+        &self,
+        exchange: &str,
+        key: &str,
+        delivery: &crate::Delivery,
+    ) -> Result<(), AmqpError> {
+        self.publish(
+            exchange,
+            key,
+            &delivery.data,
+            delivery.properties.clone(),
+            true,
+        )
+        .await
+    }
+
     /// Publishes and waits for the broker's confirm. With `mandatory`, a
     /// message no queue takes is an error instead of silently dropped.
-    pub async fn publish(
+    pub(crate) async fn publish(
         &self,
         exchange: &str,
         key: &str,

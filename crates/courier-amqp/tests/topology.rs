@@ -4,7 +4,6 @@ use courier_amqp::headers::DeliveryMeta;
 use courier_amqp::topology::message_count;
 use courier_amqp::{Publisher, Topology, connect, consume};
 use futures_util::StreamExt;
-use lapin::options::BasicAckOptions;
 use std::time::{Duration, Instant};
 
 fn broker() -> courier_core::config::BrokerConfig {
@@ -74,11 +73,7 @@ async fn a_retry_waits_its_delay_in_the_cascade_then_returns_to_the_work_queue()
         .expect("stream open")
         .expect("delivery");
     let waited = sent.elapsed();
-    delivery
-        .acker
-        .ack(BasicAckOptions::default())
-        .await
-        .expect("ack");
+    courier_amqp::ack(&delivery.acker).await.expect("ack");
     assert!(
         waited >= Duration::from_secs(3),
         "came back after {waited:?}, before its 3 s delay"

@@ -302,12 +302,10 @@ pub async fn sync_dead_letter_queue(
                 sync.removed += 1;
             } else {
                 publisher
-                    .publish(
+                    .republish(
                         &topology.dead_exchange(),
                         &topology.dead_key(provider),
-                        &delivery.data,
-                        delivery.properties.clone(),
-                        true,
+                        delivery,
                     )
                     .await?;
                 sync.kept += 1;
