@@ -15,7 +15,7 @@ use axum::http::request::Parts;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use courier_core::config::{AdminToken, Scope};
-use courier_provider::secret::{Rules, SecretError, SecretSource};
+use courier_telemetry::secret::{Rules, SecretError, SecretSource};
 use std::marker::PhantomData;
 use std::sync::Arc;
 use subtle::ConstantTimeEq;

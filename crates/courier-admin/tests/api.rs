@@ -718,7 +718,7 @@ async fn an_admin_token_file_rotates_without_a_restart() {
     assert_eq!(status(old).await, StatusCode::OK);
     std::fs::write(file, format!("{new}\n")).expect("rotate the token");
     // What SIGHUP (or the periodic re-read) does in `courier admin serve`.
-    courier_provider::secret::reload_all();
+    courier_telemetry::secret::reload_all();
     assert_eq!(status(new).await, StatusCode::OK);
     assert_eq!(status(old).await, StatusCode::UNAUTHORIZED);
 }

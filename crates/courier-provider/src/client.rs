@@ -4,12 +4,12 @@
 //! It must never retry, sleep between attempts or judge the result: that is
 //! courier-core's classification, applied by the worker.
 
-use crate::secret::{Rules, SecretError, SecretSource};
 use chrono::{DateTime, Utc};
 use courier_core::config::{AuthScheme, Operation, ProviderConfig};
 use courier_core::retry::parse_retry_after;
 use courier_core::signals::{self, Hints, Pause};
 use courier_core::{CallResult, Job};
+use courier_telemetry::secret::{Rules, SecretError, SecretSource};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use std::error::Error as _;
 use std::time::{Duration, Instant};

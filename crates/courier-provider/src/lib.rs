@@ -10,7 +10,6 @@
 pub mod chaos;
 pub mod client;
 pub mod mock;
-pub mod secret;
 
 pub use client::{CallReport, ProviderClient, ProviderError};
 pub use mock::{Enforced, FailureMix, MockProvider};

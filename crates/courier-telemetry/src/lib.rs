@@ -3,8 +3,10 @@
 //!
 //! Owns the metric families ([`metrics`]), the `/metrics`, `/healthz` and
 //! `/readyz` endpoints ([`server`]), log setup ([`logging`]), the optional
-//! OTLP span export ([`otlp`]) and the scrubbing of secrets from logs
-//! ([`redact`]). It knows nothing of
+//! OTLP span export ([`otlp`]), and secrets: resolving references to them
+//! ([`secret`], rotating with their files) beside the scrubbing of every
+//! resolved one from logs ([`redact`]), so that no secret is read without
+//! the redaction learning it. It knows nothing of
 //! RabbitMQ, PostgreSQL or HTTP providers: the worker reports events to it
 //! and answers its readiness probe. It must never put an unbounded value
 //! (job id, key, URL, payload) into a metric label.
@@ -14,6 +16,7 @@ pub mod logging;
 pub mod metrics;
 pub mod otlp;
 pub mod redact;
+pub mod secret;
 pub mod server;
 
 pub use metrics::{DeferReason, InFlight, JobOutcome, Metrics};

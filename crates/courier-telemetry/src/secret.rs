@@ -74,7 +74,7 @@ pub fn resolve(reference: &SecretRef) -> Result<Secret, SecretError> {
     if value.is_empty() {
         return Err(SecretError::Empty(origin));
     }
-    courier_telemetry::redact::register_secret(&value);
+    crate::redact::register_secret(&value);
     Ok(Secret(value))
 }
 
@@ -206,10 +206,11 @@ mod tests {
     use super::*;
 
     fn temp_secret(value: &str) -> std::path::PathBuf {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let path = std::env::temp_dir().join(format!(
             "courier-secret-{}-{}",
             std::process::id(),
-            rand::random::<u64>()
+            NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
         ));
         std::fs::write(&path, value).expect("write temp secret");
         path

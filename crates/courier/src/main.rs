@@ -231,7 +231,7 @@ async fn follow_secret_files() {
                     _ = hangup.recv() => tracing::info!("SIGHUP: re-reading secret files"),
                     _ = every.tick() => {}
                 }
-                courier_provider::secret::reload_all();
+                courier_telemetry::secret::reload_all();
             },
             Err(e) => {
                 tracing::warn!(error = %e, "cannot listen for SIGHUP; secret files are re-read every {SECRET_REREAD:?}")
@@ -240,7 +240,7 @@ async fn follow_secret_files() {
     }
     loop {
         every.tick().await;
-        courier_provider::secret::reload_all();
+        courier_telemetry::secret::reload_all();
     }
 }
 
