@@ -1,0 +1,343 @@
+//! The config's rules, each held by a test: defaults, bounds, errors that
+//! name the key and the file, secrets only as references; and the shipped
+//! example file is valid.
+
+use super::*;
+
+const GOOD: &str = r#"
+namespace = "prod"
+[broker]
+prefetch = 100
+[providers.stripe]
+base_url = "https://api.stripe.test/"
+timeout_ms = 5000
+headers = { "Stripe-Version" = "2024-01-01" }
+auth = { scheme = "bearer", token_env = "STRIPE_TOKEN" }
+retryable_statuses = [409]
+[providers.stripe.retry]
+max_attempts = 4
+base_delay_ms = 250
+[providers.stripe.operations.create_charge]
+method = "post"
+path = "/v1/customers/{customer}/charges"
+"#;
+
+fn no_env(_: &str) -> Option<String> {
+    None
+}
+
+fn load(text: &str) -> Result<Config, ConfigError> {
+    Config::from_toml(text, "courier.toml", &no_env)
+}
+
+fn err_key(text: &str) -> String {
+    let e = load(text).expect_err("must be refused");
+    assert!(e.to_string().starts_with("courier.toml"), "{e}");
+    e.key
+}
+
+#[test]
+fn a_provider_names_its_owner_and_runbook() {
+    let with = |extra: &str| {
+        format!(
+            "[providers.crm]\nbase_url = \"https://crm.test\"\n{extra}\n[providers.crm.operations.sync]\nmethod = \"POST\"\npath = \"/sync\"\n"
+        )
+    };
+    let c = load(&with(
+        "owner = \"sales-platform\"\nrunbook = \"https://wiki.test/crm\"",
+    ))
+    .expect("valid");
+    assert_eq!(c.providers["crm"].owner.as_deref(), Some("sales-platform"));
+    assert_eq!(
+        c.providers["crm"].runbook.as_deref(),
+        Some("https://wiki.test/crm")
+    );
+    let bare = load(&with("")).expect("valid");
+    assert_eq!(
+        (
+            bare.providers["crm"].owner.clone(),
+            bare.providers["crm"].runbook.clone()
+        ),
+        (None, None)
+    );
+    assert_eq!(
+        err_key(&with("runbook = \"ftp://wiki.test\"")),
+        "providers.crm.runbook"
+    );
+    assert_eq!(
+        err_key(&with("runbook = \"see the wiki\"")),
+        "providers.crm.runbook"
+    );
+    assert_eq!(err_key(&with("owner = \"\"")), "providers.crm.owner");
+    assert_eq!(err_key(&with("owner = \"a\\nb\"")), "providers.crm.owner");
+}
+
+#[test]
+fn loads_a_good_file() {
+    let c = load(GOOD).expect("valid");
+    assert_eq!(c.namespace, "prod");
+    assert_eq!(c.broker.url, DEFAULT_AMQP_URL);
+    let p = &c.providers["stripe"];
+    assert_eq!(p.base_url, "https://api.stripe.test");
+    assert_eq!(p.retry.max_attempts, 4);
+    assert_eq!(p.operations["create_charge"].method, HttpMethod::Post);
+    assert_eq!(
+        p.auth.as_ref().map(|a| &a.secret),
+        Some(&SecretRef::Env("STRIPE_TOKEN".into()))
+    );
+    assert!(p.statuses.retryable.contains(&409));
+}
+
+#[test]
+fn env_overrides_the_file() {
+    let env = |k: &str| match k {
+        ENV_NAMESPACE => Some("staging".to_owned()),
+        ENV_DATABASE_URL => Some("postgres://u:pw@db:5432/x".to_owned()),
+        _ => None,
+    };
+    let c = Config::from_toml(GOOD, "f.toml", &env).expect("valid");
+    assert_eq!(c.namespace, "staging");
+    assert_eq!(c.database.url, "postgres://u:pw@db:5432/x");
+    assert!(
+        !format!("{:?}", c.database).contains("pw"),
+        "Debug must redact the password"
+    );
+}
+
+#[test]
+fn errors_name_the_key() {
+    assert_eq!(err_key("namespace = \"Bad-NS\""), "namespace");
+    assert_eq!(
+        err_key(&GOOD.replace("max_attempts = 4", "max_attempts = 0")),
+        "providers.stripe.retry.max_attempts"
+    );
+    assert_eq!(
+        err_key(&GOOD.replace("method = \"post\"", "method = \"FETCH\"")),
+        "providers.stripe.operations.create_charge.method"
+    );
+    assert_eq!(
+        err_key(&GOOD.replace("{customer}", "{customer")),
+        "providers.stripe.operations.create_charge.path"
+    );
+    assert_eq!(
+        err_key(&GOOD.replace("https://api.stripe.test/", "ftp://x")),
+        "providers.stripe.base_url"
+    );
+    assert_eq!(
+        err_key(&GOOD.replace("token_env = \"STRIPE_TOKEN\"", "")),
+        "providers.stripe.auth.token_env"
+    );
+    assert_eq!(
+        err_key(&GOOD.replace("timeout_ms = 5000", "timeout_secs = 5")),
+        "timeout_secs"
+    );
+}
+
+#[test]
+fn protection_keys_default_and_errors_name_them() {
+    let c = load(GOOD).expect("valid");
+    let stripe = &c.providers["stripe"];
+    assert_eq!(stripe.rate_limit, None, "no limit unless configured");
+    assert_eq!(stripe.circuit, CircuitPolicy::default());
+    assert_eq!(
+        (
+            stripe.circuit.failure_rate,
+            stripe.circuit.min_calls,
+            stripe.circuit.probes
+        ),
+        (0.5, 20, 3)
+    );
+    let limited = format!(
+        "{GOOD}\n[providers.stripe.rate_limit]\nper_second = 50.0\nburst = 10\n\
+         [providers.stripe.operations.create_charge.rate_limit]\nper_second = 5.0\n\
+         [providers.stripe.circuit]\nopen_secs = 10\n"
+    );
+    let c = load(&limited).expect("valid");
+    let stripe = &c.providers["stripe"];
+    assert_eq!(
+        stripe.rate_limit,
+        Some(RateLimit {
+            per_second: 50.0,
+            burst: 10
+        })
+    );
+    assert_eq!(
+        stripe.operations["create_charge"].rate_limit,
+        Some(RateLimit {
+            per_second: 5.0,
+            burst: 1
+        })
+    );
+    assert_eq!(stripe.circuit.open_for, Duration::from_secs(10));
+    for (good, bad, key) in [
+        (
+            "per_second = 50.0",
+            "per_second = 0.0",
+            "providers.stripe.rate_limit.per_second",
+        ),
+        (
+            "burst = 10",
+            "burst = 0",
+            "providers.stripe.rate_limit.burst",
+        ),
+        (
+            "open_secs = 10",
+            "open_secs = 0",
+            "providers.stripe.circuit.open_secs",
+        ),
+    ] {
+        assert_eq!(err_key(&limited.replacen(good, bad, 1)), key, "{bad}");
+    }
+    let rate = limited.replace("open_secs = 10", "failure_rate = 1.5");
+    assert_eq!(err_key(&rate), "providers.stripe.circuit.failure_rate");
+    let unknown = limited.replace("open_secs = 10", "open_for = 10");
+    assert_eq!(err_key(&unknown), "open_for");
+}
+
+#[test]
+fn url_passwords_are_decoded() {
+    assert_eq!(
+        url_password("postgres://u:p%40ss%2Fw0rd@h/db").as_deref(),
+        Some("p@ss/w0rd")
+    );
+    assert_eq!(url_password("amqp://guest@h:5672/%2f"), None);
+    assert_eq!(
+        url_password("postgres://u@h/db?sslmode=require&password=s%C3%A9cr%20t").as_deref(),
+        Some("sécr t")
+    );
+}
+
+#[test]
+fn a_password_in_the_query_is_refused_in_the_file_and_redacted() {
+    let e = load("[database]\nurl = \"postgres://u@db.internal/x?password=hunter22\"\n")
+        .expect_err("refused");
+    assert_eq!(e.key, "database.url");
+    assert!(!e.to_string().contains("hunter22"), "{e}");
+    let shown = redact_url("postgres://u@db.internal/x?password=hunter22&sslmode=verify-full");
+    assert!(
+        !shown.contains("hunter22") && shown.contains("sslmode=verify-full"),
+        "{shown}"
+    );
+    let env =
+        |k: &str| (k == ENV_DATABASE_URL).then(|| "postgres://u@db/x?password=hunter22".to_owned());
+    let c = Config::from_toml("", "f.toml", &env).expect("the environment may carry it");
+    assert!(!format!("{:?}", c.database).contains("hunter22"));
+}
+
+#[test]
+fn broker_tls_needs_amqps_and_pairs_its_files() {
+    let amqps = |tls: &str| {
+        let env =
+            |k: &str| (k == ENV_AMQP_URL).then(|| "amqps://u:p@mq.internal:5671/%2f".to_owned());
+        Config::from_toml(&format!("[broker.tls]\n{tls}\n"), "f.toml", &env)
+    };
+    let c = amqps("ca_file = \"/etc/ca.pem\"").expect("valid");
+    assert_eq!(
+        c.broker.tls.ca_file.as_deref(),
+        Some(std::path::Path::new("/etc/ca.pem"))
+    );
+    assert_eq!(
+        amqps("cert_file = \"/c.pem\"").expect_err("no key").key,
+        "broker.tls.key_file"
+    );
+    assert_eq!(
+        amqps("key_file = \"/k.pem\"").expect_err("no cert").key,
+        "broker.tls.cert_file"
+    );
+    assert_eq!(
+        err_key("[broker.tls]\nca_file = \"/etc/ca.pem\"\n"),
+        "broker.tls"
+    );
+}
+
+#[test]
+fn telemetry_defaults_and_overrides() {
+    let c = load(GOOD).expect("valid");
+    assert_eq!(c.telemetry.listen.to_string(), DEFAULT_TELEMETRY_LISTEN);
+    assert_eq!(c.telemetry.log_format, LogFormat::Json);
+    assert_eq!(c.telemetry.poll_interval, Duration::from_secs(15));
+
+    let pretty = format!("{GOOD}\n[telemetry]\nlog_format = \"pretty\"\npoll_interval_ms = 250\n");
+    let c = load(&pretty).expect("valid");
+    assert_eq!(c.telemetry.log_format, LogFormat::Pretty);
+    assert_eq!(c.telemetry.poll_interval, Duration::from_millis(250));
+    let env = |k: &str| (k == ENV_LOG_FORMAT).then(|| "json".to_owned());
+    let c = Config::from_toml(&pretty, "f.toml", &env).expect("valid");
+    assert_eq!(c.telemetry.log_format, LogFormat::Json, "the env wins");
+
+    let bad = format!("{GOOD}\n[telemetry]\nlog_format = \"xml\"\n");
+    assert_eq!(err_key(&bad), "telemetry.log_format");
+    let bad = format!("{GOOD}\n[telemetry]\nlisten = \"nowhere\"\n");
+    assert_eq!(err_key(&bad), "telemetry.listen");
+    assert_eq!(load(GOOD).expect("valid").telemetry.otlp_endpoint, None);
+    let otlp = format!("{GOOD}\n[telemetry]\notlp_endpoint = \"http://otel:4318/\"\n");
+    assert_eq!(
+        load(&otlp)
+            .expect("valid")
+            .telemetry
+            .otlp_endpoint
+            .as_deref(),
+        Some("http://otel:4318")
+    );
+    let bad = format!("{GOOD}\n[telemetry]\notlp_endpoint = \"grpc://otel\"\n");
+    assert_eq!(err_key(&bad), "telemetry.otlp_endpoint");
+}
+
+#[test]
+fn secrets_are_refused_as_literals() {
+    let with_header = GOOD.replace("\"Stripe-Version\"", "\"X-Api-Key\"");
+    assert_eq!(err_key(&with_header), "providers.stripe.headers.X-Api-Key");
+    let with_pw = format!("[broker]\nurl = \"amqp://u:secret@h:5672/%2f\"\n{}", "");
+    let e = load(&with_pw).expect_err("password refused");
+    assert_eq!(e.key, "broker.url");
+    assert!(
+        !e.to_string().contains("secret"),
+        "the error must not echo the password: {e}"
+    );
+    assert_eq!(
+        err_key(&GOOD.replace("https://api.stripe.test/", "https://u:p@api.stripe.test/")),
+        "providers.stripe.base_url"
+    );
+}
+
+#[test]
+fn parse_errors_carry_the_line() {
+    let e = load("namespace = \"a\"\n[broker]\nprefetch = \"many\"\n").expect_err("type error");
+    assert!(e.file.starts_with("courier.toml:"), "{e}");
+}
+
+#[test]
+fn operation_lookup_names_the_field() {
+    let c = load(GOOD).expect("valid");
+    let mut job = Job {
+        id: uuid::Uuid::now_v7(),
+        provider: "stripe".into(),
+        operation: "refund".into(),
+        idempotency_key: "k".into(),
+        payload: serde_json::Map::new(),
+        created_at: chrono::Utc::now(),
+        fingerprint: [0; 32],
+    };
+    assert_eq!(
+        c.operation(&job).expect_err("unknown op").field,
+        "operation"
+    );
+    job.provider = "nope".into();
+    assert_eq!(
+        c.operation(&job).expect_err("unknown provider").field,
+        "provider"
+    );
+}
+
+mod example_file {
+    #[test]
+    fn the_shipped_example_config_is_valid() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../deploy/courier.example.toml");
+        let text = std::fs::read_to_string(&path).expect("read the example config");
+        let config =
+            super::super::Config::from_toml(&text, "deploy/courier.example.toml", &|_| None)
+                .expect("valid");
+        assert_eq!(config.providers.len(), 2);
+    }
+}
