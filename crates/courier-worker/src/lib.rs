@@ -7,7 +7,7 @@
 //! Owns the wiring ([`Worker::start`]), the per-delivery pipeline
 //! ([`pipeline`]), the consumers ([`consumer`]), the outcome writer
 //! ([`writer`]), what the worker reports about itself ([`observe`]: the
-//! readiness probe and the sampled gauges) and shutdown. Decisions come from courier-core; I/O goes
+//! readiness probe and the sampled gauges) and shutdown (`shutdown.rs`). Decisions come from courier-core; I/O goes
 //! through courier-amqp, courier-provider and courier-store. It must never
 //! ack a delivery before its outcome is committed.
 
@@ -17,6 +17,7 @@ pub mod lookup;
 pub mod observe;
 pub mod patience;
 pub mod pipeline;
+mod shutdown;
 pub mod supervisor;
 pub mod turns;
 pub mod writer;
@@ -31,18 +32,10 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-
-/// How long shutdown gives the outcome writer to flush after in-flight work
-/// has finished or been abandoned.
-const FLUSH_DEADLINE: Duration = Duration::from_secs(10);
-/// How long shutdown waits for the broker to confirm a close, and for the
-/// telemetry tasks to end.
-const STEP_DEADLINE: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
@@ -77,21 +70,7 @@ impl Worker {
             config.broker.url.as_str(),
             config.database.url.as_str(),
         ]);
-        let listen = config.telemetry.listen;
-        let telemetry_listener =
-            courier_telemetry::server::bind(listen)
-                .await
-                .map_err(|source| WorkerError::Listen {
-                    addr: listen,
-                    source,
-                })?;
-        let telemetry_addr =
-            telemetry_listener
-                .local_addr()
-                .map_err(|source| WorkerError::Listen {
-                    addr: listen,
-                    source,
-                })?;
+        let (telemetry_listener, telemetry_addr) = bind_telemetry(config.telemetry.listen).await?;
         let metrics = Arc::new(Metrics::new(
             &config.providers,
             courier_telemetry::BUILD_COMMIT,
@@ -99,33 +78,13 @@ impl Worker {
         for io in patience::Io::ALL {
             metrics.io_operation(io.label());
         }
-        let counted = metrics.clone();
-        let store = Store::connect_observed(
-            &config.database,
-            &config.namespace,
-            config.database.max_connections,
-            Some(Arc::new(move || counted.database_connection_opened())),
-        )
-        .await?;
-        if config.database.migrate_on_start {
-            store.migrate().await?;
-        }
-        let name = format!(
-            "courier-worker {} pid {}",
-            config.namespace,
-            std::process::id()
-        );
-        // The first connection fails fast (unreachable, refused, TLS): a
-        // wrong address or password is for an operator to fix. Later losses
-        // are the supervisor's to repair.
-        let link = courier_amqp::connect(&config.broker, &name).await?;
-        let topology = Topology::new(&config.namespace, config.providers.keys().cloned());
-        topology.declare(&link.channel().await?).await?;
-        let publisher = Publisher::open(&link, config.broker.confirm_timeout).await?;
-        let mut clients = HashMap::new();
-        for (name, provider) in &config.providers {
-            clients.insert(name.clone(), ProviderClient::new(provider)?);
-        }
+        let Services {
+            store,
+            link,
+            topology,
+            publisher,
+            clients,
+        } = Services::connect(&config, &metrics).await?;
 
         let stop = CancellationToken::new();
         let abandon = CancellationToken::new();
@@ -141,31 +100,13 @@ impl Worker {
             metrics.clone(),
             gate,
         ));
+        let config = pipeline.config();
 
         let running = Arc::new(observe::Running::default());
         running
             .queues
-            .store(pipeline.config().providers.len() + 1, Ordering::SeqCst);
-        // Every delivery the broker may have sent us at once.
-        let in_flight = usize::from(pipeline.config().broker.prefetch)
-            * (pipeline.config().providers.len() + 1);
-        let (outcomes, outcome_rx) = mpsc::channel(in_flight);
-        let flush_abandon = CancellationToken::new();
-        let writer = tokio::spawn({
-            let writer = writer::run(
-                store.clone(),
-                metrics.clone(),
-                outcome_rx,
-                pipeline.config().worker.outcome_batch_max,
-                flush_abandon.clone(),
-                running.clone(),
-            );
-            let running = running.clone();
-            async move {
-                writer.await;
-                running.writer_ended.store(true, Ordering::SeqCst);
-            }
-        });
+            .store(config.providers.len() + 1, Ordering::SeqCst);
+        let writer = spawn_writer(&pipeline, &store, &metrics, &running);
 
         // Consumers live in the supervisor: it subscribes every queue on
         // the current connection and starts over on a new one when it is
@@ -174,18 +115,18 @@ impl Worker {
         let supervisor = tokio::spawn(supervisor::run(supervisor::Supervisor {
             link: link.clone(),
             pipeline: pipeline.clone(),
-            outcomes,
+            outcomes: writer.outcomes,
             tasks: tasks.clone(),
             stop: stop.clone(),
             running: running.clone(),
             store: store.clone(),
             metrics: metrics.clone(),
         }));
-        if let Some(age) = pipeline.config().retention.succeeded_attempts {
-            tokio::spawn(retention(
+        if let Some(age) = config.retention.succeeded_attempts {
+            tokio::spawn(shutdown::retention(
                 store.clone(),
                 age,
-                pipeline.config().retention.interval,
+                config.retention.interval,
                 stop.clone(),
             ));
         }
@@ -213,25 +154,25 @@ impl Worker {
                     store.clone(),
                     metrics.clone(),
                 ),
-                pipeline.config().telemetry.poll_interval,
+                config.telemetry.poll_interval,
                 stop.clone(),
             )),
         ];
         tracing::info!(
-            namespace = %pipeline.config().namespace,
-            providers = pipeline.config().providers.len(),
+            namespace = %config.namespace,
+            providers = config.providers.len(),
             telemetry = %telemetry_addr,
             "worker started"
         );
 
-        let main = tokio::spawn(shutdown_sequence(Shutdown {
+        let main = tokio::spawn(shutdown::sequence(shutdown::Shutdown {
             stop: stop.clone(),
             abandon,
-            flush_abandon,
-            grace: pipeline.config().worker.shutdown_grace,
+            flush_abandon: writer.abandon,
+            grace: config.worker.shutdown_grace,
             supervisor,
             tasks,
-            writer,
+            writer: writer.task,
             link,
             store,
             telemetry_stop,
@@ -269,95 +210,107 @@ impl Worker {
     }
 }
 
-/// Applies `retention.succeeded_attempts` every `interval` until `stop`.
-async fn retention(store: Store, age: Duration, interval: Duration, stop: CancellationToken) {
-    let mut ticks = tokio::time::interval(interval);
-    loop {
-        tokio::select! {
-            _ = ticks.tick() => {}
-            _ = stop.cancelled() => return,
-        }
-        let cutoff =
-            chrono::Utc::now() - chrono::Duration::from_std(age).unwrap_or(chrono::Duration::MAX);
-        match store.prune_succeeded_attempts(cutoff, 10_000).await {
-            Ok(0) => {}
-            Ok(pruned) => tracing::info!(
-                pruned,
-                "retention: deleted attempt rows of old succeeded jobs"
-            ),
-            Err(e) => {
-                tracing::warn!(error = %e, "retention pass failed; trying again next interval")
-            }
-        }
-    }
-}
-
-struct Shutdown {
-    stop: CancellationToken,
-    abandon: CancellationToken,
-    flush_abandon: CancellationToken,
-    grace: Duration,
-    /// Hands back the last connection's subscriptions when it ends.
-    supervisor: JoinHandle<Vec<supervisor::Subscription>>,
-    tasks: TaskTracker,
-    writer: JoinHandle<()>,
-    link: Link,
-    store: Store,
-    /// Fired last: `/readyz` answers "draining" until the very end.
-    telemetry_stop: CancellationToken,
-    /// The telemetry server, the reconnection counter, the sampler.
-    reporters: Vec<JoinHandle<()>>,
-}
-
-async fn shutdown_sequence(s: Shutdown) {
-    s.stop.cancelled().await;
-    tracing::info!("shutting down: no new deliveries; finishing in-flight jobs");
-    // Held until the writer has acked: dropping a subscription closes its
-    // channel and strands the acks of its deliveries.
-    let subscriptions = s.supervisor.await.unwrap_or_default();
-    s.tasks.close();
-    if tokio::time::timeout(s.grace, s.tasks.wait()).await.is_err() {
-        tracing::warn!(
-            unfinished = s.tasks.len(),
-            "shutdown grace period over: requeuing jobs still in flight"
-        );
-        s.abandon.cancel();
-        if tokio::time::timeout(FLUSH_DEADLINE, s.tasks.wait())
-            .await
-            .is_err()
-        {
-            tracing::error!(
-                unfinished = s.tasks.len(),
-                "jobs still in flight after abandoning them; their deliveries return when the connection closes"
-            );
-        }
-    }
-    // Every sender is gone now, so the writer ends once it has flushed.
-    let mut writer = s.writer;
-    if tokio::time::timeout(FLUSH_DEADLINE, &mut writer)
+/// Binds the telemetry listener first: a taken port is an operator's to
+/// fix before anything connects.
+async fn bind_telemetry(
+    listen: SocketAddr,
+) -> Result<(tokio::net::TcpListener, SocketAddr), WorkerError> {
+    let error = |source| WorkerError::Listen {
+        addr: listen,
+        source,
+    };
+    let listener = courier_telemetry::server::bind(listen)
         .await
-        .is_err()
-    {
-        tracing::error!(
-            "outcome writer could not flush in time: its deliveries stay unacked and will be redelivered"
-        );
-        s.flush_abandon.cancel();
-        let _ = writer.await;
-    }
-    drop(subscriptions);
-    // Closing the connection returns every unacked delivery to its queue.
-    if let Err(e) = s.link.close("courier worker shutdown").await {
-        tracing::debug!(error = %e, "closing the broker connection");
-    }
-    s.store.close().await;
-    s.telemetry_stop.cancel();
-    for mut reporter in s.reporters {
-        if tokio::time::timeout(STEP_DEADLINE, &mut reporter)
-            .await
-            .is_err()
-        {
-            reporter.abort();
+        .map_err(error)?;
+    let addr = listener.local_addr().map_err(error)?;
+    Ok((listener, addr))
+}
+
+/// The connections a worker runs on.
+struct Services {
+    store: Store,
+    link: Link,
+    topology: Topology,
+    publisher: Publisher,
+    clients: HashMap<String, ProviderClient>,
+}
+
+impl Services {
+    /// Connects to PostgreSQL (migrating when configured) and RabbitMQ
+    /// (declaring the topology), and builds each provider's client. The
+    /// first connection fails fast (unreachable, refused, TLS): a wrong
+    /// address or password is for an operator to fix. Later losses are the
+    /// supervisor's to repair.
+    async fn connect(config: &Config, metrics: &Arc<Metrics>) -> Result<Services, WorkerError> {
+        let counted = metrics.clone();
+        let store = Store::connect_observed(
+            &config.database,
+            &config.namespace,
+            config.database.max_connections,
+            Some(Arc::new(move || counted.database_connection_opened())),
+        )
+        .await?;
+        if config.database.migrate_on_start {
+            store.migrate().await?;
         }
+        let name = format!(
+            "courier-worker {} pid {}",
+            config.namespace,
+            std::process::id()
+        );
+        let link = courier_amqp::connect(&config.broker, &name).await?;
+        let topology = Topology::new(&config.namespace, config.providers.keys().cloned());
+        topology.declare(&link.channel().await?).await?;
+        let publisher = Publisher::open(&link, config.broker.confirm_timeout).await?;
+        let mut clients = HashMap::new();
+        for (name, provider) in &config.providers {
+            clients.insert(name.clone(), ProviderClient::new(provider)?);
+        }
+        Ok(Services {
+            store,
+            link,
+            topology,
+            publisher,
+            clients,
+        })
     }
-    tracing::info!("worker stopped");
+}
+
+/// The outcome writer, running: where outcomes go, its task, and the token
+/// that makes it give up flushing at the end of shutdown.
+struct WriterTask {
+    outcomes: mpsc::Sender<writer::Completed>,
+    task: JoinHandle<()>,
+    abandon: CancellationToken,
+}
+
+fn spawn_writer(
+    pipeline: &Pipeline,
+    store: &Store,
+    metrics: &Arc<Metrics>,
+    running: &Arc<observe::Running>,
+) -> WriterTask {
+    let config = pipeline.config();
+    // Every delivery the broker may have sent us at once.
+    let in_flight = usize::from(config.broker.prefetch) * (config.providers.len() + 1);
+    let (outcomes, outcome_rx) = mpsc::channel(in_flight);
+    let abandon = CancellationToken::new();
+    let writer = writer::run(
+        store.clone(),
+        metrics.clone(),
+        outcome_rx,
+        config.worker.outcome_batch_max,
+        abandon.clone(),
+        running.clone(),
+    );
+    let running = running.clone();
+    let task = tokio::spawn(async move {
+        writer.await;
+        running.writer_ended.store(true, Ordering::SeqCst);
+    });
+    WriterTask {
+        outcomes,
+        task,
+        abandon,
+    }
 }

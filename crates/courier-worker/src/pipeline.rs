@@ -18,11 +18,11 @@ use courier_amqp::{Delivery, DeliveryMeta, Publisher, Topology};
 use courier_core::config::{Operation, ProviderConfig};
 use courier_core::envelope::KeptBody;
 use courier_core::retry::{DeadReason, Decision};
-use courier_core::state::{DeliveredProgress, DeliveryVerdict, JobState, verdict};
+use courier_core::state::{Admission, DeliveredProgress, DeliveryVerdict, JobState, verdict};
 use courier_core::{
     AttemptClass, CallResult, Classification, Config, InvalidJob, Job, TraceContext, classify,
 };
-use courier_provider::ProviderClient;
+use courier_provider::{CallReport, ProviderClient};
 use courier_store::{AttemptRow, DeadLetterRow, JobRow, Outcome, Store};
 use courier_telemetry::DeferReason;
 use courier_telemetry::Metrics;
@@ -61,6 +61,32 @@ pub struct Pipeline {
 pub struct Handled {
     pub outcome: Outcome,
     pub turn: Option<Turn>,
+}
+
+/// A delivery cleared to call its provider, with what the call needs.
+struct Ready<'a> {
+    admission: Admission,
+    /// The trusted progress (from PostgreSQL), not the one the delivery
+    /// claimed: what the rest of its life writes into headers and records.
+    meta: DeliveryMeta,
+    provider: &'a ProviderConfig,
+    operation: &'a Operation,
+    path: String,
+    client: &'a ProviderClient,
+}
+
+/// What screening a delivery found.
+enum Screened<'a> {
+    Ready(Ready<'a>),
+    /// It ends without a call (boxed: the rarer, larger case).
+    Done(Box<Outcome>),
+}
+
+/// What calling a provider gave.
+enum Called {
+    Answered(CallReport),
+    /// Deferred without a call (protection said not now; boxed as above).
+    Done(Box<Outcome>),
 }
 
 /// Why a job dies, with the words an operator reads.
@@ -216,6 +242,9 @@ impl Pipeline {
         })
     }
 
+    /// A readable job's delivery: screened (duplicate, conflict, poison, no
+    /// such operation), then the provider called within its protection,
+    /// then the answer settled into an outcome.
     async fn process_job(
         &self,
         queue_provider: Option<&str>,
@@ -225,13 +254,40 @@ impl Pipeline {
         verdict: DeliveryVerdict,
         trace: TraceContext,
     ) -> Result<Outcome, Abandoned> {
+        let ready = match self
+            .screen(queue_provider, delivery, meta, &job, verdict)
+            .await?
+        {
+            Screened::Ready(ready) => ready,
+            Screened::Done(outcome) => return Ok(*outcome),
+        };
+        let report = match self.call(&ready, delivery, &job, &trace).await? {
+            Called::Answered(report) => report,
+            Called::Done(outcome) => return Ok(*outcome),
+        };
+        self.settle(&ready, delivery, &job, &trace, report).await
+    }
+
+    /// Whether this delivery may call its provider: not a duplicate, not
+    /// another job under a recorded id, not poison, and an operation the
+    /// config knows. What is not ends here, in an outcome.
+    async fn screen<'a>(
+        &'a self,
+        queue_provider: Option<&str>,
+        delivery: &Delivery,
+        meta: &DeliveryMeta,
+        job: &Job,
+        verdict: DeliveryVerdict,
+    ) -> Result<Screened<'a>, Abandoned> {
         let admission = match verdict {
             DeliveryVerdict::Process(admission) => admission,
             DeliveryVerdict::Duplicate => {
                 tracing::info!(
                     "duplicate delivery of a job already done; acknowledging without a call"
                 );
-                return Ok(Outcome::Duplicate { job_id: job.id });
+                return Ok(Screened::Done(Box::new(Outcome::Duplicate {
+                    job_id: job.id,
+                })));
             }
             DeliveryVerdict::Conflict => {
                 tracing::warn!("a different job under a recorded job's id; dead-lettering it");
@@ -250,12 +306,13 @@ impl Pipeline {
                 };
                 return self
                     .reject(queue_provider, delivery, &meta, Owner::Nobody, death)
-                    .await;
+                    .await
+                    .map(|o| Screened::Done(Box::new(o)));
             }
         };
         // What the rest of this delivery's life writes into headers and
         // records: the trusted progress, not the one the delivery claimed.
-        let meta = &DeliveryMeta {
+        let meta = DeliveryMeta {
             attempts: admission.attempt - 1,
             run_base: admission.run_base,
             generation: admission.generation,
@@ -276,17 +333,19 @@ impl Pipeline {
                 last_error: None,
             };
             return self
-                .reject(queue_provider, delivery, meta, Owner::Job(&job), death)
-                .await;
+                .reject(queue_provider, delivery, &meta, Owner::Job(job), death)
+                .await
+                .map(|o| Screened::Done(Box::new(o)));
         }
-        let (provider, operation, path) = match self.resolve(queue_provider, &job) {
+        let (provider, operation, path) = match self.resolve(queue_provider, job) {
             Ok(resolved) => resolved,
             Err(invalid) => {
                 tracing::warn!(error = %invalid, "job cannot run");
                 let death = invalid_death(&invalid);
                 return self
-                    .reject(queue_provider, delivery, meta, Owner::Job(&job), death)
-                    .await;
+                    .reject(queue_provider, delivery, &meta, Owner::Job(job), death)
+                    .await
+                    .map(|o| Screened::Done(Box::new(o)));
             }
         };
         let Some(client) = self.clients.get(&provider.name) else {
@@ -294,7 +353,33 @@ impl Pipeline {
             unreachable!("a configured provider without a client")
         };
 
-        let attempt = admission.attempt;
+        Ok(Screened::Ready(Ready {
+            admission,
+            meta,
+            provider,
+            operation,
+            path,
+            client,
+        }))
+    }
+
+    /// Calls the provider within its protection (rate limits, pause, hold,
+    /// circuit, concurrency cap); a job that cannot go soon is deferred.
+    async fn call(
+        &self,
+        ready: &Ready<'_>,
+        delivery: &Delivery,
+        job: &Job,
+        trace: &TraceContext,
+    ) -> Result<Called, Abandoned> {
+        let Ready {
+            provider,
+            operation,
+            path,
+            client,
+            meta,
+            ..
+        } = ready;
         let traceparent = trace.to_string();
         // Provider protection: the rate limits' slots, a pause, a hold, the
         // circuit. A job that cannot go soon waits in the delay queues and
@@ -307,8 +392,9 @@ impl Pipeline {
             Admit::Call { probe } => probe,
             Admit::Defer { wait, reason } => {
                 return self
-                    .defer(&provider.name, delivery, meta, &job, wait, reason)
-                    .await;
+                    .defer(&provider.name, delivery, meta, job, wait, reason)
+                    .await
+                    .map(|o| Called::Done(Box::new(o)));
             }
         };
         // Held for the call only: the provider's concurrency cap. A delivery
@@ -325,18 +411,40 @@ impl Pipeline {
         if let Some((wait, reason)) = self.gate.still_admitted(&provider.name, probe) {
             drop(slot);
             return self
-                .defer(&provider.name, delivery, meta, &job, wait, reason)
-                .await;
+                .defer(&provider.name, delivery, meta, job, wait, reason)
+                .await
+                .map(|o| Called::Done(Box::new(o)));
         }
         // Shutdown may abandon a call that outlives the grace period: the
         // delivery goes back to the queue and the next try carries the same
         // Idempotency-Key.
         let report = tokio::select! {
-            report = client.call(&job, operation, &path, Some(&traceparent)) => report,
+            report = client.call(job, operation, path, Some(&traceparent)) => report,
             _ = self.abandon.cancelled() => return Err(Abandoned),
         };
         drop(slot);
         self.gate.observe(&provider.name, probe, &report).await;
+        Ok(Called::Answered(report))
+    }
+
+    /// Turns the provider's answer into the outcome: classified, decided
+    /// (succeed, retry after a delay, dead), the retry or dead letter
+    /// published with its confirm.
+    async fn settle(
+        &self,
+        ready: &Ready<'_>,
+        delivery: &Delivery,
+        job: &Job,
+        trace: &TraceContext,
+        report: CallReport,
+    ) -> Result<Outcome, Abandoned> {
+        let Ready {
+            admission,
+            meta,
+            provider,
+            ..
+        } = ready;
+        let attempt = admission.attempt;
         let class = classify(&report.result, &provider.statuses);
         // The retry budget counts from the start of the current run (an
         // operator's requeue starts a new one), throttles aside.
@@ -373,7 +481,7 @@ impl Pipeline {
             error: report.error.clone(),
             trace_id: Some(trace.trace_id()),
         };
-        let mut job_row = job_row(&job, JobState::Retrying, attempt);
+        let mut job_row = job_row(job, JobState::Retrying, attempt);
         job_row.throttled_attempts = admission.throttled_attempts + u32::from(throttled);
         job_row.throttled_for = admission.throttled_for;
         job_row.last_status = status;
@@ -448,7 +556,7 @@ impl Pipeline {
             None => None,
             Some(death) => {
                 job_row.state = JobState::Dead;
-                let owner = Owner::Job(&job);
+                let owner = Owner::Job(job);
                 let letter = self
                     .dead_letter(Some(&provider.name), delivery, meta, owner, attempt, death)
                     .await?;
