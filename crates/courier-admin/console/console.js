@@ -16,6 +16,7 @@ const PAGE = 100;
 let session = null; // { token, scopes } from /me
 let refresh = null; // the overview's timer
 let flash = null; // what an action did, shown atop the next page
+let serverDate = null; // the Date header of the API's last answer
 
 // ---- DOM ------------------------------------------------------------------
 
@@ -88,6 +89,7 @@ async function api(method, path, body) {
     body: body === undefined ? undefined : JSON.stringify(body),
     cache: "no-store",
   });
+  serverDate = response.headers.get("Date");
   if (response.ok) return response.json();
   let detail = response.statusText;
   try {
@@ -316,8 +318,8 @@ async function deadLettersPage(params) {
   const panel = h("div", { id: "action-panel" });
   const bulk = h("div", { class: "bar" },
     h("span", { id: "matching" }, `${total} pending dead letter${total === 1 ? "" : "s"} match this filter`),
-    can("requeue") && total > 0 ? h("button", { type: "button", class: "primary", onclick: () => prepare(panel, "requeue", { filter }) }, "Requeue all matching…") : null,
-    can("purge") && total > 0 ? h("button", { type: "button", class: "danger", onclick: () => prepare(panel, "purge", { filter }) }, "Purge all matching…") : null,
+    can("requeue") && total > 0 && Object.keys(filter).length > 0 ? h("button", { type: "button", class: "primary", onclick: () => prepare(panel, "requeue", { filter }) }, "Requeue all matching…") : null,
+    can("purge") && total > 0 && Object.keys(filter).length > 0 ? h("button", { type: "button", class: "danger", onclick: () => prepare(panel, "purge", { filter }) }, "Purge all matching…") : null,
   );
   const rows = letters.map((l) => h("tr", { "data-letter": l.id },
     h("td", {}, link("#/dead/" + l.id, when(l.dead_at))),
@@ -360,6 +362,16 @@ async function prepare(panel, kind, target) {
     return;
   }
   const n = preview.matched;
+  // The action covers what the dry run counted: a filter is bounded to the
+  // letters dead by then (the server's clock, from its Date header, which
+  // counts whole seconds), so letters dying meanwhile are left for the
+  // next look.
+  if (!body.ids.length && serverDate) {
+    const counted = new Date(Date.parse(serverDate) + 1000).toISOString();
+    if (!body.filter.until || Date.parse(body.filter.until) > Date.parse(counted)) {
+      body.filter = { ...body.filter, until: counted };
+    }
+  }
   const problem = h("div");
   const patch = kind === "requeue"
     ? h("textarea", { id: "patch", oninput: () => problem.replaceChildren(), placeholder: '{"amount": 100} (JSON merge patch, RFC 7396; leave empty to requeue unchanged)' })
@@ -481,7 +493,7 @@ async function jobPage(id) {
       detail: `${l.reason}: ${l.detail} [${l.status}]`, href: "#/dead/" + l.id })),
     ...t.operator_actions.map((a) => ({ at: a.started_at, what: `${a.action} by ${a.actor}`, cls: "warn",
       detail: a.patch ? "patch " + JSON.stringify(a.patch) : "", href: "#/audit" })),
-  ].sort((a, b) => a.at.localeCompare(b.at));
+  ].sort((a, b) => Date.parse(a.at) - Date.parse(b.at));
   const latest = t.dead_letters[t.dead_letters.length - 1];
   show(
     h("h1", {}, "Job ", h("span", { class: "mono" }, j.id)),

@@ -175,6 +175,12 @@ async fn an_operator_recovers_dead_letters_in_the_browser() {
         assert_eq!(status(letter_of(&letters, job.id)), LetterStatus::Pending);
     }
     let actions = env.store.actions(10, None).await.expect("read the audit");
+    // The filter's requeue went as far as its dry run counted, no further.
+    assert!(
+        actions[0].filter["until"].is_string(),
+        "the bulk requeue was bounded: {}",
+        actions[0].filter
+    );
     let summary: Vec<(ActionKind, String, i32, Option<serde_json::Value>)> = actions
         .into_iter()
         .map(|a| (a.action, a.actor, a.affected, a.patch))

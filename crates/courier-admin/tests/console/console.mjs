@@ -175,6 +175,8 @@ try {
     const newest = rows.first();
     await newest.filter({ hasText: "requeue" }).filter({ hasText: "api:lead" }).waitFor();
     await newest.filter({ hasText: plan.patch.replace(/\s/g, "") }).waitFor();
+    // The filter's action was bounded to the letters its dry run counted.
+    await newest.filter({ hasText: '"until"' }).waitFor();
     await rows.nth(1).filter({ hasText: "purge" }).waitFor();
     await shot("audit");
   });
