@@ -17,6 +17,8 @@ let session = null; // { token, scopes } from /me
 let refresh = null; // the overview's timer
 let flash = null; // what an action did, shown atop the next page
 let serverDate = null; // the Date header of the API's last answer
+let navigation = 0; // counts route() calls: a page whose fetches return
+// after the operator has moved on must not draw over the newer page
 
 // ---- DOM ------------------------------------------------------------------
 
@@ -168,14 +170,18 @@ function stopRefresh() {
 }
 
 async function route() {
+  const mine = ++navigation;
   stopRefresh();
   if (!sessionStorage.getItem(TOKEN_KEY)) return signInPage();
   try {
     if (session === null) await signIn();
   } catch (e) {
-    if (!(e instanceof ApiError && e.status === 401)) show(errorBox(e.message));
+    if (mine === navigation && !(e instanceof ApiError && e.status === 401)) show(errorBox(e.message));
     return;
   }
+  // Moved on meanwhile: the newer call draws. Past this point a page starts
+  // without awaiting first, so it reads `navigation` as this call's number.
+  if (mine !== navigation) return;
   renderHeader();
   const [path, search] = (location.hash.slice(1) || "/overview").split("?");
   const params = new URLSearchParams(search || "");
@@ -188,7 +194,7 @@ async function route() {
     else if (parts[0] === "audit") await auditPage(params);
     else await overviewPage();
   } catch (e) {
-    if (!(e instanceof ApiError && e.status === 401)) show(errorBox(e.message));
+    if (mine === navigation && !(e instanceof ApiError && e.status === 401)) show(errorBox(e.message));
   }
 }
 
@@ -213,6 +219,7 @@ function stateCell(p) {
 }
 
 async function overviewPage() {
+  const mine = navigation;
   const table = h("table", { id: "providers" });
   const render = async () => {
     const providers = await api("GET", "/providers");
@@ -241,6 +248,7 @@ async function overviewPage() {
     );
   };
   await render();
+  if (mine !== navigation) return;
   show(h("h1", {}, "Providers"),
     h("p", { class: "muted" }, "Calls and errors over the last 10 seconds, every worker's. Refreshes every 5 seconds."),
     table);
@@ -304,6 +312,7 @@ async function filterForm(filter) {
 }
 
 async function deadLettersPage(params) {
+  const mine = navigation;
   const filter = filterFrom(params);
   const [form, stats, letters] = await Promise.all([
     filterForm(filter),
@@ -333,6 +342,7 @@ async function deadLettersPage(params) {
       " ",
       can("purge") ? h("button", { type: "button", class: "danger", onclick: () => prepare(panel, "purge", { ids: [l.id] }) }, "Purge") : null),
   ));
+  if (mine !== navigation) return;
   show(
     h("h1", {}, "Dead letters"),
     form,
@@ -416,8 +426,10 @@ async function prepare(panel, kind, target) {
 }
 
 async function deadLetterPage(id) {
+  const mine = navigation;
   const l = await api("GET", "/dead-letters/" + encodeURIComponent(id));
   const panel = h("div", { id: "action-panel" });
+  if (mine !== navigation) return;
   show(
     h("h1", {}, "Dead letter"),
     h("dl", { class: "facts" },
@@ -457,6 +469,7 @@ function attemptsTable(attempts) {
 // ---- jobs -----------------------------------------------------------------------
 
 async function jobsPage(params) {
+  const mine = navigation;
   const input = h("input", { id: "lookup", size: 40, value: params.get("key") || "", placeholder: "job id or idempotency key" });
   const form = h("form", { class: "filters", onsubmit: (event) => {
     event.preventDefault();
@@ -470,6 +483,7 @@ async function jobsPage(params) {
     const jobs = await api("GET", "/jobs" + query({ idempotency_key: key, limit: PAGE }));
     found = jobs.length ? jobTable(jobs) : h("p", { class: "muted" }, "No job carries that idempotency key.");
   }
+  if (mine !== navigation) return;
   show(h("h1", {}, "Jobs"), form, found);
 }
 
@@ -483,6 +497,7 @@ function jobTable(jobs) {
 }
 
 async function jobPage(id) {
+  const mine = navigation;
   const t = await api("GET", "/jobs/" + encodeURIComponent(id));
   const j = t.job;
   const events = [
@@ -495,6 +510,7 @@ async function jobPage(id) {
       detail: a.patch ? "patch " + JSON.stringify(a.patch) : "", href: "#/audit" })),
   ].sort((a, b) => Date.parse(a.at) - Date.parse(b.at));
   const latest = t.dead_letters[t.dead_letters.length - 1];
+  if (mine !== navigation) return;
   show(
     h("h1", {}, "Job ", h("span", { class: "mono" }, j.id)),
     h("dl", { class: "facts" },
@@ -523,9 +539,11 @@ async function jobPage(id) {
 // ---- audit log ------------------------------------------------------------------
 
 async function auditPage(params) {
+  const mine = navigation;
   const before = params.get("before");
   const actions = await api("GET", "/actions" + query({ limit: PAGE, before }));
   const last = actions[actions.length - 1];
+  if (mine !== navigation) return;
   show(
     h("h1", {}, "Audit log"),
     h("p", { class: "muted" }, "Every operator action, from the console, the API and the command line."),
