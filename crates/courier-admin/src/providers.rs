@@ -24,10 +24,7 @@ pub struct PauseRequest {
     #[schema(nullable = false, minimum = 1, maximum = 2592000)]
     for_secs: Option<u64>,
     #[serde(default, deserialize_with = "present")]
-    #[schema(
-        nullable = false,
-        pattern = r"^[0-9]{4}-((0[13578]|1[02])-(0[1-9]|[12][0-9]|3[01])|(0[469]|11)-(0[1-9]|[12][0-9]|30)|02-(0[1-9]|1[0-9]|2[0-8]))[Tt]([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,9})?([Zz]|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$"
-    )]
+    #[schema(nullable = false)]
     until: Option<DateTime<Utc>>,
 }
 

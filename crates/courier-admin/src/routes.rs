@@ -45,15 +45,46 @@ pub(crate) type Shared = State<Arc<AdminState>>;
 )]
 pub struct ApiDoc;
 
-/// The request rules that span fields, which utoipa's derive cannot say,
-/// added to the generated document (as JSON: utoipa's types cannot read
-/// an object schema back with `anyOf` beside its properties): a patch
-/// holds no NUL, a requeue or purge names its letters
-/// (ids, a filter, or for a purge an age), and a pause gives at most one of
-/// its two ends. The handlers refuse the same (courier-ops checks the first two,
-/// `pause_provider` the last).
+/// A filter's text field: not empty, not all white space (Unicode's
+/// White_Space spelled out, character by character, so that every regex
+/// engine reads it as `str::trim` does), no NUL: what `DeadFilter::check`
+/// refuses.
+const FILTER_TEXT: &str = r"^[^\u0000]*[^\u0000\u0009-\u000d\u0020\u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^\u0000]*$";
+
+/// A timestamp as RFC 3339 spells it, each month's length known (a format
+/// is only a hint to JSON Schema validators). 29 February is left out: the
+/// schema allows nothing the server refuses.
+const TIMESTAMP: &str = r"^[0-9]{4}-((0[13578]|1[02])-(0[1-9]|[12][0-9]|3[01])|(0[469]|11)-(0[1-9]|[12][0-9]|30)|02-(0[1-9]|1[0-9]|2[0-8]))[Tt]([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,9})?([Zz]|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$";
+
+/// What utoipa's derive cannot say, added to the generated document (as
+/// JSON: utoipa's types cannot read an object schema back with `anyOf`
+/// beside its properties): the patterns of filter text and timestamps, and
+/// the rules that span fields: a patch holds no NUL, a requeue or purge
+/// names its letters (ids, a filter, or for a purge an age), and a pause
+/// gives at most one of its two ends. The handlers refuse the same
+/// (courier-ops checks the first two, `pause_provider` the last).
 pub(crate) fn with_rules(doc: &utoipa::openapi::OpenApi) -> Value {
     let mut v = serde_json::to_value(doc).unwrap_or_default();
+    for path in ["/dead-letters", "/dead-letters/stats"] {
+        if let Some(params) = v["paths"][path]["get"]["parameters"].as_array_mut() {
+            for param in params {
+                if ["provider", "operation", "search"]
+                    .iter()
+                    .any(|f| param["name"] == *f)
+                {
+                    param["schema"]["pattern"] = FILTER_TEXT.into();
+                }
+            }
+        }
+    }
+    let filter = &mut v["components"]["schemas"]["FilterBody"]["properties"];
+    for field in ["provider", "operation", "search"] {
+        filter[field]["pattern"] = FILTER_TEXT.into();
+    }
+    for field in ["since", "until"] {
+        filter[field]["pattern"] = TIMESTAMP.into();
+    }
+    v["components"]["schemas"]["PauseRequest"]["properties"]["until"]["pattern"] = TIMESTAMP.into();
     // The body is optional (no body: pause until resumed).
     v["paths"]["/providers/{name}/pause"]["post"]["requestBody"]["required"] = Value::Bool(false);
     let schemas = &mut v["components"]["schemas"];
@@ -192,18 +223,10 @@ pub struct ListParams {
 #[serde(deny_unknown_fields)]
 pub struct FilterBody {
     #[serde(default, deserialize_with = "present")]
-    #[schema(
-        nullable = false,
-        min_length = 1,
-        pattern = r"^[^\u0000]*[^\u0000\u0009-\u000d\u0020\u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^\u0000]*$"
-    )]
+    #[schema(nullable = false, min_length = 1)]
     provider: Option<String>,
     #[serde(default, deserialize_with = "present")]
-    #[schema(
-        nullable = false,
-        min_length = 1,
-        pattern = r"^[^\u0000]*[^\u0000\u0009-\u000d\u0020\u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^\u0000]*$"
-    )]
+    #[schema(nullable = false, min_length = 1)]
     operation: Option<String>,
     #[serde(default, deserialize_with = "present")]
     #[schema(nullable = false, inline)]
@@ -212,28 +235,17 @@ pub struct FilterBody {
     #[serde(default, deserialize_with = "whole")]
     #[schema(nullable = false, minimum = 100, maximum = 599)]
     status: Option<i16>,
-    /// Dead at or after (RFC 3339; the pattern spells it out, since a
-    /// format is only a hint to JSON Schema validators).
+    /// Dead at or after.
     #[serde(default, deserialize_with = "present")]
-    #[schema(
-        nullable = false,
-        pattern = r"^[0-9]{4}-((0[13578]|1[02])-(0[1-9]|[12][0-9]|3[01])|(0[469]|11)-(0[1-9]|[12][0-9]|30)|02-(0[1-9]|1[0-9]|2[0-8]))[Tt]([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,9})?([Zz]|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$"
-    )]
+    #[schema(nullable = false)]
     since: Option<DateTime<Utc>>,
     /// Dead before.
     #[serde(default, deserialize_with = "present")]
-    #[schema(
-        nullable = false,
-        pattern = r"^[0-9]{4}-((0[13578]|1[02])-(0[1-9]|[12][0-9]|3[01])|(0[469]|11)-(0[1-9]|[12][0-9]|30)|02-(0[1-9]|1[0-9]|2[0-8]))[Tt]([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,9})?([Zz]|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$"
-    )]
+    #[schema(nullable = false)]
     until: Option<DateTime<Utc>>,
     /// Text in the reason detail or the last error.
     #[serde(default, deserialize_with = "present")]
-    #[schema(
-        nullable = false,
-        min_length = 1,
-        pattern = r"^[^\u0000]*[^\u0000\u0009-\u000d\u0020\u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^\u0000]*$"
-    )]
+    #[schema(nullable = false, min_length = 1)]
     search: Option<String>,
 }
 
