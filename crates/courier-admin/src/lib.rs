@@ -17,6 +17,7 @@ mod routes;
 
 pub use auth::{AuthError, Tokens};
 pub use error::ApiError;
+pub use routes::MAX_REQUEST_BYTES;
 
 use courier_core::Config;
 use courier_ops::Operator;

@@ -42,7 +42,7 @@ pub(crate) async fn list_providers(
 #[utoipa::path(post, path = "/providers/{name}/pause", request_body(content = PauseRequest, description = "Absent: pause until resumed"),
     params(("name" = String, Path, description = "Provider name")),
     responses((status = 200, body = HoldResult), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 401, body = Problem, content_type = "application/problem+json"),
-              (status = 403, body = Problem, content_type = "application/problem+json"), (status = 404, body = Problem, content_type = "application/problem+json"), (status = 415, body = Problem, content_type = "application/problem+json"), (status = 422, body = Problem, content_type = "application/problem+json")))]
+              (status = 403, body = Problem, content_type = "application/problem+json"), (status = 408, body = Problem, content_type = "application/problem+json"), (status = 413, body = Problem, content_type = "application/problem+json"), (status = 404, body = Problem, content_type = "application/problem+json"), (status = 415, body = Problem, content_type = "application/problem+json"), (status = 422, body = Problem, content_type = "application/problem+json")))]
 pub(crate) async fn pause_provider(
     Authorized(actor, _): Authorized<Pause>,
     State(s): Shared,
@@ -75,7 +75,7 @@ pub(crate) async fn pause_provider(
 /// End an operator's pause of a provider.
 #[utoipa::path(post, path = "/providers/{name}/resume",
     params(("name" = String, Path, description = "Provider name")),
-    responses((status = 200, body = HoldResult), (status = 401, body = Problem, content_type = "application/problem+json"), (status = 403, body = Problem, content_type = "application/problem+json"),
+    responses((status = 200, body = HoldResult), (status = 401, body = Problem, content_type = "application/problem+json"), (status = 403, body = Problem, content_type = "application/problem+json"), (status = 408, body = Problem, content_type = "application/problem+json"), (status = 413, body = Problem, content_type = "application/problem+json"),
               (status = 404, body = Problem, content_type = "application/problem+json")))]
 pub(crate) async fn resume_provider(
     Authorized(actor, _): Authorized<Pause>,

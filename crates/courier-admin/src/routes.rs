@@ -346,7 +346,7 @@ async fn show_dead(
 /// Requeue dead letters, each exactly once, optionally patching the payload.
 #[utoipa::path(post, path = "/dead-letters/requeue", request_body = RequeueRequest,
     responses((status = 200, body = ActionResult), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 401, body = Problem, content_type = "application/problem+json"),
-              (status = 403, body = Problem, content_type = "application/problem+json"), (status = 415, body = Problem, content_type = "application/problem+json"), (status = 422, body = Problem, content_type = "application/problem+json")))]
+              (status = 403, body = Problem, content_type = "application/problem+json"), (status = 408, body = Problem, content_type = "application/problem+json"), (status = 413, body = Problem, content_type = "application/problem+json"), (status = 415, body = Problem, content_type = "application/problem+json"), (status = 422, body = Problem, content_type = "application/problem+json")))]
 async fn requeue(
     Authorized(actor, _): Authorized<Requeue>,
     State(s): Shared,
@@ -384,7 +384,7 @@ where
 /// Purge dead letters: a recorded decision, never a delete.
 #[utoipa::path(post, path = "/dead-letters/purge", request_body = PurgeRequest,
     responses((status = 200, body = ActionResult), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 401, body = Problem, content_type = "application/problem+json"),
-              (status = 403, body = Problem, content_type = "application/problem+json"), (status = 415, body = Problem, content_type = "application/problem+json"), (status = 422, body = Problem, content_type = "application/problem+json")))]
+              (status = 403, body = Problem, content_type = "application/problem+json"), (status = 408, body = Problem, content_type = "application/problem+json"), (status = 413, body = Problem, content_type = "application/problem+json"), (status = 415, body = Problem, content_type = "application/problem+json"), (status = 422, body = Problem, content_type = "application/problem+json")))]
 async fn purge(
     Authorized(actor, _): Authorized<Purge>,
     State(s): Shared,

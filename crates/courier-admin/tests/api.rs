@@ -775,3 +775,34 @@ async fn every_error_is_problem_details() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_body_over_the_limit_is_refused_413_as_documented_and_changes_nothing() {
+    let (env, server, client) = start().await;
+    env.fabricate_dead_letters(2).await;
+    let huge = json!({"filter": {"search": "x".repeat(courier_admin::MAX_REQUEST_BYTES + 1)}});
+    let resp = client
+        .post(url(&server, "/dead-letters/requeue"))
+        .bearer_auth(ADMIN)
+        .json(&huge)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(resp.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert!(
+        resp.headers()["content-type"]
+            .to_str()
+            .is_ok_and(|t| t.starts_with("application/problem+json"))
+    );
+    let document: Value =
+        serde_json::from_str(&courier_admin::openapi_json()).expect("the document is JSON");
+    assert!(document["paths"]["/dead-letters/requeue"]["post"]["responses"]["413"].is_object());
+    assert_eq!(
+        env.store
+            .count_pending(&Default::default())
+            .await
+            .expect("count"),
+        2,
+        "nothing was requeued"
+    );
+}
