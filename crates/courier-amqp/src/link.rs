@@ -3,7 +3,11 @@
 //!
 //! Owns connecting (a TCP probe that fails fast, the AMQP handshake, TLS
 //! from `broker.tls`), knowing whether the connection is usable, and
-//! replacing it. A connection is replaced whatever ended it (the network,
+//! replacing it. `broker.urls` may name a cluster's nodes: the first
+//! connection goes to one of them at random (spreading workers over the
+//! nodes), and a lost one is replaced by a connection to the next node that
+//! answers, starting after the one lost (lapin takes a single URI, so the
+//! failover is ours). A connection is replaced whatever ended it (the network,
 //! a broker restart, a frame lapin's parser cannot read such as a message
 //! property that is not UTF-8): lapin's own recovery is off, because it
 //! gives up after a fixed number of tries, retries a failed TLS handshake
@@ -15,11 +19,11 @@
 
 use crate::AmqpError;
 use crate::Channel;
-use courier_core::config::{BrokerConfig, BrokerTls};
+use courier_core::config::{BrokerConfig, BrokerTls, ConnectOrder};
 use futures_util::StreamExt;
 use lapin::tcp::{OwnedIdentity, OwnedTLSConfig};
 use lapin::{Connection, ConnectionProperties};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
@@ -63,6 +67,8 @@ struct Inner {
     losses: Mutex<std::collections::VecDeque<(u64, Loss)>>,
     /// Bumped each time the connection is replaced.
     epoch: AtomicU64,
+    /// Index in `broker.urls` of the current connection's node.
+    node: AtomicUsize,
     /// Bumped each time a connection comes back.
     reconnections: tokio::sync::watch::Sender<u64>,
 }
@@ -80,7 +86,11 @@ impl Link {
     /// certificate is for an operator to fix, not to wait out.
     pub async fn connect(broker: &BrokerConfig, name: &str) -> Result<Link, AmqpError> {
         let (reconnections, _) = tokio::sync::watch::channel(0);
-        let current = open(broker, name).await?;
+        let first = match broker.connect_order {
+            ConnectOrder::Random => rand::random_range(0..broker.urls.len().max(1)),
+            ConnectOrder::Listed => 0,
+        };
+        let (current, node) = open(broker, name, first).await?;
         Ok(Link {
             inner: Arc::new(Inner {
                 broker: broker.clone(),
@@ -89,6 +99,7 @@ impl Link {
                 replacing: tokio::sync::Mutex::new(()),
                 losses: Mutex::new(std::collections::VecDeque::new()),
                 epoch: AtomicU64::new(0),
+                node: AtomicUsize::new(node),
                 reconnections,
             }),
         })
@@ -105,6 +116,14 @@ impl Link {
     /// The current connection.
     pub(crate) fn connection(&self) -> Arc<Connection> {
         self.current().conn
+    }
+
+    /// `host:port` of the node the current connection goes to.
+    pub fn node(&self) -> String {
+        let urls = &self.inner.broker.urls;
+        urls.get(self.inner.node.load(Ordering::SeqCst))
+            .map(|url| crate::broker_address(url))
+            .unwrap_or_default()
     }
 
     /// How many times the connection was replaced.
@@ -212,7 +231,10 @@ impl Link {
                 losses.pop_front();
             }
         }
-        let fresh = open(&self.inner.broker, &self.inner.name).await?;
+        // The node just lost is the suspect: begin with the next one.
+        let next = self.inner.node.load(Ordering::SeqCst) + 1;
+        let (fresh, node) = open(&self.inner.broker, &self.inner.name, next).await?;
+        self.inner.node.store(node, Ordering::SeqCst);
         let old = std::mem::replace(
             &mut *self
                 .inner
@@ -259,14 +281,53 @@ impl Link {
     }
 }
 
-async fn open(broker: &BrokerConfig, name: &str) -> Result<Current, AmqpError> {
-    let addr = crate::broker_address(&broker.url);
+/// Connects to the first of the broker's nodes that answers, trying them
+/// in order from `start` (wrapping round), and says which one it was.
+async fn open(
+    broker: &BrokerConfig,
+    name: &str,
+    start: usize,
+) -> Result<(Current, usize), AmqpError> {
+    let count = broker.urls.len();
+    let mut failures = Vec::new();
+    for i in (0..count).map(|k| (start + k) % count) {
+        match open_node(broker, &broker.urls[i], name).await {
+            Ok(current) => {
+                if count > 1 {
+                    tracing::info!(node = %crate::broker_address(&broker.urls[i]), "connected to RabbitMQ");
+                }
+                return Ok((current, i));
+            }
+            Err(AmqpError::Connect { addr, cause }) if count > 1 => {
+                tracing::warn!(node = %addr, %cause, "RabbitMQ node unreachable; trying the next");
+                failures.push(format!("{addr}: {cause}"));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Err(AmqpError::Connect {
+        addr: broker
+            .urls
+            .iter()
+            .map(|url| crate::broker_address(url))
+            .collect::<Vec<_>>()
+            .join(", "),
+        cause: if failures.is_empty() {
+            "no node is configured".to_owned()
+        } else {
+            failures.join("; ")
+        },
+    })
+}
+
+/// Connects to one node.
+async fn open_node(broker: &BrokerConfig, url: &str, name: &str) -> Result<Current, AmqpError> {
+    let addr = crate::broker_address(url);
     let unreachable = |cause: String| AmqpError::Connect {
         addr: addr.clone(),
         cause,
     };
-    let uri: lapin::uri::AMQPUri = broker
-        .url
+    let uri: lapin::uri::AMQPUri = url
         .parse()
         .map_err(|e: String| unreachable(format!("invalid URL: {e}")))?;
     let tls = uri.scheme == lapin::uri::AMQPScheme::AMQPS;

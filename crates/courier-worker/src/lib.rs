@@ -66,10 +66,7 @@ impl Worker {
     /// Connects, migrates (when configured), declares the topology and starts
     /// consuming every provider's queue and the unrouted queue.
     pub async fn start(config: Config) -> Result<Worker, WorkerError> {
-        courier_telemetry::redact::register_url_passwords([
-            config.broker.url.as_str(),
-            config.database.url.as_str(),
-        ]);
+        courier_telemetry::redact::register_url_passwords(config.connection_urls());
         let (telemetry_listener, telemetry_addr) = bind_telemetry(config.telemetry.listen).await?;
         let metrics = Arc::new(Metrics::new(
             &config.providers,

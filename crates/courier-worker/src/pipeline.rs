@@ -185,15 +185,14 @@ impl Pipeline {
                     generation: 0,
                     ..meta
                 };
-                let outcome = self
-                    .reject(
-                        queue_provider,
-                        delivery,
-                        &meta,
-                        Owner::Claimed,
-                        invalid_death(&invalid),
-                    )
-                    .await?;
+                let outcome = Box::pin(self.reject(
+                    queue_provider,
+                    delivery,
+                    &meta,
+                    Owner::Claimed,
+                    invalid_death(&invalid),
+                ))
+                .await?;
                 return Ok(Handled {
                     outcome,
                     turn: None,
@@ -232,10 +231,16 @@ impl Pipeline {
             trace_id = %own.trace_id(),
         );
         let trace = courier_telemetry::otlp::continue_trace(&span, parent, own);
-        let outcome = self
-            .process_job(queue_provider, delivery, &meta, job, verdict, trace)
-            .instrument(span)
-            .await?;
+        // Boxed, as are the steps below: a delivery waiting for its lookup,
+        // a rate-limit slot or a concurrency slot then holds only the
+        // futures of the steps it has reached. Inline, every task was the
+        // size of the largest path (7 KB), times every prefetched delivery
+        // of every provider (docs/SCALING.md).
+        let outcome = Box::pin(
+            self.process_job(queue_provider, delivery, &meta, job, verdict, trace)
+                .instrument(span),
+        )
+        .await?;
         Ok(Handled {
             outcome,
             turn: Some(turn),
@@ -254,18 +259,16 @@ impl Pipeline {
         verdict: DeliveryVerdict,
         trace: TraceContext,
     ) -> Result<Outcome, Abandoned> {
-        let ready = match self
-            .screen(queue_provider, delivery, meta, &job, verdict)
-            .await?
-        {
-            Screened::Ready(ready) => ready,
-            Screened::Done(outcome) => return Ok(*outcome),
-        };
-        let report = match self.call(&ready, delivery, &job, &trace).await? {
+        let ready =
+            match Box::pin(self.screen(queue_provider, delivery, meta, &job, verdict)).await? {
+                Screened::Ready(ready) => ready,
+                Screened::Done(outcome) => return Ok(*outcome),
+            };
+        let report = match Box::pin(self.call(&ready, delivery, &job, &trace)).await? {
             Called::Answered(report) => report,
             Called::Done(outcome) => return Ok(*outcome),
         };
-        self.settle(&ready, delivery, &job, &trace, report).await
+        Box::pin(self.settle(&ready, delivery, &job, &trace, report)).await
     }
 
     /// Whether this delivery may call its provider: not a duplicate, not
@@ -384,19 +387,15 @@ impl Pipeline {
         // Provider protection: the rate limits' slots, a pause, a hold, the
         // circuit. A job that cannot go soon waits in the delay queues and
         // spends no attempt; one waiting here goes back at shutdown.
-        let probe = match self
-            .gate
-            .admit(&provider.name, &job.operation, &self.stop)
-            .await?
-        {
-            Admit::Call { probe } => probe,
-            Admit::Defer { wait, reason } => {
-                return self
-                    .defer(&provider.name, delivery, meta, job, wait, reason)
-                    .await
-                    .map(|o| Called::Done(Box::new(o)));
-            }
-        };
+        let probe =
+            match Box::pin(self.gate.admit(&provider.name, &job.operation, &self.stop)).await? {
+                Admit::Call { probe } => probe,
+                Admit::Defer { wait, reason } => {
+                    return Box::pin(self.defer(&provider.name, delivery, meta, job, wait, reason))
+                        .await
+                        .map(|o| Called::Done(Box::new(o)));
+                }
+            };
         // Held for the call only: the provider's concurrency cap. A delivery
         // still waiting for a slot when shutdown begins is not called: it
         // goes back to its queue (only calls already made are finished).
@@ -410,8 +409,7 @@ impl Pipeline {
         // The wait for a slot may have outlasted the admission.
         if let Some((wait, reason)) = self.gate.still_admitted(&provider.name, probe) {
             drop(slot);
-            return self
-                .defer(&provider.name, delivery, meta, job, wait, reason)
+            return Box::pin(self.defer(&provider.name, delivery, meta, job, wait, reason))
                 .await
                 .map(|o| Called::Done(Box::new(o)));
         }
@@ -419,11 +417,11 @@ impl Pipeline {
         // delivery goes back to the queue and the next try carries the same
         // Idempotency-Key.
         let report = tokio::select! {
-            report = client.call(job, operation, path, Some(&traceparent)) => report,
+            report = Box::pin(client.call(job, operation, path, Some(&traceparent))) => report,
             _ = self.abandon.cancelled() => return Err(Abandoned),
         };
         drop(slot);
-        self.gate.observe(&provider.name, probe, &report).await;
+        Box::pin(self.gate.observe(&provider.name, probe, &report)).await;
         Ok(Called::Answered(report))
     }
 

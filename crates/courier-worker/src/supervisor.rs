@@ -215,7 +215,12 @@ async fn subscribe_missing(
     careful: bool,
 ) -> Result<(), Loss> {
     let config = s.pipeline.config();
-    let prefetch = if careful { 1 } else { config.broker.prefetch };
+    let prefetch = if careful {
+        1
+    } else {
+        // Every provider's queue and the unrouted queue.
+        config.broker.queue_prefetch(config.providers.len() + 1)
+    };
     let queues = config
         .providers
         .values()

@@ -266,8 +266,8 @@ async fn readyz_follows_the_broker_connection_and_goes_unready_while_draining() 
     let upstream = courier_amqp::broker_address(&courier_testkit::amqp_url());
     let proxy = TcpProxy::start(&upstream).await;
     let mut config = env.config();
-    config.broker.url =
-        courier_testkit::amqp_url().replacen(&upstream, &proxy.addr().to_string(), 1);
+    config.broker.urls =
+        vec![courier_testkit::amqp_url().replacen(&upstream, &proxy.addr().to_string(), 1)];
     config.worker.shutdown_grace = Duration::from_secs(10);
     let worker = Worker::start(config).await.expect("start the worker");
 

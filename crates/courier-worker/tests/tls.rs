@@ -50,7 +50,7 @@ async fn amqps_to_a_plaintext_listener_sends_a_tls_hello_and_fails_clearly() {
         }
     });
     let mut broker = courier_testkit::broker();
-    broker.url = url_at("amqps", addr);
+    broker.urls = vec![url_at("amqps", addr)];
     let err = courier_amqp::connect(&broker, "tls-test")
         .await
         .expect_err("a plaintext listener cannot complete a TLS handshake");
@@ -78,7 +78,7 @@ async fn a_worker_runs_jobs_over_amqps_and_checks_the_brokers_certificate() {
 
     // Without the test CA, the broker's certificate is not trusted.
     let mut untrusted = courier_testkit::broker();
-    untrusted.url = url_at("amqps", proxy.addr());
+    untrusted.urls = vec![url_at("amqps", proxy.addr())];
     let err = courier_amqp::connect(&untrusted, "tls-test")
         .await
         .expect_err("unknown issuer");
@@ -86,7 +86,7 @@ async fn a_worker_runs_jobs_over_amqps_and_checks_the_brokers_certificate() {
     assert_eq!(proxy.handshakes(), 0);
 
     let mut config = env.config();
-    config.broker.url = url_at("amqps", proxy.addr());
+    config.broker.urls = vec![url_at("amqps", proxy.addr())];
     config.broker.tls = BrokerTls {
         ca_file: Some(pki.ca.clone()),
         ..BrokerTls::default()
@@ -111,7 +111,7 @@ async fn a_client_certificate_is_presented_when_configured_and_required_when_ask
     let pki = pki();
     let proxy = TlsProxy::start(&upstream(), &pki, true).await;
     let mut broker = courier_testkit::broker();
-    broker.url = url_at("amqps", proxy.addr());
+    broker.urls = vec![url_at("amqps", proxy.addr())];
     broker.tls.ca_file = Some(pki.ca.clone());
     courier_amqp::connect(&broker, "tls-test")
         .await

@@ -79,7 +79,13 @@ pub async fn demo(args: Args) -> anyhow::Result<ExitCode> {
         &args,
         &format!(
             "  RabbitMQ   {}",
-            courier_amqp::broker_address(&config.broker.url)
+            config
+                .broker
+                .urls
+                .iter()
+                .map(|url| courier_amqp::broker_address(url))
+                .collect::<Vec<_>>()
+                .join(", ")
         ),
     );
     say(

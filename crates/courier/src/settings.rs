@@ -11,10 +11,7 @@ const DEFAULT_FILE: &str = "courier.toml";
 
 pub fn load(path: Option<&Path>) -> anyhow::Result<Config> {
     let config = read(path)?;
-    courier_telemetry::redact::register_url_passwords([
-        config.broker.url.as_str(),
-        config.database.url.as_str(),
-    ]);
+    courier_telemetry::redact::register_url_passwords(config.connection_urls());
     Ok(config)
 }
 

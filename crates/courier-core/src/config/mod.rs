@@ -161,15 +161,37 @@ pub struct RetentionConfig {
 
 #[derive(Clone)]
 pub struct BrokerConfig {
-    /// May hold a password (from the environment): never print it.
-    pub url: String,
+    /// The cluster's nodes, one URL each (at least one, all of one scheme):
+    /// Courier connects to one and moves to the next when it is lost. May
+    /// hold passwords (from the environment): never print them.
+    pub urls: Vec<String>,
+    /// Which node of `urls` the first connection tries first.
+    pub connect_order: ConnectOrder,
     /// Deliveries a provider's consumer may hold unacknowledged.
     pub prefetch: u16,
+    /// Deliveries all of a worker's consumers may hold together: with many
+    /// providers each queue's prefetch is this shared out, so a worker's
+    /// memory does not grow with the number of providers
+    /// ([`BrokerConfig::queue_prefetch`]).
+    pub prefetch_budget: u32,
     /// Longest wait for the broker to confirm a publish.
     pub confirm_timeout: Duration,
     /// Files for `amqps://` (all optional): the broker's certificate is
     /// always verified, against these CAs besides the bundled public roots.
     pub tls: BrokerTls,
+}
+
+/// Where the first connection to a cluster goes. Either way a lost
+/// connection is replaced by one to the next node that answers, starting
+/// after the node lost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ConnectOrder {
+    /// A node at random: workers sharing one config spread over the nodes.
+    #[default]
+    Random,
+    /// The first listed node that answers: a preferred node (say, in the
+    /// same zone), the others for failover.
+    Listed,
 }
 
 /// TLS files for an `amqps://` broker URL; read at each connect, so that
@@ -190,11 +212,14 @@ pub struct BrokerTls {
 pub const DEFAULT_CONFIRM_TIMEOUT: Duration = Duration::from_secs(15);
 
 impl BrokerConfig {
-    /// `url` with every other setting at its default (tools, tests).
+    /// One node's `url` with every other setting at its default (tools,
+    /// tests).
     pub fn with_url(url: &str) -> Self {
         Self {
-            url: url.to_owned(),
+            urls: vec![url.to_owned()],
+            connect_order: ConnectOrder::Random,
             prefetch: 256,
+            prefetch_budget: DEFAULT_PREFETCH_BUDGET,
             confirm_timeout: DEFAULT_CONFIRM_TIMEOUT,
             tls: BrokerTls::default(),
         }
@@ -234,12 +259,50 @@ impl DatabaseConfig {
 
 impl fmt::Debug for BrokerConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let urls: Vec<String> = self.urls.iter().map(|u| redact_url(u)).collect();
         f.debug_struct("BrokerConfig")
-            .field("url", &redact_url(&self.url))
+            .field("urls", &urls)
+            .field("connect_order", &self.connect_order)
             .field("prefetch", &self.prefetch)
+            .field("prefetch_budget", &self.prefetch_budget)
             .field("confirm_timeout", &self.confirm_timeout)
             .field("tls", &self.tls)
             .finish()
+    }
+}
+
+/// Default of [`BrokerConfig::prefetch_budget`]: one provider still gets
+/// the full default prefetch, and a worker's memory stays flat as providers
+/// are added (each delivery in flight may hold an HTTP connection of ~22
+/// KB: the largest cost under load, measured in docs/SCALING.md).
+pub const DEFAULT_PREFETCH_BUDGET: u32 = 512;
+
+impl Config {
+    /// Every URL Courier connects with (the broker's nodes, the database):
+    /// what may carry a password to keep out of logs.
+    pub fn connection_urls(&self) -> impl Iterator<Item = &str> {
+        self.broker
+            .urls
+            .iter()
+            .chain([&self.database.url])
+            .map(String::as_str)
+    }
+}
+
+impl BrokerConfig {
+    /// Each queue's prefetch when a worker consumes `queues` queues: the
+    /// budget shared out evenly, never above `prefetch`, never below 1 (a
+    /// queue always gets deliveries).
+    pub fn queue_prefetch(&self, queues: usize) -> u16 {
+        let share = self.prefetch_budget / u32::try_from(queues.max(1)).unwrap_or(u32::MAX);
+        u16::try_from(share)
+            .unwrap_or(u16::MAX)
+            .clamp(1, self.prefetch.max(1))
+    }
+
+    /// The first node's URL: where a tool that needs one node connects.
+    pub fn first_url(&self) -> &str {
+        self.urls.first().map(String::as_str).unwrap_or_default()
     }
 }
 

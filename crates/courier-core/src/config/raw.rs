@@ -57,7 +57,10 @@ pub(super) struct RawRetention {
 #[serde(deny_unknown_fields, default)]
 pub(super) struct RawBroker {
     pub(super) url: Option<String>,
+    pub(super) urls: Option<Vec<String>>,
+    pub(super) connect_order: Option<String>,
     pub(super) prefetch: Option<u16>,
+    pub(super) prefetch_budget: Option<u32>,
     pub(super) confirm_timeout_ms: Option<u64>,
     pub(super) tls: Option<RawBrokerTls>,
 }

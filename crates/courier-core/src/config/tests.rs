@@ -76,7 +76,7 @@ fn a_provider_names_its_owner_and_runbook() {
 fn loads_a_good_file() {
     let c = load(GOOD).expect("valid");
     assert_eq!(c.namespace, "prod");
-    assert_eq!(c.broker.url, DEFAULT_AMQP_URL);
+    assert_eq!(c.broker.urls, [DEFAULT_AMQP_URL]);
     let p = &c.providers["stripe"];
     assert_eq!(p.base_url, "https://api.stripe.test");
     assert_eq!(p.retry.max_attempts, 4);
@@ -247,6 +247,89 @@ fn broker_tls_needs_amqps_and_pairs_its_files() {
     assert_eq!(
         err_key("[broker.tls]\nca_file = \"/etc/ca.pem\"\n"),
         "broker.tls"
+    );
+}
+
+#[test]
+fn the_prefetch_budget_is_shared_out_between_queues() {
+    let c = load(GOOD).expect("valid");
+    assert_eq!((c.broker.prefetch, c.broker.prefetch_budget), (100, 512));
+    // Few queues: each its own prefetch; many: the budget shared out.
+    assert_eq!(c.broker.queue_prefetch(2), 100);
+    assert_eq!(c.broker.queue_prefetch(51), 10);
+    assert_eq!(c.broker.queue_prefetch(501), 1);
+    // Never 0: more queues than the budget still get one each.
+    assert_eq!(c.broker.queue_prefetch(5000), 1);
+    assert_eq!(c.broker.queue_prefetch(0), 100);
+    let budget = load("[broker]\nprefetch_budget = 100000\n").expect("valid");
+    assert_eq!(budget.broker.queue_prefetch(51), 256);
+    assert_eq!(
+        err_key("[broker]\nprefetch_budget = 0\n"),
+        "broker.prefetch_budget"
+    );
+}
+
+#[test]
+fn broker_urls_name_a_clusters_nodes_of_one_scheme() {
+    let nodes = "[broker]\nurls = [\"amqp://mq-1:5672/%2f\", \"amqp://mq-2:5672/%2f\"]\n";
+    let c = load(nodes).expect("valid");
+    assert_eq!(
+        c.broker.urls,
+        ["amqp://mq-1:5672/%2f", "amqp://mq-2:5672/%2f"]
+    );
+    assert_eq!(c.broker.first_url(), "amqp://mq-1:5672/%2f");
+    assert_eq!(c.broker.connect_order, ConnectOrder::Random);
+    let listed = format!("{nodes}connect_order = \"listed\"\n");
+    assert_eq!(
+        load(&listed).expect("valid").broker.connect_order,
+        ConnectOrder::Listed
+    );
+    assert_eq!(
+        err_key(&format!("{nodes}connect_order = \"leader\"\n")),
+        "broker.connect_order"
+    );
+    let one = load("[broker]\nurl = \"amqp://mq-1:5672/%2f\"\n").expect("valid");
+    assert_eq!(one.broker.urls, ["amqp://mq-1:5672/%2f"]);
+
+    assert_eq!(
+        err_key("[broker]\nurl = \"amqp://a/\"\nurls = [\"amqp://b/\"]\n"),
+        "broker.urls"
+    );
+    assert_eq!(err_key("[broker]\nurls = []\n"), "broker.urls");
+    assert_eq!(
+        err_key("[broker]\nurls = [\"amqp://a/\", \"http://b/\"]\n"),
+        "broker.urls[1]"
+    );
+    let e = load("[broker]\nurls = [\"amqp://a/\", \"amqp://u:hunter22@b/\"]\n")
+        .expect_err("a password in the file");
+    assert_eq!(e.key, "broker.urls[1]");
+    assert!(!e.to_string().contains("hunter22"), "{e}");
+    // A TLS list with one plaintext node would fall back to the clear.
+    let e = load("[broker]\nurls = [\"amqps://a/\", \"amqp://b/\"]\n").expect_err("mixed");
+    assert_eq!(e.key, "broker.urls");
+    assert!(e.to_string().contains("in the clear"), "{e}");
+
+    // The environment's list (passwords allowed there) wins over the file.
+    let env = |k: &str| {
+        (k == ENV_AMQP_URL)
+            .then(|| "amqps://u:p@mq-1:5671/%2f, amqps://u:p@mq-2:5671/%2f".to_owned())
+    };
+    let c = Config::from_toml(nodes, "f.toml", &env).expect("valid");
+    assert_eq!(
+        c.broker.urls,
+        ["amqps://u:p@mq-1:5671/%2f", "amqps://u:p@mq-2:5671/%2f"]
+    );
+    let debug = format!("{:?}", c.broker);
+    assert!(
+        !debug.contains(":p@"),
+        "Debug redacts every node's password: {debug}"
+    );
+    let empty = |k: &str| (k == ENV_AMQP_URL).then(|| " , ".to_owned());
+    assert_eq!(
+        Config::from_toml("", "f.toml", &empty)
+            .expect_err("empty")
+            .key,
+        "broker.urls"
     );
 }
 

@@ -35,14 +35,7 @@ impl Validator<'_> {
         };
         check_namespace(&namespace).map_err(|p| self.err("namespace", p))?;
 
-        let broker_url = self.url_setting(
-            raw.broker.url,
-            "broker.url",
-            ENV_AMQP_URL,
-            DEFAULT_AMQP_URL,
-            env,
-            &["amqp", "amqps"],
-        )?;
+        let broker_urls = self.broker_urls(raw.broker.url, raw.broker.urls, env)?;
         let database_url = self.url_setting(
             raw.database.url,
             "database.url",
@@ -54,6 +47,13 @@ impl Validator<'_> {
         let prefetch = raw.broker.prefetch.unwrap_or(256);
         if prefetch == 0 {
             return Err(self.err("broker.prefetch", "must be at least 1"));
+        }
+        let prefetch_budget = raw
+            .broker
+            .prefetch_budget
+            .unwrap_or(DEFAULT_PREFETCH_BUDGET);
+        if prefetch_budget == 0 {
+            return Err(self.err("broker.prefetch_budget", "must be at least 1"));
         }
         let max_connections = raw.database.max_connections.unwrap_or(8);
         if max_connections == 0 {
@@ -103,9 +103,19 @@ impl Validator<'_> {
             source: self.source.to_owned(),
             namespace,
             broker: BrokerConfig {
-                tls: self.broker_tls(&broker_url, raw.broker.tls)?,
-                url: broker_url,
+                tls: self.broker_tls(&broker_urls, raw.broker.tls)?,
+                urls: broker_urls,
+                connect_order: match raw.broker.connect_order.as_deref() {
+                    None | Some("random") => ConnectOrder::Random,
+                    Some("listed") => ConnectOrder::Listed,
+                    Some(_) => {
+                        return Err(
+                            self.err("broker.connect_order", "must be \"random\" or \"listed\"")
+                        );
+                    }
+                },
                 prefetch,
+                prefetch_budget,
                 confirm_timeout: Duration::from_millis(self.positive_u64(
                     raw.broker.confirm_timeout_ms,
                     DEFAULT_CONFIRM_TIMEOUT.as_millis() as u64,
@@ -237,11 +247,15 @@ impl Validator<'_> {
         Ok(AdminConfig { listen, tokens })
     }
 
-    fn broker_tls(&self, url: &str, raw: Option<RawBrokerTls>) -> Result<BrokerTls, ConfigError> {
+    fn broker_tls(
+        &self,
+        urls: &[String],
+        raw: Option<RawBrokerTls>,
+    ) -> Result<BrokerTls, ConfigError> {
         let Some(raw) = raw else {
             return Ok(BrokerTls::default());
         };
-        if !url.starts_with("amqps://") {
+        if !urls.iter().all(|url| url.starts_with("amqps://")) {
             return Err(self.err(
                 "broker.tls",
                 "only applies to an amqps:// broker.url (this one is not TLS)",
@@ -295,20 +309,106 @@ impl Validator<'_> {
         schemes: &[&str],
     ) -> Result<String, ConfigError> {
         if let Some(v) = env(env_name) {
-            let parsed = url::Url::parse(&v)
-                .map_err(|e| self.err(key, format!("{env_name} is not a URL: {e}")))?;
-            if !schemes.contains(&parsed.scheme()) {
-                return Err(self.err(key, format!("{env_name} must use one of {schemes:?}")));
+            return self.env_url(v, key, env_name, schemes);
+        }
+        match file_value {
+            Some(v) => self.file_url(v, key, env_name, schemes),
+            None => Ok(default.to_owned()),
+        }
+    }
+
+    /// The broker's nodes: `COURIER_AMQP_URL` (comma-separated) wins, then
+    /// `broker.url` (one node) or `broker.urls` (a cluster's), then our
+    /// machines' default. All of one scheme: a plaintext node in a TLS
+    /// list would carry the connection in the clear once a TLS node is lost.
+    fn broker_urls(
+        &self,
+        url: Option<String>,
+        urls: Option<Vec<String>>,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Vec<String>, ConfigError> {
+        const SCHEMES: &[&str] = &["amqp", "amqps"];
+        let list = if let Some(v) = env(ENV_AMQP_URL) {
+            let list = v
+                .split(',')
+                .map(str::trim)
+                .filter(|u| !u.is_empty())
+                .map(|u| self.env_url(u.to_owned(), "broker.urls", ENV_AMQP_URL, SCHEMES))
+                .collect::<Result<Vec<_>, _>>()?;
+            if list.is_empty() {
+                return Err(self.err("broker.urls", format!("{ENV_AMQP_URL} holds no URL")));
             }
-            return Ok(v);
-        }
-        let Some(v) = file_value else {
-            return Ok(default.to_owned());
+            list
+        } else {
+            match (url, urls) {
+                (Some(_), Some(_)) => {
+                    return Err(self.err(
+                        "broker.urls",
+                        "set broker.url (one node) or broker.urls (a cluster's nodes), not both",
+                    ));
+                }
+                (Some(url), None) => {
+                    vec![self.file_url(url, "broker.url", ENV_AMQP_URL, SCHEMES)?]
+                }
+                (None, Some(urls)) if urls.is_empty() => {
+                    return Err(self.err("broker.urls", "must name at least one node"));
+                }
+                (None, Some(urls)) => urls
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, url)| {
+                        self.file_url(url, &format!("broker.urls[{i}]"), ENV_AMQP_URL, SCHEMES)
+                    })
+                    .collect::<Result<Vec<_>, _>>()?,
+                (None, None) => vec![DEFAULT_AMQP_URL.to_owned()],
+            }
         };
-        let parsed = url::Url::parse(&v).map_err(|e| self.err(key, format!("not a URL: {e}")))?;
-        if !schemes.contains(&parsed.scheme()) {
-            return Err(self.err(key, format!("must use one of {schemes:?}")));
+        let tls = list[0].starts_with("amqps://");
+        if list.iter().any(|url| url.starts_with("amqps://") != tls) {
+            return Err(self.err(
+                "broker.urls",
+                "mixes amqp:// and amqps:// nodes: a plaintext node would carry the connection in the clear",
+            ));
         }
+        Ok(list)
+    }
+
+    fn env_url(
+        &self,
+        v: String,
+        key: &str,
+        env_name: &str,
+        schemes: &[&str],
+    ) -> Result<String, ConfigError> {
+        self.parse_url(&v, key, &format!("{env_name} "), schemes)?;
+        Ok(v)
+    }
+
+    /// `v` parsed as a URL of one of `schemes`; `source` starts the
+    /// complaint ("COURIER_AMQP_URL ", or nothing for the file's key).
+    fn parse_url(
+        &self,
+        v: &str,
+        key: &str,
+        source: &str,
+        schemes: &[&str],
+    ) -> Result<url::Url, ConfigError> {
+        let parsed =
+            url::Url::parse(v).map_err(|e| self.err(key, format!("{source}is not a URL: {e}")))?;
+        if !schemes.contains(&parsed.scheme()) {
+            return Err(self.err(key, format!("{source}must use one of {schemes:?}")));
+        }
+        Ok(parsed)
+    }
+
+    fn file_url(
+        &self,
+        v: String,
+        key: &str,
+        env_name: &str,
+        schemes: &[&str],
+    ) -> Result<String, ConfigError> {
+        let parsed = self.parse_url(&v, key, "", schemes)?;
         if parsed.password().is_some() || query_password(&parsed).is_some() {
             return Err(self.err(
                 key,

@@ -503,7 +503,7 @@ fn back_to_rate(progress: &[(Instant, u64)], back: Instant, rate: f64) -> Option
 /// Normal jobs with every hostile input of issue 9 mixed in.
 async fn hostile(bench: &Bench, size: Size) -> anyhow::Result<Run> {
     let worker = bench.start_worker(RETRY).await?;
-    let mut raw = RawPublisher::connect_url(&bench.config.broker.url)
+    let mut raw = RawPublisher::connect_url(bench.config.broker.first_url())
         .await
         .context("connecting the hostile publisher")?;
     let exchange = bench.topology.jobs_exchange();

@@ -94,6 +94,11 @@ pub struct Bench {
     /// Tables added after each provider's (`{provider}` is its name), e.g.
     /// its rate_limit or circuit.
     pub provider_tables: String,
+    /// Keys of the workers' `[broker]` table (prefetch, connect order).
+    pub broker_toml: String,
+    /// Environment of the workers besides this process's own (a node-loss
+    /// run lists the cluster's nodes in its own order).
+    pub worker_env: Vec<(String, String)>,
     /// Providers sent to another base URL than `provider_url`.
     pub urls: std::collections::BTreeMap<String, String>,
     workers_started: std::sync::atomic::AtomicUsize,
@@ -149,6 +154,8 @@ impl Bench {
             providers,
             provider_toml: String::new(),
             provider_tables: String::new(),
+            broker_toml: String::new(),
+            worker_env: Vec::new(),
             urls: Default::default(),
             workers_started: std::sync::atomic::AtomicUsize::new(0),
         })
@@ -209,6 +216,9 @@ impl Bench {
             "namespace = \"{}\"\n\n[telemetry]\nlisten = \"127.0.0.1:{telemetry_port}\"\npoll_interval_ms = 1000\n",
             self.namespace
         );
+        if !self.broker_toml.is_empty() {
+            toml.push_str(&format!("\n[broker]\n{}\n", self.broker_toml));
+        }
         for provider in &self.providers {
             let url = self.urls.get(provider).unwrap_or(&self.provider_url);
             toml.push_str(&format!(
@@ -246,6 +256,7 @@ impl Bench {
                 std::env::var("COURIER_BENCH_WORKER_LOG").unwrap_or_else(|_| "warn".into()),
             )
             .env("COURIER_LOG_FORMAT", "json")
+            .envs(self.worker_env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -256,6 +267,8 @@ impl Bench {
             telemetry: SocketAddr::from(([127, 0, 0, 1], port)),
             config_path,
             log_path,
+            ready_within: Duration::from_secs(60)
+                + Duration::from_millis(200) * u32::try_from(self.providers.len()).unwrap_or(0),
             http: {
                 courier_provider::install_crypto();
                 reqwest::Client::new()
@@ -417,11 +430,13 @@ pub struct WorkerProcess {
     config_path: PathBuf,
     log_path: PathBuf,
     http: reqwest::Client,
+    ready_within: Duration,
 }
 
 impl WorkerProcess {
     async fn wait_ready(&self) -> anyhow::Result<()> {
-        let deadline = Instant::now() + Duration::from_secs(60);
+        // Declaring and subscribing costs a few round trips per provider.
+        let deadline = Instant::now() + self.ready_within;
         loop {
             let url = format!("http://{}/readyz", self.telemetry);
             if let Ok(r) = self.http.get(&url).send().await

@@ -84,6 +84,12 @@ pub enum Scenario {
         /// Providers the jobs are spread over
         #[arg(long, default_value_t = 50)]
         providers: usize,
+        /// The workers' broker.prefetch (default: the config's default)
+        #[arg(long)]
+        prefetch: Option<u16>,
+        /// The workers' broker.prefetch_budget (default: the config's default)
+        #[arg(long)]
+        prefetch_budget: Option<u32>,
         #[command(flatten)]
         out: Output,
     },
@@ -319,11 +325,21 @@ pub async fn bench(scenario: Scenario) -> anyhow::Result<ExitCode> {
         Scenario::Providers {
             jobs,
             providers,
+            prefetch,
+            prefetch_budget,
             out,
         } => {
             let baseline = baseline::measure(jobs).await?;
             let label = format!("{providers} providers");
-            let runs = vec![drain(&label, jobs, providers, FailureMix::default(), 1).await?];
+            let mut broker = String::new();
+            if let Some(n) = prefetch {
+                broker.push_str(&format!("prefetch = {n}\n"));
+            }
+            if let Some(n) = prefetch_budget {
+                broker.push_str(&format!("prefetch_budget = {n}\n"));
+            }
+            let runs =
+                vec![drain_with(&label, jobs, providers, FailureMix::default(), 1, &broker).await?];
             ("providers", out, baseline, runs)
         }
         Scenario::Steady {
@@ -392,12 +408,25 @@ async fn drain(
     mix: FailureMix,
     processes: usize,
 ) -> anyhow::Result<RunResult> {
+    drain_with(label, jobs, providers, mix, processes, "").await
+}
+
+/// As [`drain`], with keys for the workers' `[broker]` table.
+async fn drain_with(
+    label: &str,
+    jobs: u64,
+    providers: usize,
+    mix: FailureMix,
+    processes: usize,
+    broker_toml: &str,
+) -> anyhow::Result<RunResult> {
     let names = if providers == 1 {
         vec!["mockpay".to_owned()]
     } else {
         (0..providers).map(|i| format!("p{i:02}")).collect()
     };
     let mut bench = Bench::new("drain", names, mix).await?;
+    bench.broker_toml = broker_toml.to_owned();
     if mix != FailureMix::default() {
         // Failing at random by design: a chance run of failures would open
         // the circuit and turn the scenario into an outage.
