@@ -118,14 +118,6 @@ impl Link {
         self.current().conn
     }
 
-    /// `host:port` of the node the current connection goes to.
-    pub fn node(&self) -> String {
-        let urls = &self.inner.broker.urls;
-        urls.get(self.inner.node.load(Ordering::SeqCst))
-            .map(|url| crate::broker_address(url))
-            .unwrap_or_default()
-    }
-
     /// How many times the connection was replaced.
     pub fn epoch(&self) -> u64 {
         self.inner.epoch.load(Ordering::SeqCst)
