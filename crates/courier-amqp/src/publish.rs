@@ -22,8 +22,8 @@ use uuid::Uuid;
 pub const MAX_PROPERTIES_BYTES: usize = 16 * 1024;
 
 /// A confirm-mode channel on a [`Link`], reopened on the link's current
-/// connection whenever it is closed (a broker error, a reconnection) or a
-/// confirm did not come. Cheap to clone; clones share the channel.
+/// connection whenever it is closed (a broker error, a reconnection), a
+/// confirm did not come or a publish was nacked. Cheap to clone; clones share the channel.
 #[derive(Clone, Debug)]
 pub struct Publisher {
     inner: Arc<Inner>,
@@ -70,12 +70,20 @@ impl Publisher {
         Ok(channel)
     }
 
-    /// Drops `channel` if it is still the one in use: the next publish opens
-    /// a fresh one.
+    /// Drops `channel` if it is still the one in use, and closes it in the
+    /// background (an abandoned channel would stay open on the connection
+    /// until its channel-max): the next publish opens a fresh one.
     async fn discard(&self, channel: &Channel) {
         let mut slot = self.inner.channel.lock().await;
         if slot.as_ref().is_some_and(|c| c.id() == channel.id()) {
             *slot = None;
+            if channel.status().connected() {
+                let channel = channel.clone();
+                tokio::spawn(async move {
+                    let close = channel.close(200, "courier: a fresh channel replaces it".into());
+                    let _ = crate::within(crate::REPLY_TIMEOUT, "channel.close", close).await;
+                });
+            }
         }
     }
 
@@ -145,10 +153,18 @@ impl Publisher {
                 exchange: exchange.to_owned(),
                 key: key.to_owned(),
             }),
-            Confirmation::Nack(_) => Err(AmqpError::Nacked {
-                exchange: exchange.to_owned(),
-                key: key.to_owned(),
-            }),
+            Confirmation::Nack(_) => {
+                // A nack can come from the channel rather than the queue:
+                // after the node of a quorum queue's leader is killed,
+                // RabbitMQ 3.10 kept nacking every later publish on a channel
+                // that had published to it, while a fresh channel's were
+                // confirmed (docs/SCALING.md, the node-kill scenario).
+                self.discard(&channel).await;
+                Err(AmqpError::Nacked {
+                    exchange: exchange.to_owned(),
+                    key: key.to_owned(),
+                })
+            }
         }
     }
 
