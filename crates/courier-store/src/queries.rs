@@ -149,6 +149,36 @@ impl Store {
             .map_err(StoreError::query("count retried jobs"))
     }
 
+    /// How far PostgreSQL's write-ahead log has come, in bytes since its
+    /// start: the whole server's, so a difference measures a run's WAL only
+    /// on an otherwise quiet server. For benchmarks.
+    pub async fn wal_position(&self) -> Result<u64, StoreError> {
+        let position: i64 =
+            sqlx::query_scalar("SELECT (pg_current_wal_lsn() - '0/0'::pg_lsn)::bigint")
+                .fetch_one(&self.pool)
+                .await
+                .map_err(StoreError::query("read the WAL position"))?;
+        Ok(u64::try_from(position).unwrap_or(0))
+    }
+
+    /// Each table of the namespace with its bytes on disk (heap, indexes,
+    /// TOAST), largest first. For benchmarks and the capacity model.
+    pub async fn table_bytes(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        let rows: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT c.relname::text, pg_total_relation_size(c.oid)
+             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+             WHERE n.nspname = current_schema() AND c.relkind = 'r'
+             ORDER BY 2 DESC",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(StoreError::query("measure the namespace's tables"))?;
+        Ok(rows
+            .into_iter()
+            .map(|(table, bytes)| (table, u64::try_from(bytes).unwrap_or(0)))
+            .collect())
+    }
+
     pub async fn count_attempts(&self) -> Result<i64, StoreError> {
         sqlx::query_scalar("SELECT count(*) FROM attempts")
             .fetch_one(&self.pool)

@@ -5,12 +5,13 @@
 //!
 //! Owns the scenarios (worker killed with SIGKILL, RabbitMQ stopped and
 //! started, PostgreSQL restarted, a provider misbehaving on the wire, hostile
-//! input mixed into normal traffic) and their audit: every published job
+//! input mixed into normal traffic, the node holding the work queue's leader
+//! stopped in a three-node cluster) and their audit: every published job
 //! has exactly one terminal state, nothing lost, duplicate calls no more
 //! than the crashes explain, no call after a recorded success, the worker
 //! alive and ready at the end. It restarts the machine's RabbitMQ and
 //! PostgreSQL, so it must never run beside other tests, and it must always
-//! start them again, whatever failed.
+//! start them again (and the cluster's node), whatever failed.
 
 use super::harness::{Bench, WorkerProcess, bench_job};
 use anyhow::{Context as _, bail};
@@ -21,14 +22,26 @@ use courier_testkit::hostile::{Answer as Broker, Message, RawPublisher, Value};
 use futures_util::StreamExt;
 use serde::Serialize;
 use std::collections::HashMap;
-use std::process::Command;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use uuid::Uuid;
 
-/// Every scenario, in the order they run.
-pub const SCENARIOS: [&str; 5] = ["kill", "broker", "database", "provider", "hostile"];
+/// Every scenario, in the order they run. node-kill runs only when named:
+/// on RabbitMQ 3.10 it can leave retries parked in a delay queue for
+/// minutes (docs/SCALING.md), which would fail a suite that asserts every
+/// job terminal within its deadline.
+pub const SCENARIOS: [&str; 7] = [
+    "kill",
+    "broker",
+    "database",
+    "provider",
+    "hostile",
+    "node",
+    "node-kill",
+];
 
 /// How big and how long each scenario is.
 #[derive(Debug, Clone, Copy)]
@@ -110,7 +123,8 @@ const PUBLISH_DEADLINE: Duration = Duration::from_secs(120);
 pub async fn run(only: &[String], size: Size) -> anyhow::Result<Vec<FaultReport>> {
     let mut reports = Vec::new();
     for scenario in SCENARIOS {
-        if !only.is_empty() && !only.iter().any(|s| s == scenario) {
+        let named = only.iter().any(|s| s == scenario);
+        if (!only.is_empty() || scenario == "node-kill") && !named {
             continue;
         }
         eprintln!("faults: {scenario} …");
@@ -153,10 +167,21 @@ async fn scenario_run(scenario: &str, size: Size) -> anyhow::Result<FaultReport>
     let provider = ChaosProvider::start(chaos)
         .await
         .context("starting the chaos provider")?;
-    let mut bench = Bench::new(
-        &format!("faults_{scenario}"),
+    // The node scenario runs on the three-node cluster, every other on the
+    // machine's broker.
+    let cluster = scenario
+        .starts_with("node")
+        .then(Cluster::find)
+        .transpose()?;
+    let cluster_urls = cluster.as_ref().map(Cluster::urls).transpose()?;
+    let mock = courier_provider::MockProvider::start_lean(FailureMix::default())
+        .await
+        .context("starting the mock provider")?;
+    let mut bench = Bench::on_broker(
+        &format!("faults_{}", scenario.replace('-', "_")),
         vec!["mockpay".into()],
-        FailureMix::default(),
+        mock,
+        cluster_urls.as_ref().map(|urls| urls.join(",")).as_deref(),
     )
     .await?;
     bench.provider_url = provider.base_url();
@@ -168,6 +193,17 @@ async fn scenario_run(scenario: &str, size: Size) -> anyhow::Result<FaultReport>
         "database" => outage(&bench, size, Service::PostgreSql).await,
         "provider" => plain(&bench, size).await,
         "hostile" => hostile(&bench, size).await,
+        "node" | "node-kill" => match (&cluster, &cluster_urls) {
+            (Some(cluster), Some(urls)) => {
+                let how = if scenario == "node" {
+                    NodeLoss::Stop
+                } else {
+                    NodeLoss::Kill
+                };
+                node_loss(&mut bench, size, cluster, urls, how).await
+            }
+            _ => bail!("the node scenarios have no cluster"),
+        },
         other => bail!("no fault scenario {other:?}"),
     };
     // The namespace goes whatever happened; the services are up again (the
@@ -480,6 +516,265 @@ async fn outage(bench: &Bench, size: Size, which: Service) -> anyhow::Result<Run
     })
 }
 
+/// The three-node RabbitMQ cluster of `scripts/cluster`, which the node
+/// scenario runs on and stops a node of. scripts/faults starts it and names
+/// the script in `COURIER_CLUSTER_SCRIPT`.
+#[derive(Debug, Clone)]
+struct Cluster {
+    script: PathBuf,
+}
+
+impl Cluster {
+    fn find() -> anyhow::Result<Cluster> {
+        let script = std::env::var_os("COURIER_CLUSTER_SCRIPT")
+            .map_or_else(|| PathBuf::from("scripts/cluster"), PathBuf::from);
+        if !script.is_file() {
+            bail!(
+                "the node scenario runs on the three-node cluster of scripts/cluster: run it \
+                 through scripts/faults, or set COURIER_CLUSTER_SCRIPT to that script"
+            );
+        }
+        let cluster = Cluster { script };
+        cluster.run(&["status"]).context(
+            "the node scenario needs all three nodes of the cluster up: scripts/cluster start",
+        )?;
+        Ok(cluster)
+    }
+
+    /// Runs the script with `args`; its stdout, trimmed.
+    fn run(&self, args: &[&str]) -> anyhow::Result<String> {
+        let out = Command::new(&self.script)
+            .args(args)
+            .stdin(Stdio::null())
+            .stderr(Stdio::inherit())
+            .output()
+            .with_context(|| format!("running {}", self.script.display()))?;
+        if !out.status.success() {
+            bail!("scripts/cluster {}: {}", args.join(" "), out.status);
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    }
+
+    /// The nodes' AMQP URLs, node 1 first.
+    fn urls(&self) -> anyhow::Result<Vec<String>> {
+        Ok(self.run(&["urls"])?.lines().map(str::to_owned).collect())
+    }
+
+    /// The node (0-based) holding the leader of the quorum queue `queue`.
+    fn leader(&self, queue: &str) -> anyhow::Result<usize> {
+        let name = self.run(&["leader", queue])?;
+        name.strip_prefix("courier-c")
+            .and_then(|rest| rest.split('@').next())
+            .and_then(|n| n.parse::<usize>().ok())
+            .and_then(|n| n.checked_sub(1))
+            .with_context(|| format!("scripts/cluster leader answered {name:?}"))
+    }
+}
+
+/// Starts a stopped node of the cluster again when dropped, whatever
+/// happened in between (the namespace's teardown is slow with a member
+/// of every quorum queue away).
+struct NodeBack(Cluster, Option<usize>);
+
+impl NodeBack {
+    fn start(&mut self) -> anyhow::Result<()> {
+        match self.1.take() {
+            Some(node) => self
+                .0
+                .run(&["start-node", &(node + 1).to_string()])
+                .map(drop),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for NodeBack {
+    fn drop(&mut self) {
+        if let Err(e) = self.start() {
+            eprintln!("faults: could not start the cluster's node again: {e}");
+        }
+    }
+}
+
+/// How the node is lost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum NodeLoss {
+    /// A graceful shutdown: the node hands its leaders over, then closes
+    /// its connections.
+    Stop,
+    /// SIGKILL of the node's VM: connections drop at once, and the others
+    /// notice and elect.
+    Kill,
+}
+
+/// Loses the node holding the leader of the work queue, which is also the
+/// node the worker is connected to, a third into a steady publish: the
+/// queue elects a leader on a node left, the worker connects to the next
+/// node, the publisher to another. Measures from the loss until the worker
+/// last completed under the offered rate; the node comes back only after
+/// every job is terminal.
+async fn node_loss(
+    bench: &mut Bench,
+    size: Size,
+    cluster: &Cluster,
+    urls: &[String],
+    how: NodeLoss,
+) -> anyhow::Result<Run> {
+    let queue = bench.topology.work_queue("mockpay");
+    let leader = cluster.leader(&queue)?;
+    let listed: Vec<&str> = (0..urls.len())
+        .map(|i| urls[(leader + i) % urls.len()].as_str())
+        .collect();
+    bench.worker_env.push((
+        courier_core::config::ENV_AMQP_URL.to_owned(),
+        listed.join(","),
+    ));
+    bench.broker_toml = "connect_order = \"listed\"".to_owned();
+    let bench = &*bench;
+    let mut worker = bench.start_worker(RETRY).await?;
+    let total = size.jobs as f64 / size.rate;
+    let publishing = publish_steadily(bench, size.jobs, size.rate);
+    tokio::pin!(publishing);
+    let mut progress = Vec::<(Instant, u64)>::new();
+    let mut peak: f64 = 0.0;
+    let fault_at = Instant::now() + Duration::from_secs_f64(total / 3.0);
+    let mut back = NodeBack(cluster.clone(), None);
+    let mut stopping = None;
+    let mut lost_at = None;
+    let mut samples = tokio::time::interval(Duration::from_millis(250));
+    let (ids, unconfirmed) = loop {
+        tokio::select! {
+            done = &mut publishing => break done,
+            _ = samples.tick() => {
+                progress.push((Instant::now(), worker.terminal_outcomes().await.unwrap_or(0)));
+                peak = peak.max(worker.rss_mb().unwrap_or(0.0));
+                if lost_at.is_none() && Instant::now() >= fault_at {
+                    eprintln!("  {how:?} of node {} (leader of {queue}, the worker's node)", leader + 1);
+                    lost_at = Some(Instant::now());
+                    back.1 = Some(leader);
+                    let cluster = cluster.clone();
+                    let node = (leader + 1).to_string();
+                    let verb = match how {
+                        NodeLoss::Stop => "stop-node",
+                        NodeLoss::Kill => "kill-node",
+                    };
+                    stopping = Some(tokio::task::spawn_blocking(move || {
+                        let clock = Instant::now();
+                        cluster.run(&[verb, &node]).map(|_| clock.elapsed())
+                    }));
+                }
+            }
+        }
+    };
+    let published_by = Instant::now();
+    let mut violations = Vec::new();
+    match stopping {
+        Some(stop) => {
+            let took = stop.await??;
+            match new_leader(cluster, &queue, leader).await {
+                Ok(now) => eprintln!(
+                    "  node {} down ({how:?} took {:.1} s); {queue} leads on node {}",
+                    leader + 1,
+                    took.as_secs_f64(),
+                    now + 1
+                ),
+                Err(e) => violations.push(format!("no new leader for {queue}: {e}")),
+            }
+        }
+        None => violations.push("the node loss never happened: the publishing ended first".into()),
+    }
+    let deadline = Instant::now() + TERMINAL_DEADLINE;
+    loop {
+        progress.push((
+            Instant::now(),
+            worker.terminal_outcomes().await.unwrap_or(0),
+        ));
+        peak = peak.max(worker.rss_mb().unwrap_or(0.0));
+        if bench.store.count_terminal(&ids).await.unwrap_or(0) as usize >= ids.len() {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("jobs still not terminal after {TERMINAL_DEADLINE:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    // The stop closes the node's connections only after it hands its
+    // leaders over, seconds in: the dip comes late, so this measures until
+    // the last second below the rate, not until the first at it.
+    let recovery = lost_at.map(|lost| {
+        say_timeline(&progress, lost);
+        last_below_rate(&progress, lost..published_by, size.rate)
+    });
+    let restarting = tokio::task::spawn_blocking(move || back.start());
+    restarting.await??;
+    Ok(Run {
+        ids,
+        unconfirmed,
+        faults: u32::from(lost_at.is_some()),
+        recovery_seconds: recovery,
+        peak_rss_mb: peak.max(worker.peak_rss_mb().unwrap_or(0.0)),
+        worker,
+        violations,
+    })
+}
+
+/// The node (0-based) leading `queue` once it no longer is `stopped`,
+/// asked for up to half a minute (the election takes a moment).
+async fn new_leader(cluster: &Cluster, queue: &str, stopped: usize) -> anyhow::Result<usize> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (asked, name) = (cluster.clone(), queue.to_owned());
+        let answer = tokio::task::spawn_blocking(move || asked.leader(&name)).await?;
+        match answer {
+            Ok(node) if node != stopped => return Ok(node),
+            Ok(_) if Instant::now() > deadline => bail!("still on the stopped node"),
+            Err(e) if Instant::now() > deadline => return Err(e),
+            _ => tokio::time::sleep(Duration::from_secs(1)).await,
+        }
+    }
+}
+
+/// Seconds from the start of `span` (the fault) to the end of the last
+/// one-second window within it that completed under 90 % of `rate` (0:
+/// none did). The span ends with the publishing: after it the work runs
+/// out, and the rate with it.
+fn last_below_rate(progress: &[(Instant, u64)], span: std::ops::Range<Instant>, rate: f64) -> f64 {
+    let mut until = span.start;
+    for (i, &(t, n)) in progress.iter().enumerate() {
+        let window_start = progress[..i]
+            .iter()
+            .rev()
+            .find(|(u, _)| t.duration_since(*u) >= Duration::from_secs(1));
+        if let Some(&(u, m)) = window_start
+            && u >= span.start
+            && t <= span.end
+            && ((n - m) as f64) < 0.9 * rate * t.duration_since(u).as_secs_f64()
+        {
+            until = t;
+        }
+    }
+    until.duration_since(span.start).as_secs_f64()
+}
+
+/// Outcomes per second from `from` on, on stderr: what a reader of the
+/// report needs to see the dip.
+fn say_timeline(progress: &[(Instant, u64)], from: Instant) {
+    let mut line = String::from("  outcomes per second after the fault:");
+    let mut mark = progress.iter().find(|(t, _)| *t >= from).copied();
+    for &(t, n) in progress {
+        if let Some((u, m)) = mark
+            && t.duration_since(u) >= Duration::from_secs(1)
+        {
+            line.push_str(&format!(" {}", n - m));
+            mark = Some((t, n));
+            if line.len() > 400 {
+                break;
+            }
+        }
+    }
+    eprintln!("{line}");
+}
+
 /// Seconds from `back` until a one-second window first completes at least
 /// 90 % of `rate` (or the work runs out: everything published is done).
 fn back_to_rate(progress: &[(Instant, u64)], back: Instant, rate: f64) -> Option<f64> {
@@ -765,5 +1060,53 @@ pub fn print(reports: &[FaultReport]) {
                 format!("FAILED: {}", r.violations.join("; "))
             }
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Samples every 250 ms of a run that completes `per_second[i]` outcomes
+    /// in second `i`, evenly.
+    fn progress(start: Instant, per_second: &[u64]) -> Vec<(Instant, u64)> {
+        let mut samples = vec![(start, 0)];
+        let mut done = 0;
+        for (second, n) in per_second.iter().enumerate() {
+            for quarter in 1..=4u32 {
+                done += n / 4;
+                let at = start
+                    + Duration::from_secs(second as u64)
+                    + Duration::from_millis(250) * quarter;
+                samples.push((at, done));
+            }
+        }
+        samples
+    }
+
+    #[test]
+    fn a_run_that_never_dips_recovers_at_once() {
+        let start = Instant::now();
+        let p = progress(start, &[1000; 10]);
+        let end = start + Duration::from_secs(10);
+        assert_eq!(last_below_rate(&p, start..end, 1000.0), 0.0);
+    }
+
+    #[test]
+    fn recovery_ends_with_the_last_second_under_the_rate() {
+        let start = Instant::now();
+        let p = progress(start, &[1000, 1000, 1000, 200, 1800, 1000, 1000, 1000]);
+        let end = start + Duration::from_secs(8);
+        let recovered = last_below_rate(&p, start..end, 1000.0);
+        // The last window holding part of second 3 ends inside second 4.
+        assert!((4.0..=5.0).contains(&recovered), "{recovered}");
+    }
+
+    #[test]
+    fn the_tail_after_the_publishing_is_not_a_dip() {
+        let start = Instant::now();
+        let p = progress(start, &[1000, 1000, 1000, 1000, 0, 0, 0]);
+        let end = start + Duration::from_secs(4);
+        assert_eq!(last_below_rate(&p, start..end, 1000.0), 0.0);
     }
 }

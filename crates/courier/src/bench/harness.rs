@@ -50,6 +50,62 @@ pub struct RunResult {
     /// Jobs by state, from PostgreSQL.
     pub outcomes: BTreeMap<String, i64>,
     pub attempts: i64,
+    /// Calls the mock provider answered in the namespace's life.
+    pub provider_calls: u64,
+    /// What the run cost the broker and the database (drains only).
+    pub cost: Option<Cost>,
+}
+
+/// What a drain cost the services, per job: the capacity model's inputs
+/// (docs/SCALING.md).
+#[derive(Debug, Clone, Serialize)]
+pub struct Cost {
+    /// CPU of every RabbitMQ node on the machine (`beam.smp` processes)
+    /// while the jobs were published (confirmed, persistent)…
+    pub broker_publish_cpu_seconds_per_1000_jobs: f64,
+    /// … and while they were drained (delivered, acked; retries).
+    pub broker_cpu_seconds_per_1000_jobs: f64,
+    /// CPU of every PostgreSQL process that lived through the run.
+    pub database_cpu_seconds_per_1000_jobs: f64,
+    /// PostgreSQL's write-ahead log written during the run (the whole
+    /// server's: a quiet server is assumed).
+    pub wal_bytes_per_job: f64,
+    /// The namespace's tables on disk after the run, per job.
+    pub table_bytes_per_job: f64,
+    /// Each table's bytes on disk after the run, largest first.
+    pub tables: Vec<(String, u64)>,
+}
+
+/// CPU seconds used so far by every process named `comm` (its
+/// /proc/PID/comm) that is alive now: compare two readings only across a
+/// span in which those processes lived throughout.
+pub fn cpu_seconds_of(comm: &str) -> f64 {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return 0.0;
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .bytes()
+                .all(|b| b.is_ascii_digit())
+        })
+        .filter(|e| {
+            std::fs::read_to_string(e.path().join("comm")).is_ok_and(|c| c.trim_end() == comm)
+        })
+        .filter_map(|e| std::fs::read_to_string(e.path().join("stat")).ok())
+        .filter_map(|stat| process_cpu_ticks(&stat))
+        .sum::<f64>()
+        / TICKS_PER_SECOND
+}
+
+/// utime + stime from a /proc/PID/stat line (fields 14 and 15, counted
+/// after the parenthesised command name, which may hold spaces).
+fn process_cpu_ticks(stat: &str) -> Option<f64> {
+    let (_, rest) = stat.rsplit_once(')')?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    Some(fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?)
 }
 
 /// From the job's `created_at` to its terminal outcome's commit.
@@ -132,7 +188,23 @@ impl Bench {
         providers: Vec<String>,
         mock: MockProvider,
     ) -> anyhow::Result<Bench> {
-        let config = Config::from_toml("", "(bench)", &|k| std::env::var(k).ok())?;
+        Self::on_broker(scenario, providers, mock, None).await
+    }
+
+    /// As [`with_mock`](Self::with_mock), on the broker nodes `amqp_urls`
+    /// (comma-separated, as `COURIER_AMQP_URL` takes them) instead of the
+    /// environment's: the node-loss scenario's cluster. The workers get the
+    /// environment's unless `worker_env` says otherwise.
+    pub async fn on_broker(
+        scenario: &str,
+        providers: Vec<String>,
+        mock: MockProvider,
+        amqp_urls: Option<&str>,
+    ) -> anyhow::Result<Bench> {
+        let config = Config::from_toml("", "(bench)", &|k| match (k, amqp_urls) {
+            (courier_core::config::ENV_AMQP_URL, Some(urls)) => Some(urls.to_owned()),
+            _ => std::env::var(k).ok(),
+        })?;
         let namespace = namespace(scenario);
         let store = Store::connect(&config.database, &namespace, 4).await?;
         store.migrate().await?;
@@ -353,6 +425,8 @@ impl Bench {
             worker_peak_rss_mb: peak_rss_mb,
             outcomes,
             attempts: self.store.count_attempts().await?,
+            provider_calls: self.mock.call_count() as u64,
+            cost: None,
         })
     }
 
@@ -479,20 +553,7 @@ impl WorkerProcess {
     /// User + system CPU seconds so far.
     pub fn cpu_seconds(&self) -> anyhow::Result<f64> {
         let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid()))?;
-        // Fields after the command name (which may hold spaces) start at ")".
-        let after = stat
-            .rsplit_once(')')
-            .map(|(_, rest)| rest)
-            .context("unreadable /proc stat")?;
-        let fields: Vec<&str> = after.split_whitespace().collect();
-        let ticks = |i: usize| {
-            fields
-                .get(i)
-                .and_then(|f| f.parse::<f64>().ok())
-                .unwrap_or(0.0)
-        };
-        // utime and stime are fields 14 and 15; `after` starts at field 3.
-        Ok((ticks(11) + ticks(12)) / TICKS_PER_SECOND)
+        Ok(process_cpu_ticks(&stat).context("unreadable /proc stat")? / TICKS_PER_SECOND)
     }
 
     /// Peak resident memory (VmHWM) in MiB.
@@ -577,5 +638,16 @@ impl Drop for WorkerProcess {
         if std::env::var_os("COURIER_BENCH_WORKER_LOG").is_none() {
             let _ = std::fs::remove_file(&self.log_path);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::process_cpu_ticks;
+
+    #[test]
+    fn cpu_ticks_are_read_after_a_command_name_with_spaces_and_parentheses() {
+        let stat = "4242 (beam (smp) x) S 1 2 3 4 5 6 7 8 9 10 150 25 0 0 20 0 4";
+        assert_eq!(process_cpu_ticks(stat), Some(175.0));
     }
 }

@@ -13,7 +13,7 @@ mod harness;
 mod protection;
 mod requeue;
 
-use anyhow::Context as _;
+use anyhow::{Context as _, bail};
 use baseline::Baseline;
 use chrono::Utc;
 use courier_provider::FailureMix;
@@ -107,11 +107,15 @@ pub enum Scenario {
         #[command(flatten)]
         out: Output,
     },
-    /// The same drain with 1 and then 2 worker processes on the same queues
+    /// The same drain with 1, 2 and 4 worker processes on the same queues;
+    /// fails unless every job succeeded with one attempt and one call
     Processes {
         /// Jobs published
         #[arg(long, default_value_t = 100_000)]
         jobs: u64,
+        /// Worker process counts to run, one drain each
+        #[arg(long, value_delimiter = ',', default_value = "1,2,4")]
+        processes: Vec<usize>,
         #[command(flatten)]
         out: Output,
     },
@@ -119,7 +123,9 @@ pub enum Scenario {
     /// misbehaving on the wire, hostile input; invariants checked after each.
     /// Restarts the machine's RabbitMQ and PostgreSQL: run it alone.
     Faults {
-        /// Only these scenarios (kill, broker, database, provider, hostile)
+        /// Only these scenarios (kill, broker, database, provider, hostile,
+        /// node: the work queue leader's node stopped in scripts/cluster's
+        /// cluster; node-kill: killed, run only when named)
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
         /// The short version CI runs
@@ -304,12 +310,19 @@ pub async fn bench(scenario: Scenario) -> anyhow::Result<ExitCode> {
             let runs = vec![drain("drain", jobs, 1, FailureMix::default(), 1).await?];
             ("drain", out, baseline, runs)
         }
-        Scenario::Processes { jobs, out } => {
+        Scenario::Processes {
+            jobs,
+            processes,
+            out,
+        } => {
             let baseline = baseline::measure(jobs).await?;
-            let runs = vec![
-                drain("1 process", jobs, 1, FailureMix::default(), 1).await?,
-                drain("2 processes", jobs, 1, FailureMix::default(), 2).await?,
-            ];
+            let mut runs = Vec::new();
+            for n in processes {
+                let label = format!("{n} process{}", if n == 1 { "" } else { "es" });
+                let run = drain(&label, jobs, 1, FailureMix::default(), n).await?;
+                exactly_once(&run)?;
+                runs.push(run);
+            }
             ("processes", out, baseline, runs)
         }
         Scenario::Failing { jobs, out } => {
@@ -446,21 +459,42 @@ async fn drain_in(
 ) -> anyhow::Result<RunResult> {
     eprintln!("{label}: publishing {jobs} jobs …");
     let from = Utc::now();
+    let broker_publishing = harness::cpu_seconds_of("beam.smp");
     let published = bench.publish(jobs as usize).await?;
+    let broker_publishing = harness::cpu_seconds_of("beam.smp") - broker_publishing;
     let to = Utc::now();
     eprintln!(
         "{label}: published in {:.1} s; draining with {processes} worker process(es) …",
         published.as_secs_f64()
     );
     let machine_before = harness::machine_cpu_seconds()?;
+    let broker_before = harness::cpu_seconds_of("beam.smp");
+    let wal_before = bench.store.wal_position().await?;
     let mut workers = Vec::new();
     for _ in 0..processes {
         workers.push(bench.start_worker(RETRY).await?);
     }
+    // The workers' PostgreSQL sessions live from here to the end.
+    let database_before = harness::cpu_seconds_of("postgres");
     bench
         .wait_terminal(&mut workers, 0, jobs, TERMINAL_TIMEOUT)
         .await?;
     let machine = harness::machine_cpu_seconds()? - machine_before;
+    let per_1000 = |seconds: f64| seconds / jobs as f64 * 1000.0;
+    let tables = bench.store.table_bytes().await?;
+    let cost = harness::Cost {
+        broker_publish_cpu_seconds_per_1000_jobs: per_1000(broker_publishing),
+        broker_cpu_seconds_per_1000_jobs: per_1000(
+            harness::cpu_seconds_of("beam.smp") - broker_before,
+        ),
+        database_cpu_seconds_per_1000_jobs: per_1000(
+            harness::cpu_seconds_of("postgres") - database_before,
+        ),
+        wal_bytes_per_job: bench.store.wal_position().await?.saturating_sub(wal_before) as f64
+            / jobs as f64,
+        table_bytes_per_job: tables.iter().map(|(_, b)| *b as f64).sum::<f64>() / jobs as f64,
+        tables,
+    };
     let (cpu, rss) = usage(&workers)?;
     for w in workers {
         w.stop().await?;
@@ -468,8 +502,27 @@ async fn drain_in(
     let mut run = bench
         .result(label, jobs, from, to, None, cpu, rss, processes)
         .await?;
-    run.machine_cpu_seconds_per_1000_jobs = machine / jobs as f64 * 1000.0;
+    run.machine_cpu_seconds_per_1000_jobs = per_1000(machine);
+    run.cost = Some(cost);
     Ok(run)
+}
+
+/// Fails unless every job of a drain that never fails succeeded with one
+/// attempt and one provider call: with several processes consuming one
+/// queue, an outcome lost or a job run twice shows here.
+fn exactly_once(run: &RunResult) -> anyhow::Result<()> {
+    let succeeded = run.outcomes.get("succeeded").copied().unwrap_or(0);
+    let jobs = i64::try_from(run.jobs)?;
+    if succeeded != jobs || run.attempts != jobs || run.provider_calls != run.jobs {
+        bail!(
+            "{}: {} jobs, {succeeded} succeeded, {} attempts, {} provider calls",
+            run.label,
+            run.jobs,
+            run.attempts,
+            run.provider_calls
+        );
+    }
+    Ok(())
 }
 
 /// CPU seconds summed and the largest peak RSS over `workers`.
@@ -672,5 +725,24 @@ fn print_report(name: &str, baseline: &Baseline, runs: &[RunResult]) {
             r.worker_peak_rss_mb,
             outcomes.join(", "),
         );
+    }
+    for r in runs {
+        if let Some(c) = &r.cost {
+            let tables: Vec<String> = c
+                .tables
+                .iter()
+                .map(|(t, b)| format!("{t} {:.0}", *b as f64 / r.jobs as f64))
+                .collect();
+            println!(
+                "{}: broker {:.3} CPU s/1k publishing, {:.3} draining, PostgreSQL {:.3} CPU s/1k, WAL {:.0} B/job, tables {:.0} B/job ({})",
+                r.label,
+                c.broker_publish_cpu_seconds_per_1000_jobs,
+                c.broker_cpu_seconds_per_1000_jobs,
+                c.database_cpu_seconds_per_1000_jobs,
+                c.wal_bytes_per_job,
+                c.table_bytes_per_job,
+                tables.join(", ")
+            );
+        }
     }
 }
