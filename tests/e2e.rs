@@ -548,10 +548,13 @@ fn baseline_processes_and_providers_benches_run_at_a_tiny_size() {
             (
                 r["worker_processes"].clone(),
                 r["outcomes"]["succeeded"].clone(),
+                r["attempts"].clone(),
+                r["provider_calls"].clone(),
             )
         })
         .collect();
-    assert_eq!(workers, [(json!(1), json!(200)), (json!(2), json!(200))]);
+    let once = |n: u64| (json!(n), json!(200), json!(200), json!(200));
+    assert_eq!(workers, [once(1), once(2), once(4)]);
 
     let report = bench_json(&["providers", "--jobs", "200", "--providers", "5"]);
     assert_eq!(report["runs"][0]["outcomes"], json!({"succeeded": 200}));

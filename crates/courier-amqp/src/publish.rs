@@ -32,9 +32,25 @@ pub struct Publisher {
 #[derive(Debug)]
 struct Inner {
     link: Link,
-    channel: tokio::sync::Mutex<Option<Channel>>,
+    slot: tokio::sync::Mutex<Slot>,
     confirm_timeout: Duration,
 }
+
+/// The channel in use, numbered: channel ids repeat across connections, so
+/// a late failure on an old channel must not discard the one that replaced
+/// it.
+#[derive(Debug, Default)]
+struct Slot {
+    channel: Option<Channel>,
+    generation: u64,
+    /// When a nack last replaced the channel (see [`Publisher::publish`]).
+    replaced_after_nack: Option<std::time::Instant>,
+}
+
+/// At most one channel replaced per this span because of nacks: a full
+/// queue (x-overflow = reject-publish) nacks every publish to it, and must
+/// not make every other publish reopen a channel.
+const NACK_REPLACE_EVERY: Duration = Duration::from_secs(1);
 
 impl Publisher {
     /// Opens the confirm channel at once, so a broker that refuses it is
@@ -43,7 +59,7 @@ impl Publisher {
         let publisher = Self {
             inner: Arc::new(Inner {
                 link: link.clone(),
-                channel: tokio::sync::Mutex::new(None),
+                slot: tokio::sync::Mutex::new(Slot::default()),
                 confirm_timeout,
             }),
         };
@@ -51,13 +67,14 @@ impl Publisher {
         Ok(publisher)
     }
 
-    /// The open confirm channel, opened anew when there is none.
-    async fn channel(&self) -> Result<Channel, AmqpError> {
-        let mut slot = self.inner.channel.lock().await;
-        if let Some(channel) = slot.as_ref()
+    /// The open confirm channel and its generation, opened anew when there
+    /// is none.
+    async fn channel(&self) -> Result<(Channel, u64), AmqpError> {
+        let mut slot = self.inner.slot.lock().await;
+        if let Some(channel) = slot.channel.as_ref()
             && channel.status().connected()
         {
-            return Ok(channel.clone());
+            return Ok((channel.clone(), slot.generation));
         }
         let channel = self.inner.link.channel().await?.inner;
         crate::within(
@@ -66,24 +83,32 @@ impl Publisher {
             channel.confirm_select(ConfirmSelectOptions::default()),
         )
         .await?;
-        *slot = Some(channel.clone());
-        Ok(channel)
+        slot.generation += 1;
+        slot.channel = Some(channel.clone());
+        Ok((channel, slot.generation))
     }
 
-    /// Drops `channel` if it is still the one in use, and closes it in the
-    /// background (an abandoned channel would stay open on the connection
-    /// until its channel-max): the next publish opens a fresh one.
-    async fn discard(&self, channel: &Channel) {
-        let mut slot = self.inner.channel.lock().await;
-        if slot.as_ref().is_some_and(|c| c.id() == channel.id()) {
-            *slot = None;
-            if channel.status().connected() {
-                let channel = channel.clone();
-                tokio::spawn(async move {
-                    let close = channel.close(200, "courier: a fresh channel replaces it".into());
-                    let _ = crate::within(crate::REPLY_TIMEOUT, "channel.close", close).await;
-                });
-            }
+    /// Lets go of the channel of `generation` if it is still the one in
+    /// use: the next publish opens a fresh one. Publishes still waiting on
+    /// the old one keep it open until they have their confirms (lapin
+    /// closes a channel when its last handle is dropped).
+    async fn discard(&self, generation: u64) {
+        let mut slot = self.inner.slot.lock().await;
+        if slot.generation == generation {
+            slot.channel = None;
+        }
+    }
+
+    /// [`discard`](Self::discard) after a nack, at most once per
+    /// [`NACK_REPLACE_EVERY`].
+    async fn discard_after_nack(&self, generation: u64) {
+        let mut slot = self.inner.slot.lock().await;
+        let due = slot
+            .replaced_after_nack
+            .is_none_or(|at| at.elapsed() >= NACK_REPLACE_EVERY);
+        if slot.generation == generation && due {
+            slot.channel = None;
+            slot.replaced_after_nack = Some(std::time::Instant::now());
         }
     }
 
@@ -124,7 +149,7 @@ impl Publisher {
             exchange: exchange.to_owned(),
             cause,
         };
-        let channel = self.channel().await?;
+        let (channel, generation) = self.channel().await?;
         let publish = async {
             channel
                 .basic_publish(exchange.into(), key.into(), options, body, props)
@@ -136,12 +161,12 @@ impl Publisher {
         let confirm = match tokio::time::timeout(self.inner.confirm_timeout, publish).await {
             Ok(Ok(confirm)) => confirm,
             Ok(Err(e)) => {
-                self.discard(&channel).await;
+                self.discard(generation).await;
                 return Err(e);
             }
             Err(_) => {
                 // A confirm this late will not come on this channel.
-                self.discard(&channel).await;
+                self.discard(generation).await;
                 return Err(AmqpError::Timeout {
                     op: "publisher confirm".into(),
                 });
@@ -159,7 +184,7 @@ impl Publisher {
                 // RabbitMQ 3.10 kept nacking every later publish on a channel
                 // that had published to it, while a fresh channel's were
                 // confirmed (docs/SCALING.md, the node-kill scenario).
-                self.discard(&channel).await;
+                self.discard_after_nack(generation).await;
                 Err(AmqpError::Nacked {
                     exchange: exchange.to_owned(),
                     key: key.to_owned(),

@@ -440,8 +440,10 @@ async fn outage(bench: &Bench, size: Size, which: Service) -> anyhow::Result<Run
         tokio::select! {
             done = &mut publishing => break done,
             _ = samples.tick() => {
-                let done = worker.terminal_outcomes().await.unwrap_or(0);
-                progress.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push((Instant::now(), done));
+                // A failed sample is skipped: a 0 would read as a dip.
+                if let Ok(done) = worker.terminal_outcomes().await {
+                    progress.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push((Instant::now(), done));
+                }
                 peak = peak.max(worker.rss_mb().unwrap_or(0.0));
                 if restore.is_none() && back_at.is_none() && Instant::now() >= fault_at {
                     eprintln!("  stopping {which:?} for {:?}", size.outage);
@@ -480,11 +482,12 @@ async fn outage(bench: &Bench, size: Size, which: Service) -> anyhow::Result<Run
     // Keep sampling until everything is done.
     let deadline = Instant::now() + TERMINAL_DEADLINE;
     loop {
-        let done = worker.terminal_outcomes().await.unwrap_or(0);
-        progress
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .push((Instant::now(), done));
+        if let Ok(done) = worker.terminal_outcomes().await {
+            progress
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .push((Instant::now(), done));
+        }
         if bench.store.count_terminal(&ids).await.unwrap_or(0) as usize >= ids.len() {
             break;
         }
@@ -610,9 +613,10 @@ enum NodeLoss {
 /// Loses the node holding the leader of the work queue, which is also the
 /// node the worker is connected to, a third into a steady publish: the
 /// queue elects a leader on a node left, the worker connects to the next
-/// node, the publisher to another. Measures from the loss until the worker
-/// last completed under the offered rate; the node comes back only after
-/// every job is terminal.
+/// node. The bench's publisher connected to a node at random, so in some
+/// runs it loses its node too, as an upstream service would. Measures from
+/// the loss until the worker last completed under the offered rate; the
+/// node comes back only after every job is terminal.
 async fn node_loss(
     bench: &mut Bench,
     size: Size,
@@ -621,7 +625,7 @@ async fn node_loss(
     how: NodeLoss,
 ) -> anyhow::Result<Run> {
     let queue = bench.topology.work_queue("mockpay");
-    let leader = cluster.leader(&queue)?;
+    let leader = leader_of(cluster, &queue, None).await?;
     let listed: Vec<&str> = (0..urls.len())
         .map(|i| urls[(leader + i) % urls.len()].as_str())
         .collect();
@@ -646,7 +650,10 @@ async fn node_loss(
         tokio::select! {
             done = &mut publishing => break done,
             _ = samples.tick() => {
-                progress.push((Instant::now(), worker.terminal_outcomes().await.unwrap_or(0)));
+                // A failed sample is skipped: a 0 would read as a dip.
+                if let Ok(done) = worker.terminal_outcomes().await {
+                    progress.push((Instant::now(), done));
+                }
                 peak = peak.max(worker.rss_mb().unwrap_or(0.0));
                 if lost_at.is_none() && Instant::now() >= fault_at {
                     eprintln!("  {how:?} of node {} (leader of {queue}, the worker's node)", leader + 1);
@@ -671,7 +678,7 @@ async fn node_loss(
     match stopping {
         Some(stop) => {
             let took = stop.await??;
-            match new_leader(cluster, &queue, leader).await {
+            match leader_of(cluster, &queue, Some(leader)).await {
                 Ok(now) => eprintln!(
                     "  node {} down ({how:?} took {:.1} s); {queue} leads on node {}",
                     leader + 1,
@@ -685,10 +692,9 @@ async fn node_loss(
     }
     let deadline = Instant::now() + TERMINAL_DEADLINE;
     loop {
-        progress.push((
-            Instant::now(),
-            worker.terminal_outcomes().await.unwrap_or(0),
-        ));
+        if let Ok(done) = worker.terminal_outcomes().await {
+            progress.push((Instant::now(), done));
+        }
         peak = peak.max(worker.rss_mb().unwrap_or(0.0));
         if bench.store.count_terminal(&ids).await.unwrap_or(0) as usize >= ids.len() {
             break;
@@ -701,7 +707,7 @@ async fn node_loss(
     // The stop closes the node's connections only after it hands its
     // leaders over, seconds in: the dip comes late, so this measures until
     // the last second below the rate, not until the first at it.
-    let recovery = lost_at.map(|lost| {
+    let recovery = lost_at.and_then(|lost| {
         say_timeline(&progress, lost);
         last_below_rate(&progress, lost..published_by, size.rate)
     });
@@ -718,16 +724,17 @@ async fn node_loss(
     })
 }
 
-/// The node (0-based) leading `queue` once it no longer is `stopped`,
-/// asked for up to half a minute (the election takes a moment).
-async fn new_leader(cluster: &Cluster, queue: &str, stopped: usize) -> anyhow::Result<usize> {
+/// The node (0-based) leading `queue`, other than `lost`, asked for up to
+/// half a minute (a new queue's or an election's leader takes a moment to
+/// show in the management API).
+async fn leader_of(cluster: &Cluster, queue: &str, lost: Option<usize>) -> anyhow::Result<usize> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let (asked, name) = (cluster.clone(), queue.to_owned());
         let answer = tokio::task::spawn_blocking(move || asked.leader(&name)).await?;
         match answer {
-            Ok(node) if node != stopped => return Ok(node),
-            Ok(_) if Instant::now() > deadline => bail!("still on the stopped node"),
+            Ok(node) if Some(node) != lost => return Ok(node),
+            Ok(_) if Instant::now() > deadline => bail!("still on the lost node"),
             Err(e) if Instant::now() > deadline => return Err(e),
             _ => tokio::time::sleep(Duration::from_secs(1)).await,
         }
@@ -736,10 +743,16 @@ async fn new_leader(cluster: &Cluster, queue: &str, stopped: usize) -> anyhow::R
 
 /// Seconds from the start of `span` (the fault) to the end of the last
 /// one-second window within it that completed under 90 % of `rate` (0:
-/// none did). The span ends with the publishing: after it the work runs
-/// out, and the rate with it.
-fn last_below_rate(progress: &[(Instant, u64)], span: std::ops::Range<Instant>, rate: f64) -> f64 {
+/// none did; `None`: the span's last window was still under it, so the
+/// rate never came back while there was work). The span ends with the
+/// publishing: after it the work runs out, and the rate with it.
+fn last_below_rate(
+    progress: &[(Instant, u64)],
+    span: std::ops::Range<Instant>,
+    rate: f64,
+) -> Option<f64> {
     let mut until = span.start;
+    let mut last_window_below = false;
     for (i, &(t, n)) in progress.iter().enumerate() {
         let window_start = progress[..i]
             .iter()
@@ -748,12 +761,15 @@ fn last_below_rate(progress: &[(Instant, u64)], span: std::ops::Range<Instant>, 
         if let Some(&(u, m)) = window_start
             && u >= span.start
             && t <= span.end
-            && ((n - m) as f64) < 0.9 * rate * t.duration_since(u).as_secs_f64()
+            && (n.saturating_sub(m) as f64) < 0.9 * rate * t.duration_since(u).as_secs_f64()
         {
             until = t;
+            last_window_below = true;
+        } else if t <= span.end && window_start.is_some_and(|(u, _)| *u >= span.start) {
+            last_window_below = false;
         }
     }
-    until.duration_since(span.start).as_secs_f64()
+    (!last_window_below).then(|| until.duration_since(span.start).as_secs_f64())
 }
 
 /// Outcomes per second from `from` on, on stderr: what a reader of the
@@ -765,7 +781,7 @@ fn say_timeline(progress: &[(Instant, u64)], from: Instant) {
         if let Some((u, m)) = mark
             && t.duration_since(u) >= Duration::from_secs(1)
         {
-            line.push_str(&format!(" {}", n - m));
+            line.push_str(&format!(" {}", n.saturating_sub(m)));
             mark = Some((t, n));
             if line.len() > 400 {
                 break;
@@ -785,7 +801,7 @@ fn back_to_rate(progress: &[(Instant, u64)], back: Instant, rate: f64) -> Option
             .iter()
             .find(|(u, _)| u.duration_since(*t) >= Duration::from_secs(1))
         {
-            if (*later - n) as f64 >= 0.9 * rate {
+            if later.saturating_sub(*n) as f64 >= 0.9 * rate {
                 return Some(t.duration_since(back).as_secs_f64());
             }
         } else if *n == last {
@@ -1089,7 +1105,7 @@ mod tests {
         let start = Instant::now();
         let p = progress(start, &[1000; 10]);
         let end = start + Duration::from_secs(10);
-        assert_eq!(last_below_rate(&p, start..end, 1000.0), 0.0);
+        assert_eq!(last_below_rate(&p, start..end, 1000.0), Some(0.0));
     }
 
     #[test]
@@ -1097,7 +1113,7 @@ mod tests {
         let start = Instant::now();
         let p = progress(start, &[1000, 1000, 1000, 200, 1800, 1000, 1000, 1000]);
         let end = start + Duration::from_secs(8);
-        let recovered = last_below_rate(&p, start..end, 1000.0);
+        let recovered = last_below_rate(&p, start..end, 1000.0).unwrap_or(f64::NAN);
         // The last window holding part of second 3 ends inside second 4.
         assert!((4.0..=5.0).contains(&recovered), "{recovered}");
     }
@@ -1107,6 +1123,14 @@ mod tests {
         let start = Instant::now();
         let p = progress(start, &[1000, 1000, 1000, 1000, 0, 0, 0]);
         let end = start + Duration::from_secs(4);
-        assert_eq!(last_below_rate(&p, start..end, 1000.0), 0.0);
+        assert_eq!(last_below_rate(&p, start..end, 1000.0), Some(0.0));
+    }
+
+    #[test]
+    fn a_rate_that_never_returns_is_no_recovery() {
+        let start = Instant::now();
+        let p = progress(start, &[1000, 1000, 300, 300, 300, 300]);
+        let end = start + Duration::from_secs(6);
+        assert_eq!(last_below_rate(&p, start..end, 1000.0), None);
     }
 }

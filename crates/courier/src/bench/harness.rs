@@ -77,8 +77,10 @@ pub struct Cost {
 }
 
 /// CPU seconds used so far by every process named `comm` (its
-/// /proc/PID/comm) that is alive now: compare two readings only across a
-/// span in which those processes lived throughout.
+/// /proc/PID/comm) that is alive now, with their reaped children's: a
+/// PostgreSQL backend or autovacuum worker that exits between two readings
+/// moves into its postmaster's children time, so the difference still
+/// counts it.
 pub fn cpu_seconds_of(comm: &str) -> f64 {
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return 0.0;
@@ -95,9 +97,16 @@ pub fn cpu_seconds_of(comm: &str) -> f64 {
             std::fs::read_to_string(e.path().join("comm")).is_ok_and(|c| c.trim_end() == comm)
         })
         .filter_map(|e| std::fs::read_to_string(e.path().join("stat")).ok())
-        .filter_map(|stat| process_cpu_ticks(&stat))
+        .filter_map(|stat| Some(process_cpu_ticks(&stat)? + children_cpu_ticks(&stat)?))
         .sum::<f64>()
         / TICKS_PER_SECOND
+}
+
+/// cutime + cstime (fields 16 and 17): the CPU of reaped children.
+fn children_cpu_ticks(stat: &str) -> Option<f64> {
+    let (_, rest) = stat.rsplit_once(')')?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    Some(fields.get(13)?.parse::<f64>().ok()? + fields.get(14)?.parse::<f64>().ok()?)
 }
 
 /// utime + stime from a /proc/PID/stat line (fields 14 and 15, counted
@@ -643,11 +652,12 @@ impl Drop for WorkerProcess {
 
 #[cfg(test)]
 mod tests {
-    use super::process_cpu_ticks;
+    use super::{children_cpu_ticks, process_cpu_ticks};
 
     #[test]
     fn cpu_ticks_are_read_after_a_command_name_with_spaces_and_parentheses() {
-        let stat = "4242 (beam (smp) x) S 1 2 3 4 5 6 7 8 9 10 150 25 0 0 20 0 4";
+        let stat = "4242 (beam (smp) x) S 1 2 3 4 5 6 7 8 9 10 150 25 7 3 20 0 4";
         assert_eq!(process_cpu_ticks(stat), Some(175.0));
+        assert_eq!(children_cpu_ticks(stat), Some(10.0));
     }
 }

@@ -217,6 +217,8 @@ pub enum Scenario {
 }
 
 pub async fn bench(scenario: Scenario) -> anyhow::Result<ExitCode> {
+    // Checks that fail the command once the report is out.
+    let mut failed_checks: Vec<String> = Vec::new();
     let (name, out, baseline, runs) = match scenario {
         Scenario::Faults {
             only,
@@ -320,7 +322,9 @@ pub async fn bench(scenario: Scenario) -> anyhow::Result<ExitCode> {
             for n in processes {
                 let label = format!("{n} process{}", if n == 1 { "" } else { "es" });
                 let run = drain(&label, jobs, 1, FailureMix::default(), n).await?;
-                exactly_once(&run)?;
+                if let Err(e) = exactly_once(&run) {
+                    failed_checks.push(e.to_string());
+                }
                 runs.push(run);
             }
             ("processes", out, baseline, runs)
@@ -394,6 +398,9 @@ pub async fn bench(scenario: Scenario) -> anyhow::Result<ExitCode> {
         });
         std::fs::write(&path, serde_json::to_string_pretty(&report)?)
             .with_context(|| format!("writing {}", path.display()))?;
+    }
+    if !failed_checks.is_empty() {
+        bail!("{}", failed_checks.join("; "));
     }
     Ok(ExitCode::SUCCESS)
 }
