@@ -160,31 +160,26 @@ async fn metrics_count_exactly_what_a_known_mix_of_jobs_did() {
         "build info"
     );
 
-    // Sampled: the dead-letter queue and the PostgreSQL backlog hold the 3.
-    // (The dead letter is published before its commit: wait for both.)
-    let m = env
-        .wait_for_metrics(&worker, "sampled queue depths", WAIT, |m| {
-            m.get(&series(
-                "courier_queue_messages",
-                &format!(r#"kind="dead",provider="{PROVIDER}""#),
-            )) == Some(3.0)
-                && m.get(&series("courier_dead_letters_pending", &provider)) == Some(3.0)
-        })
-        .await;
-    assert_eq!(
+    // Sampled: the dead-letter queue and the PostgreSQL backlog hold the 3,
+    // the work and delay queues nothing. Each is sampled at its own moment
+    // (the dead letter is published before its commit; a delay queue can be
+    // sampled while the last retry still sat in it, before the dead-letter
+    // queue got it): wait until one sampling shows them all settled.
+    let work = series(
+        "courier_queue_messages",
+        &format!(r#"kind="work",provider="{PROVIDER}""#),
+    );
+    let delayed = series("courier_queue_messages", r#"kind="retry",provider="""#);
+    env.wait_for_metrics(&worker, "sampled queue depths", WAIT, |m| {
         m.get(&series(
             "courier_queue_messages",
-            &format!(r#"kind="work",provider="{PROVIDER}""#)
-        )),
-        Some(0.0)
-    );
-    assert_eq!(
-        m.get(&series(
-            "courier_queue_messages",
-            r#"kind="retry",provider="""#
-        )),
-        Some(0.0)
-    );
+            &format!(r#"kind="dead",provider="{PROVIDER}""#),
+        )) == Some(3.0)
+            && m.get(&series("courier_dead_letters_pending", &provider)) == Some(3.0)
+            && m.get(&work) == Some(0.0)
+            && m.get(&delayed) == Some(0.0)
+    })
+    .await;
 
     // An operator requeues the permanent failure with its script removed.
     let letter = env
