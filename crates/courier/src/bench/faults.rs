@@ -24,7 +24,6 @@ use serde::Serialize;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use uuid::Uuid;
@@ -430,7 +429,7 @@ async fn outage(bench: &Bench, size: Size, which: Service) -> anyhow::Result<Run
     tokio::pin!(publishing);
     // Terminal outcomes over time, from the worker's own counter (which
     // answers while PostgreSQL is away).
-    let progress = Arc::new(std::sync::Mutex::new(Vec::<(Instant, u64)>::new()));
+    let mut progress = Vec::<(Instant, u64)>::new();
     let mut peak: f64 = 0.0;
     let fault_at = Instant::now() + Duration::from_secs_f64(total / 3.0);
     let mut restore: Option<Restore> = None;
@@ -440,10 +439,7 @@ async fn outage(bench: &Bench, size: Size, which: Service) -> anyhow::Result<Run
         tokio::select! {
             done = &mut publishing => break done,
             _ = samples.tick() => {
-                // A failed sample is skipped: a 0 would read as a dip.
-                if let Ok(done) = worker.terminal_outcomes().await {
-                    progress.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push((Instant::now(), done));
-                }
+                sample(&mut worker, &mut progress).await;
                 peak = peak.max(worker.rss_mb().unwrap_or(0.0));
                 if restore.is_none() && back_at.is_none() && Instant::now() >= fault_at {
                     eprintln!("  stopping {which:?} for {:?}", size.outage);
@@ -479,27 +475,7 @@ async fn outage(bench: &Bench, size: Size, which: Service) -> anyhow::Result<Run
         }
     };
     drop(restore);
-    // Keep sampling until everything is done.
-    let deadline = Instant::now() + TERMINAL_DEADLINE;
-    loop {
-        if let Ok(done) = worker.terminal_outcomes().await {
-            progress
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .push((Instant::now(), done));
-        }
-        if bench.store.count_terminal(&ids).await.unwrap_or(0) as usize >= ids.len() {
-            break;
-        }
-        if Instant::now() > deadline {
-            bail!("jobs still not terminal after {TERMINAL_DEADLINE:?}");
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    let progress = progress
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .clone();
+    sample_until_terminal(bench, &mut worker, &ids, &mut progress).await?;
     let recovery = back_at.and_then(|back| back_to_rate(&progress, back, size.rate));
     let mut violations = Vec::new();
     if back_at.is_none() {
@@ -650,10 +626,7 @@ async fn node_loss(
         tokio::select! {
             done = &mut publishing => break done,
             _ = samples.tick() => {
-                // A failed sample is skipped: a 0 would read as a dip.
-                if let Ok(done) = worker.terminal_outcomes().await {
-                    progress.push((Instant::now(), done));
-                }
+                sample(&mut worker, &mut progress).await;
                 peak = peak.max(worker.rss_mb().unwrap_or(0.0));
                 if lost_at.is_none() && Instant::now() >= fault_at {
                     eprintln!("  {how:?} of node {} (leader of {queue}, the worker's node)", leader + 1);
@@ -690,20 +663,7 @@ async fn node_loss(
         }
         None => violations.push("the node loss never happened: the publishing ended first".into()),
     }
-    let deadline = Instant::now() + TERMINAL_DEADLINE;
-    loop {
-        if let Ok(done) = worker.terminal_outcomes().await {
-            progress.push((Instant::now(), done));
-        }
-        peak = peak.max(worker.rss_mb().unwrap_or(0.0));
-        if bench.store.count_terminal(&ids).await.unwrap_or(0) as usize >= ids.len() {
-            break;
-        }
-        if Instant::now() > deadline {
-            bail!("jobs still not terminal after {TERMINAL_DEADLINE:?}");
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    sample_until_terminal(bench, &mut worker, &ids, &mut progress).await?;
     // The stop closes the node's connections only after it hands its
     // leaders over, seconds in: the dip comes late, so this measures until
     // the last second below the rate, not until the first at it.
@@ -789,6 +749,34 @@ fn say_timeline(progress: &[(Instant, u64)], from: Instant) {
         }
     }
     eprintln!("{line}");
+}
+
+/// Adds the worker's terminal outcomes so far to `progress`. A failed
+/// sample is skipped: a 0 would read as a dip.
+async fn sample(worker: &mut WorkerProcess, progress: &mut Vec<(Instant, u64)>) {
+    if let Ok(done) = worker.terminal_outcomes().await {
+        progress.push((Instant::now(), done));
+    }
+}
+
+/// Keeps sampling every 250 ms until `ids` are all terminal in PostgreSQL.
+async fn sample_until_terminal(
+    bench: &Bench,
+    worker: &mut WorkerProcess,
+    ids: &[Uuid],
+    progress: &mut Vec<(Instant, u64)>,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + TERMINAL_DEADLINE;
+    loop {
+        sample(worker, progress).await;
+        if bench.store.count_terminal(ids).await.unwrap_or(0) as usize >= ids.len() {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("jobs still not terminal after {TERMINAL_DEADLINE:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 }
 
 /// Seconds from `back` until a one-second window first completes at least
