@@ -11,6 +11,7 @@ pub mod classify;
 pub mod config;
 pub mod envelope;
 pub mod failure;
+pub mod ingest;
 pub mod patch;
 pub mod retry;
 pub mod signals;
@@ -18,6 +19,7 @@ pub mod state;
 pub mod template;
 pub mod text;
 pub mod trace;
+pub mod webhook;
 
 pub use classify::{AttemptClass, CallResult, Classification, classify};
 pub use config::{Config, ConfigError};

@@ -128,10 +128,18 @@ pub enum ActionKind {
     Pause,
     /// Ended such a hold.
     Resume,
+    /// Enqueued recorded webhook events again.
+    Replay,
 }
 
 impl ActionKind {
-    pub const ALL: [ActionKind; 4] = [Self::Requeue, Self::Purge, Self::Pause, Self::Resume];
+    pub const ALL: [ActionKind; 5] = [
+        Self::Requeue,
+        Self::Purge,
+        Self::Pause,
+        Self::Resume,
+        Self::Replay,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -139,6 +147,7 @@ impl ActionKind {
             Self::Purge => "purge",
             Self::Pause => "pause",
             Self::Resume => "resume",
+            Self::Replay => "replay",
         }
     }
 

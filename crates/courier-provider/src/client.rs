@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 use courier_core::config::{AuthScheme, Operation, ProviderConfig};
 use courier_core::retry::parse_retry_after;
 use courier_core::signals::{self, Hints, Pause};
+use courier_core::webhook::{self, Scheme, SigningKey};
 use courier_core::{CallResult, Job};
 use courier_telemetry::secret::{Rules, SecretError, SecretSource};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
@@ -23,6 +24,12 @@ const MAX_DRAIN_BYTES: usize = 64 * 1024;
 pub enum ProviderError {
     #[error("providers.{provider}.auth: {source}")]
     Secret {
+        provider: String,
+        #[source]
+        source: SecretError,
+    },
+    #[error("providers.{provider}.signing: {source}")]
+    Signing {
         provider: String,
         #[source]
         source: SecretError,
@@ -55,6 +62,7 @@ pub struct ProviderClient {
     http: reqwest::Client,
     base_url: String,
     auth: Option<Auth>,
+    signing: Option<Signing>,
     /// The longest pause a provider may ask for.
     max_pause: Duration,
 }
@@ -100,6 +108,48 @@ const TOKEN_RULES: Rules = Rules {
 };
 
 impl Auth {}
+
+/// The keys that sign each call (Standard Webhooks), one per secret, read
+/// from the secrets' current values on each call (a `secret_file`
+/// rotates without a restart).
+#[derive(Debug, Clone)]
+struct Signing {
+    secrets: Vec<SecretSource>,
+}
+
+/// A signing secret must be a Standard Webhooks key (`whsec_<base64>`): a
+/// rotated file that is not one is refused and the last good key kept. The
+/// reason never holds the value.
+const SIGNING_RULES: Rules = Rules {
+    check: |v| SigningKey::parse(Scheme::StandardWebhooks, v).map(|_| ()),
+    revoke_when_gone: false,
+};
+
+impl Signing {
+    /// `webhook-id`, `webhook-timestamp` and `webhook-signature` for
+    /// `body` as sent; `None` when no key is at hand (the provider's 401
+    /// says so).
+    fn headers(&self, msg_id: &str, body: &[u8]) -> Option<[(&'static str, HeaderValue); 3]> {
+        let keys: Vec<SigningKey> = self
+            .secrets
+            .iter()
+            .filter_map(SecretSource::current)
+            .filter_map(|s| SigningKey::parse(Scheme::StandardWebhooks, s.expose()).ok())
+            .collect();
+        if keys.is_empty() {
+            return None;
+        }
+        let timestamp = Utc::now().timestamp();
+        let mut signature =
+            HeaderValue::from_str(&webhook::sign_standard(&keys, msg_id, timestamp, body)).ok()?;
+        signature.set_sensitive(true);
+        Some([
+            ("webhook-id", HeaderValue::from_str(msg_id).ok()?),
+            ("webhook-timestamp", HeaderValue::from(timestamp)),
+            ("webhook-signature", signature),
+        ])
+    }
+}
 
 impl ProviderClient {
     pub fn new(config: &ProviderConfig) -> Result<Self, ProviderError> {
@@ -151,6 +201,21 @@ impl ProviderClient {
                 Some(auth)
             }
         };
+        let signing = match &config.signing {
+            None => None,
+            Some(signing) => {
+                let secrets = signing
+                    .secrets
+                    .iter()
+                    .map(|r| SecretSource::open(r, SIGNING_RULES))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|source| ProviderError::Signing {
+                        provider: provider.clone(),
+                        source,
+                    })?;
+                Some(Signing { secrets })
+            }
+        };
         let http = reqwest::Client::builder()
             .default_headers(headers)
             .timeout(config.timeout)
@@ -168,6 +233,7 @@ impl ProviderClient {
             http,
             base_url: config.base_url.clone(),
             auth,
+            signing,
             max_pause: config.retry.max_retry_after,
         })
     }
@@ -199,8 +265,39 @@ impl ProviderClient {
                 request = request.header(auth.header.clone(), value);
             }
         }
-        if operation.method.sends_body() {
-            request = request.json(&job.payload);
+        // Serialized once: the bytes signed are the bytes sent.
+        let body = if operation.method.sends_body() {
+            match serde_json::to_vec(&job.payload) {
+                Ok(body) => Some(body),
+                Err(e) => {
+                    // A JSON object always serializes; kept total anyway.
+                    return CallReport {
+                        result: CallResult::Transport,
+                        started_at,
+                        duration: clock.elapsed(),
+                        error: Some(truncate(
+                            format!("cannot serialize the payload: {e}"),
+                            MAX_ERROR_LEN,
+                        )),
+                        pause: None,
+                    };
+                }
+            }
+        } else {
+            None
+        };
+        if let Some(signing) = &self.signing {
+            let signed = body.as_deref().unwrap_or_default();
+            if let Some(headers) = signing.headers(&job.id.to_string(), signed) {
+                for (name, value) in headers {
+                    request = request.header(name, value);
+                }
+            }
+        }
+        if let Some(body) = body {
+            request = request
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(body);
         }
         let mut pause = None;
         let (result, error) = match request.send().await {
@@ -288,4 +385,122 @@ pub fn truncate(mut s: String, max: usize) -> String {
         s.push('…');
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mock::{FailureMix, MockProvider};
+    use courier_core::config::Config;
+    use courier_core::envelope::JobEnvelope;
+    use courier_core::webhook::Rejection;
+
+    const KEY: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+    fn secret_file(value: &str) -> std::path::PathBuf {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let path = std::env::temp_dir().join(format!(
+            "courier-signing-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+        ));
+        std::fs::write(&path, format!("{value}\n")).expect("write a secret file");
+        path
+    }
+
+    fn config(base_url: &str, secret: &std::path::Path) -> Config {
+        let toml = format!(
+            r#"
+[providers.p]
+base_url = "{base_url}"
+signing = {{ scheme = "standard-webhooks", secret_file = {:?} }}
+[providers.p.operations.create]
+method = "POST"
+path = "/things"
+[providers.p.operations.read]
+method = "GET"
+path = "/things/{{thing}}"
+"#,
+            secret.display().to_string()
+        );
+        Config::from_toml(&toml, "test.toml", &|_| None).expect("valid")
+    }
+
+    fn job(operation: &str) -> Job {
+        let envelope = JobEnvelope::new(
+            "p",
+            operation,
+            serde_json::json!({"thing": "t1", "note": "zürich ✓"}),
+            Utc::now(),
+        );
+        Job::parse(&envelope.to_body(), 1 << 20).expect("a valid job")
+    }
+
+    #[tokio::test]
+    async fn a_signed_call_is_signed_over_the_bytes_sent_with_or_without_a_body() {
+        let secret = secret_file(KEY);
+        let mock = MockProvider::start(FailureMix::default())
+            .await
+            .expect("start the mock");
+        mock.set_verify(vec![
+            SigningKey::parse(Scheme::StandardWebhooks, KEY).expect("key"),
+        ]);
+        let config = config(&mock.base_url(), &secret);
+        let provider = &config.providers["p"];
+        let client = ProviderClient::new(provider).expect("a client");
+
+        let post = job("create");
+        let report = client
+            .call(&post, &provider.operations["create"], "/things", None)
+            .await;
+        assert_eq!(report.error, None);
+        let get = job("read");
+        let report = client
+            .call(&get, &provider.operations["read"], "/things/t1", None)
+            .await;
+        assert_eq!(report.error, None);
+
+        let calls = mock.calls();
+        let seen: Vec<_> = calls
+            .iter()
+            .map(|c| (c.method.as_str(), c.signature, c.webhook_id.clone()))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                ("POST", Some(Ok(())), Some(post.id.to_string())),
+                ("GET", Some(Ok(())), Some(get.id.to_string())),
+            ]
+        );
+
+        // A receiver with another key refuses the same calls.
+        mock.set_verify(vec![
+            SigningKey::parse(
+                Scheme::StandardWebhooks,
+                "whsec_QUJDREVGR0hJSktMTU5PUFFSU1RVVldY",
+            )
+            .expect("key"),
+        ]);
+        let report = client
+            .call(&post, &provider.operations["create"], "/things", None)
+            .await;
+        assert_eq!(report.error.as_deref(), Some("HTTP 401 Unauthorized"));
+        assert_eq!(
+            mock.calls().last().map(|c| c.signature),
+            Some(Some(Err(Rejection::BadSignature)))
+        );
+        let _ = std::fs::remove_file(&secret);
+    }
+
+    #[tokio::test]
+    async fn a_signing_secret_that_is_no_key_is_refused_without_showing_it() {
+        let value = "whsec_not base64 at all!";
+        let secret = secret_file(value);
+        let config = config("http://127.0.0.1:9", &secret);
+        let e = ProviderClient::new(&config.providers["p"]).expect_err("refused");
+        let text = e.to_string();
+        assert!(text.starts_with("providers.p.signing: "), "{text}");
+        assert!(!text.contains(value), "{text}");
+        let _ = std::fs::remove_file(&secret);
+    }
 }

@@ -2,7 +2,8 @@
 //!
 //! Only this crate knows reqwest and HTTP servers. [`ProviderClient`] turns a
 //! validated job and its operation into one request (base URL + rendered
-//! path, `Idempotency-Key`, auth from a resolved secret, `traceparent`) and
+//! path, `Idempotency-Key`, auth from a resolved secret, `traceparent`, a
+//! Standard Webhooks signature when the provider has `signing`) and
 //! reports what happened as a [`courier_core::CallResult`]; it never decides
 //! whether to retry. Secrets are resolved once, at construction, marked
 //! sensitive, and never logged or recorded.

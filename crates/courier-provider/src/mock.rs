@@ -10,14 +10,18 @@
 //! (`{"headers": {"ratelimit": "\"default\";r=0;t=3"}}`). The mock can
 //! enforce a rate limit exactly (GCRA: `per_second`, `burst`), answering
 //! 429 to every call over it and counting them, and can be taken down
-//! (every call a 503 without `Retry-After`) and brought back. It must never be used as a stand-in for
-//! RabbitMQ or PostgreSQL.
+//! (every call a 503 without `Retry-After`) and brought back. Given keys
+//! ([`MockProvider::set_verify`]), it verifies every call's Standard
+//! Webhooks signature as a receiver would (tolerance 300 s), answers 401 to
+//! a call that fails, and records the verdict and the `webhook-id`. It must
+//! never be used as a stand-in for RabbitMQ or PostgreSQL.
 
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
+use courier_core::webhook::{self, Rejection, Scheme, SigningKey};
 use serde_json::Value;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -52,9 +56,16 @@ pub struct RecordedCall {
     pub idempotency_key: Option<String>,
     pub authorization: Option<String>,
     pub traceparent: Option<String>,
+    /// The `webhook-id` header as sent.
+    pub webhook_id: Option<String>,
+    /// The signature's verdict; `None` while verification is off.
+    pub signature: Option<Result<(), Rejection>>,
     pub status: u16,
     pub at: Instant,
 }
+
+/// How far a signed timestamp may be from the mock's clock.
+const VERIFY_TOLERANCE_SECS: u64 = 300;
 
 /// A limit the mock enforces: a call is refused (429) when it comes more
 /// than `(burst − 1) / per_second` before its theoretical arrival time.
@@ -93,6 +104,8 @@ struct MockState {
     mix: FailureMix,
     enforcer: Option<Enforcer>,
     down: std::sync::atomic::AtomicBool,
+    /// Keys every call's signature must verify with; `None`: not checked.
+    verify: Mutex<Option<Vec<SigningKey>>>,
     calls: Mutex<Vec<RecordedCall>>,
     per_key: Mutex<HashMap<String, u32>>,
     count: watch::Sender<usize>,
@@ -158,6 +171,7 @@ impl MockProvider {
                 }
             }),
             down: std::sync::atomic::AtomicBool::new(false),
+            verify: Mutex::new(None),
             calls: Mutex::new(Vec::new()),
             per_key: Mutex::new(HashMap::new()),
             count,
@@ -195,6 +209,17 @@ impl MockProvider {
     /// brings it back.
     pub fn set_down(&self, down: bool) {
         self.state.down.store(down, Ordering::SeqCst);
+    }
+
+    /// From now on, verifies every call's Standard Webhooks signature
+    /// with `keys` (any one matching verifies): a call that fails is
+    /// answered 401 and recorded with its [`Rejection`].
+    pub fn set_verify(&self, keys: Vec<SigningKey>) {
+        *self
+            .state
+            .verify
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(keys);
     }
 
     pub fn base_url(&self) -> String {
@@ -309,12 +334,31 @@ async fn handle(
     let _answered = InFlight(&state.in_flight);
     let refused = state.enforcer.as_ref().is_some_and(|e| !e.admit());
     let down = state.down.load(Ordering::SeqCst);
+    let keys = state
+        .verify
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clone();
+    let signature = keys.map(|keys| {
+        webhook::verify(
+            Scheme::StandardWebhooks,
+            &keys,
+            &header,
+            &body,
+            chrono::Utc::now().timestamp(),
+            VERIFY_TOLERANCE_SECS,
+        )
+        .map(|_| ())
+    });
+    let forged = matches!(signature, Some(Err(_)));
     if !state.recording {
         let nth_call = state.lean_calls.fetch_add(1, Ordering::Relaxed) + 1;
         let (status, retry_after, delay) = if refused {
             (429, None, Duration::ZERO)
         } else if down {
             (503, None, Duration::ZERO)
+        } else if forged {
+            (401, None, Duration::ZERO)
         } else {
             by_mix(&state.mix, nth_call as u32)
         };
@@ -332,6 +376,7 @@ async fn handle(
     let (status, retry_after, extra, delay) = match Script::of(&body) {
         _ if refused => (429, None, Vec::new(), Duration::ZERO),
         _ if down => (503, None, Vec::new(), Duration::ZERO),
+        _ if forged => (401, None, Vec::new(), Duration::ZERO),
         Some(script) => {
             let (status, retry_after) = if let Some(s) = script.status {
                 (s, script.retry_after)
@@ -356,6 +401,8 @@ async fn handle(
             idempotency_key: key,
             authorization: header("authorization"),
             traceparent: header("traceparent"),
+            webhook_id: header("webhook-id"),
+            signature,
             status,
             at: Instant::now(),
         });

@@ -72,6 +72,39 @@ pub struct Config {
     pub retention: RetentionConfig,
     pub telemetry: TelemetryConfig,
     pub providers: BTreeMap<String, ProviderConfig>,
+    /// `courier ingest`, the webhook receiver (`None`: no `[ingest]`).
+    pub ingest: Option<IngestConfig>,
+}
+
+/// Where `courier ingest` listens by default.
+pub const DEFAULT_INGEST_LISTEN: &str = "127.0.0.1:8090";
+/// Default of [`IngestConfig::max_body_bytes`].
+pub const DEFAULT_INGEST_MAX_BODY: usize = 1024 * 1024;
+/// Default of [`IngestSource::tolerance`].
+pub const DEFAULT_INGEST_TOLERANCE: Duration = Duration::from_secs(300);
+
+/// `courier ingest`: webhooks in, verified, recorded, enqueued.
+#[derive(Debug, Clone)]
+pub struct IngestConfig {
+    pub listen: std::net::SocketAddr,
+    /// Larger bodies are answered 413 before they are read.
+    pub max_body_bytes: usize,
+    /// By name: each is served at `POST /hooks/<name>`.
+    pub sources: BTreeMap<String, IngestSource>,
+}
+
+/// One sender of webhooks and the job its events become.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IngestSource {
+    pub name: String,
+    pub scheme: crate::webhook::Scheme,
+    /// Every key a signature may verify with (several during a rotation).
+    pub secrets: Vec<SecretRef>,
+    /// How far a signed timestamp may be from now, either way (schemes
+    /// without one ignore it).
+    pub tolerance: Duration,
+    pub provider: String,
+    pub operation: String,
 }
 
 /// A worker's own observability: the metrics and health endpoints, and how
@@ -352,7 +385,22 @@ pub struct ProviderConfig {
     pub owner: Option<String>,
     /// Where its on-call steps are written (an http(s) URL).
     pub runbook: Option<String>,
+    /// Signs every call (`None`: calls go unsigned).
+    pub signing: Option<SigningConfig>,
 }
+
+/// How a provider's calls are signed: the scheme (only
+/// [`Scheme::StandardWebhooks`](crate::webhook::Scheme) goes out) and one
+/// key per secret; with several (a rotation) each call carries one
+/// signature per key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SigningConfig {
+    pub scheme: crate::webhook::Scheme,
+    pub secrets: Vec<SecretRef>,
+}
+
+/// Most keys one provider signs with at once.
+pub const MAX_SIGNING_SECRETS: usize = 8;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuthConfig {

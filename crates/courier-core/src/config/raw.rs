@@ -19,6 +19,7 @@ pub(super) struct RawConfig {
     pub(super) retention: RawRetention,
     pub(super) telemetry: RawTelemetry,
     pub(super) providers: BTreeMap<String, RawProvider>,
+    pub(super) ingest: Option<RawIngest>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -114,6 +115,18 @@ pub(super) struct RawProvider {
     pub(super) circuit: RawCircuit,
     pub(super) owner: Option<String>,
     pub(super) runbook: Option<String>,
+    pub(super) signing: Option<RawSigning>,
+}
+
+/// How calls to a provider are signed: one secret (`secret_env` or
+/// `secret_file`) or several (`secrets`, during a rotation).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSigning {
+    pub(super) scheme: String,
+    pub(super) secret_env: Option<String>,
+    pub(super) secret_file: Option<PathBuf>,
+    pub(super) secrets: Option<Vec<RawSecretRef>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -159,4 +172,31 @@ pub(super) struct RawOperation {
     pub(super) method: String,
     pub(super) path: String,
     pub(super) rate_limit: Option<RawRateLimit>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawIngest {
+    pub(super) listen: Option<String>,
+    pub(super) max_body_bytes: Option<usize>,
+    pub(super) sources: BTreeMap<String, RawIngestSource>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawIngestSource {
+    pub(super) scheme: String,
+    #[serde(default)]
+    pub(super) secrets: Vec<RawSecretRef>,
+    pub(super) tolerance_secs: Option<u64>,
+    pub(super) provider: String,
+    pub(super) operation: String,
+}
+
+/// One secret by reference: exactly one of the two.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSecretRef {
+    pub(super) secret_env: Option<String>,
+    pub(super) secret_file: Option<PathBuf>,
 }

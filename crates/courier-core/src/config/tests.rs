@@ -384,6 +384,114 @@ fn secrets_are_refused_as_literals() {
 }
 
 #[test]
+fn a_provider_signs_with_one_secret_or_a_rotation() {
+    let with = |signing: &str| {
+        format!(
+            "[providers.crm]\nbase_url = \"https://crm.test\"\nsigning = {signing}\n[providers.crm.operations.sync]\nmethod = \"POST\"\npath = \"/sync\"\n"
+        )
+    };
+    let signing = |text: &str| {
+        load(&with(text)).expect("valid").providers["crm"]
+            .signing
+            .clone()
+    };
+    assert_eq!(
+        load(GOOD).expect("valid").providers["stripe"].signing,
+        None,
+        "unsigned unless configured"
+    );
+    assert_eq!(
+        signing(r#"{ scheme = "standard-webhooks", secret_env = "CRM_SIGNING" }"#),
+        Some(SigningConfig {
+            scheme: crate::webhook::Scheme::StandardWebhooks,
+            secrets: vec![SecretRef::Env("CRM_SIGNING".into())],
+        })
+    );
+    assert_eq!(
+        signing(r#"{ scheme = "standard-webhooks", secret_file = "/run/secrets/crm" }"#)
+            .map(|s| s.secrets),
+        Some(vec![SecretRef::File("/run/secrets/crm".into())])
+    );
+    assert_eq!(
+        signing(
+            r#"{ scheme = "standard-webhooks", secrets = [{ secret_env = "OLD" }, { secret_file = "/run/secrets/new" }] }"#
+        )
+        .map(|s| s.secrets),
+        Some(vec![
+            SecretRef::Env("OLD".into()),
+            SecretRef::File("/run/secrets/new".into())
+        ])
+    );
+
+    for (text, key) in [
+        (
+            r#"{ scheme = "stripe", secret_env = "X" }"#,
+            "providers.crm.signing.scheme",
+        ),
+        (
+            r#"{ scheme = "github", secret_env = "X" }"#,
+            "providers.crm.signing.scheme",
+        ),
+        (
+            r#"{ scheme = "hmac", secret_env = "X" }"#,
+            "providers.crm.signing.scheme",
+        ),
+        (
+            r#"{ scheme = "standard-webhooks" }"#,
+            "providers.crm.signing.secret_env",
+        ),
+        (
+            r#"{ scheme = "standard-webhooks", secret_env = "" }"#,
+            "providers.crm.signing.secret_env",
+        ),
+        (
+            r#"{ scheme = "standard-webhooks", secret_env = "X", secret_file = "/f" }"#,
+            "providers.crm.signing.secret_env",
+        ),
+        (
+            r#"{ scheme = "standard-webhooks", secret_env = "X", secrets = [{ secret_env = "Y" }] }"#,
+            "providers.crm.signing.secrets",
+        ),
+        (
+            r#"{ scheme = "standard-webhooks", secrets = [] }"#,
+            "providers.crm.signing.secrets",
+        ),
+        (
+            r#"{ scheme = "standard-webhooks", secrets = [{ secret_env = "A" }, {}] }"#,
+            "providers.crm.signing.secrets[1].secret_env",
+        ),
+        (
+            r#"{ scheme = "standard-webhooks", secrets = [{ secret_env = "A", secret_file = "/f" }] }"#,
+            "providers.crm.signing.secrets[0].secret_env",
+        ),
+    ] {
+        assert_eq!(err_key(&with(text)), key, "{text}");
+    }
+    let nine: Vec<String> = (0..=MAX_SIGNING_SECRETS)
+        .map(|i| format!("{{ secret_env = \"K{i}\" }}"))
+        .collect();
+    assert_eq!(
+        err_key(&with(&format!(
+            "{{ scheme = \"standard-webhooks\", secrets = [{}] }}",
+            nine.join(", ")
+        ))),
+        "providers.crm.signing.secrets"
+    );
+    // A secret as a literal is an unknown key, named as such.
+    let literal = load(&with(
+        r#"{ scheme = "standard-webhooks", secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw" }"#,
+    ))
+    .expect_err("a literal secret is refused");
+    assert_eq!(literal.key, "secret");
+    let e = err_key(&with(r#"{ scheme = "stripe", secret_env = "X" }"#));
+    assert_eq!(e, "providers.crm.signing.scheme");
+    let message = load(&with(r#"{ scheme = "stripe", secret_env = "X" }"#))
+        .expect_err("refused")
+        .to_string();
+    assert!(message.contains("standard-webhooks"), "{message}");
+}
+
+#[test]
 fn parse_errors_carry_the_line() {
     let e = load("namespace = \"a\"\n[broker]\nprefetch = \"many\"\n").expect_err("type error");
     assert!(e.file.starts_with("courier.toml:"), "{e}");
@@ -423,4 +531,113 @@ mod example_file {
                 .expect("valid");
         assert_eq!(config.providers.len(), 2);
     }
+}
+
+const INGEST: &str = r#"
+[ingest]
+listen = "127.0.0.1:8090"
+[ingest.sources.payments]
+scheme = "standard-webhooks"
+secrets = [{ secret_env = "PAYMENTS_WEBHOOK_SECRET" }, { secret_file = "/run/secrets/payments-next" }]
+tolerance_secs = 120
+provider = "stripe"
+operation = "create_charge"
+[ingest.sources.repo]
+scheme = "github"
+secrets = [{ secret_env = "GITHUB_WEBHOOK_SECRET" }]
+provider = "stripe"
+operation = "create_charge"
+"#;
+
+#[test]
+fn ingest_sources_name_their_scheme_secrets_tolerance_and_job() {
+    let c = load(&format!("{GOOD}{INGEST}")).expect("valid");
+    let ingest = c.ingest.expect("an [ingest] table");
+    assert_eq!(ingest.listen.to_string(), "127.0.0.1:8090");
+    assert_eq!(ingest.max_body_bytes, DEFAULT_INGEST_MAX_BODY);
+    let payments = &ingest.sources["payments"];
+    assert_eq!(payments.scheme, crate::webhook::Scheme::StandardWebhooks);
+    assert_eq!(
+        payments.secrets,
+        [
+            SecretRef::Env("PAYMENTS_WEBHOOK_SECRET".into()),
+            SecretRef::File("/run/secrets/payments-next".into())
+        ]
+    );
+    assert_eq!(payments.tolerance, Duration::from_secs(120));
+    assert_eq!(
+        (payments.provider.as_str(), payments.operation.as_str()),
+        ("stripe", "create_charge")
+    );
+    assert_eq!(ingest.sources["repo"].tolerance, DEFAULT_INGEST_TOLERANCE);
+    assert!(load(GOOD).expect("valid").ingest.is_none());
+}
+
+#[test]
+fn ingest_mistakes_are_refused_naming_the_key() {
+    let with = |from: &str, to: &str| format!("{GOOD}{}", INGEST.replacen(from, to, 1));
+    for (from, to, key) in [
+        (
+            "scheme = \"standard-webhooks\"",
+            "scheme = \"hmac\"",
+            "ingest.sources.payments.scheme",
+        ),
+        (
+            "provider = \"stripe\"",
+            "provider = \"nobody\"",
+            "ingest.sources.payments.provider",
+        ),
+        (
+            "operation = \"create_charge\"",
+            "operation = \"refund\"",
+            "ingest.sources.payments.operation",
+        ),
+        (
+            "tolerance_secs = 120",
+            "tolerance_secs = 0",
+            "ingest.sources.payments.tolerance_secs",
+        ),
+        (
+            "[ingest.sources.payments]",
+            "[ingest.sources.Payments]",
+            "ingest.sources.Payments",
+        ),
+        (
+            "listen = \"127.0.0.1:8090\"",
+            "listen = \"anywhere\"",
+            "ingest.listen",
+        ),
+        (
+            "listen = \"127.0.0.1:8090\"",
+            "max_body_bytes = 262144",
+            "ingest.max_body_bytes",
+        ),
+        (
+            "secrets = [{ secret_env = \"GITHUB_WEBHOOK_SECRET\" }]",
+            "secrets = []",
+            "ingest.sources.repo.secrets",
+        ),
+        (
+            "{ secret_env = \"PAYMENTS_WEBHOOK_SECRET\" }",
+            "{ secret_env = \"A\", secret_file = \"/b\" }",
+            "ingest.sources.payments.secrets[0].secret_env",
+        ),
+        (
+            "secrets = [{ secret_env = \"GITHUB_WEBHOOK_SECRET\" }]",
+            "secrets = [{ secret_env = \"GITHUB_WEBHOOK_SECRET\" }]\ntolerance_secs = 60",
+            "ingest.sources.repo.tolerance_secs",
+        ),
+        (
+            "secrets = [{ secret_env",
+            "secret = \"whsec_literal\"\nsecrets = [{ secret_env",
+            "secret",
+        ),
+    ] {
+        assert_eq!(err_key(&with(from, to)), key, "{to}");
+    }
+    assert_eq!(
+        err_key(&format!("{GOOD}[ingest]\n")),
+        "ingest.sources",
+        "an [ingest] without sources"
+    );
 }

@@ -99,6 +99,10 @@ impl Validator<'_> {
             let validated = self.provider(&name, p)?;
             providers.insert(name, validated);
         }
+        let ingest = match raw.ingest {
+            None => None,
+            Some(raw) => Some(self.ingest(raw, &providers, worker.max_body_bytes)?),
+        };
         Ok(Config {
             source: self.source.to_owned(),
             namespace,
@@ -142,7 +146,127 @@ impl Validator<'_> {
             retention,
             telemetry,
             providers,
+            ingest,
         })
+    }
+
+    fn ingest(
+        &self,
+        raw: RawIngest,
+        providers: &BTreeMap<String, ProviderConfig>,
+        job_max_bytes: usize,
+    ) -> Result<IngestConfig, ConfigError> {
+        let listen = raw.listen.as_deref().unwrap_or(DEFAULT_INGEST_LISTEN);
+        let listen = listen.parse().map_err(|e| {
+            self.err(
+                "ingest.listen",
+                format!("{listen:?} is not an address like {DEFAULT_INGEST_LISTEN}: {e}"),
+            )
+        })?;
+        let max_body_bytes = self.positive(
+            raw.max_body_bytes,
+            DEFAULT_INGEST_MAX_BODY,
+            "ingest.max_body_bytes",
+        )?;
+        if raw.max_body_bytes.is_some() && max_body_bytes >= job_max_bytes {
+            return Err(self.err(
+                "ingest.max_body_bytes",
+                format!(
+                    "must be below worker.max_body_bytes ({job_max_bytes}): the job an event becomes carries its body"
+                ),
+            ));
+        }
+        if raw.sources.is_empty() {
+            return Err(self.err(
+                "ingest.sources",
+                "missing: name at least one source ([ingest.sources.<name>])",
+            ));
+        }
+        let mut sources = BTreeMap::new();
+        for (name, s) in raw.sources {
+            let key = |k: &str| format!("ingest.sources.{name}.{k}");
+            check_name(&name).map_err(|p| {
+                self.err(
+                    format!("ingest.sources.{name}"),
+                    format!("not a source name: {p}"),
+                )
+            })?;
+            let scheme: crate::webhook::Scheme = s
+                .scheme
+                .parse()
+                .map_err(|p: String| self.err(key("scheme"), p))?;
+            if s.secrets.is_empty() {
+                return Err(self.err(
+                    key("secrets"),
+                    "missing: at least one { secret_env = \"…\" } or { secret_file = \"…\" }",
+                ));
+            }
+            let mut secrets = Vec::new();
+            for (i, r) in s.secrets.into_iter().enumerate() {
+                secrets.push(self.secret_ref(r, &key(&format!("secrets[{i}]")))?);
+            }
+            let tolerance = match (scheme, s.tolerance_secs) {
+                (crate::webhook::Scheme::Github, Some(_)) => {
+                    return Err(self.err(
+                        key("tolerance_secs"),
+                        "github signatures carry no timestamp: leave it out",
+                    ));
+                }
+                (_, Some(0)) => return Err(self.err(key("tolerance_secs"), "must be at least 1")),
+                (_, Some(secs)) => Duration::from_secs(secs),
+                (_, None) => DEFAULT_INGEST_TOLERANCE,
+            };
+            match providers.get(&s.provider) {
+                None => {
+                    return Err(self.err(
+                        key("provider"),
+                        format!("no provider named {:?} is configured", s.provider),
+                    ));
+                }
+                Some(p) if !p.operations.contains_key(&s.operation) => {
+                    return Err(self.err(
+                        key("operation"),
+                        format!(
+                            "provider {:?} has no operation {:?}",
+                            s.provider, s.operation
+                        ),
+                    ));
+                }
+                Some(_) => {}
+            }
+            sources.insert(
+                name.clone(),
+                IngestSource {
+                    name,
+                    scheme,
+                    secrets,
+                    tolerance,
+                    provider: s.provider,
+                    operation: s.operation,
+                },
+            );
+        }
+        Ok(IngestConfig {
+            listen,
+            max_body_bytes,
+            sources,
+        })
+    }
+
+    /// `{ secret_env = "…" }` or `{ secret_file = "…" }`, exactly one.
+    fn secret_ref(&self, raw: RawSecretRef, key: &str) -> Result<SecretRef, ConfigError> {
+        match (raw.secret_env, raw.secret_file) {
+            (Some(e), None) if !e.is_empty() => Ok(SecretRef::Env(e)),
+            (None, Some(f)) => Ok(SecretRef::File(f)),
+            (Some(_), Some(_)) => Err(self.err(
+                format!("{key}.secret_env"),
+                "give secret_env or secret_file, not both",
+            )),
+            _ => Err(self.err(
+                format!("{key}.secret_env"),
+                "missing: a secret needs secret_env or secret_file",
+            )),
+        }
     }
 
     fn telemetry(
@@ -458,6 +582,7 @@ impl Validator<'_> {
             headers.push((h, v));
         }
         let auth = p.auth.map(|a| self.auth(name, a)).transpose()?;
+        let signing = p.signing.map(|s| self.signing(name, s)).transpose()?;
         let retry = self.retry(name, p.retry)?;
         for s in p.retryable_statuses.iter().chain(&p.permanent_statuses) {
             if !(100..=599).contains(s) {
@@ -555,7 +680,65 @@ impl Validator<'_> {
                 }
                 None => None,
             },
+            signing,
         })
+    }
+
+    /// `signing = { scheme = "standard-webhooks", secret_env | secret_file
+    /// | secrets = [...] }`: exactly one way to name the keys.
+    fn signing(&self, provider: &str, raw: RawSigning) -> Result<SigningConfig, ConfigError> {
+        let key = |k: &str| format!("providers.{provider}.signing.{k}");
+        let scheme: crate::webhook::Scheme = raw
+            .scheme
+            .parse()
+            .map_err(|p: String| self.err(key("scheme"), p))?;
+        if scheme != crate::webhook::Scheme::StandardWebhooks {
+            return Err(self.err(
+                key("scheme"),
+                format!(
+                    "only \"standard-webhooks\" signs outgoing calls (\"{}\" is for verifying what comes in)",
+                    scheme.as_str()
+                ),
+            ));
+        }
+        let secrets = match (raw.secret_env, raw.secret_file, raw.secrets) {
+            (env, file, None) if env.is_some() || file.is_some() => {
+                vec![self.secret_ref(
+                    RawSecretRef {
+                        secret_env: env,
+                        secret_file: file,
+                    },
+                    &format!("providers.{provider}.signing"),
+                )?]
+            }
+            (None, None, Some(list)) => {
+                if list.is_empty() || list.len() > MAX_SIGNING_SECRETS {
+                    return Err(self.err(
+                        key("secrets"),
+                        format!(
+                            "must list 1 to {MAX_SIGNING_SECRETS} {{ secret_env = \"…\" }} or {{ secret_file = \"…\" }}"
+                        ),
+                    ));
+                }
+                list.into_iter()
+                    .enumerate()
+                    .map(|(i, r)| self.secret_ref(r, &key(&format!("secrets[{i}]"))))
+                    .collect::<Result<Vec<_>, _>>()?
+            }
+            (None, None, None) => {
+                return Err(self.err(
+                    key("secret_env"),
+                    "missing: signing needs secret_env, secret_file or secrets",
+                ));
+            }
+            _ => {
+                return Err(self.err(
+                    key("secrets"),
+                    "give one of secret_env, secret_file or secrets",
+                ));
+            }
+        };
+        Ok(SigningConfig { scheme, secrets })
     }
 
     /// Text that goes into metric labels and tables: present, short and
