@@ -7,12 +7,14 @@
 //! in the batch once it returns. It must never decide what an outcome is;
 //! it records what courier-core decided.
 
+pub mod events;
 mod outcome;
 pub mod providers;
 mod queries;
 pub mod recovery;
 pub mod synthetic;
 
+pub use events::{EventFilter, EventRecord, NewEvent, RecordError, Recorded, ReplayRecord};
 pub use outcome::{AttemptRow, Committed, DeadLetterRow, JobRow, Outcome};
 pub use providers::{Lease, ProbeEnd, ProviderActivity, ProviderState, ProviderStates};
 pub use queries::{AttemptRecord, Backlog, DeadLetterRecord, JobRecord, JobSummary, Timing};

@@ -263,7 +263,8 @@ impl Store {
             .map_err(StoreError::query("read operator action"))
     }
 
-    /// Records the start of an operator action; returns its id.
+    /// Records the start of an operator action on dead letters; returns
+    /// its id.
     pub async fn begin_action(
         &self,
         actor: &str,
@@ -271,12 +272,25 @@ impl Store {
         filter: &DeadFilter,
         patch: Option<&Value>,
     ) -> Result<Uuid, StoreError> {
+        self.begin_action_on(actor, action, filter.to_json(), patch)
+            .await
+    }
+
+    /// Records the start of an operator action on whatever `filter` (as
+    /// the audit trail shows it) selects; returns its id.
+    pub async fn begin_action_on(
+        &self,
+        actor: &str,
+        action: ActionKind,
+        filter: Value,
+        patch: Option<&Value>,
+    ) -> Result<Uuid, StoreError> {
         let id = Uuid::now_v7();
         sqlx::query("INSERT INTO operator_actions (id, actor, action, filter, patch) VALUES ($1, $2, $3, $4, $5)")
             .bind(id)
             .bind(actor)
             .bind(action.as_str())
-            .bind(filter.to_json())
+            .bind(filter)
             .bind(patch)
             .execute(&self.pool)
             .await

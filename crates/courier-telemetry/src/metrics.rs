@@ -222,6 +222,8 @@ pub struct Metrics {
     broker_reconnects: Counter,
     broker_unreadable: Counter,
     database_connections: Counter,
+    /// `courier ingest`'s families (empty in a worker).
+    pub ingest: IngestMetrics,
 }
 
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
@@ -410,6 +412,7 @@ impl Metrics {
             "PostgreSQL connections opened by the pool (growth beyond its size means reconnects)",
             database_connections.clone(),
         );
+        let ingest = IngestMetrics::register(&mut registry);
         let owners = Family::<OwnerLabels, Gauge>::default();
         for (name, p) in providers {
             owners
@@ -461,6 +464,7 @@ impl Metrics {
             broker_reconnects,
             broker_unreadable,
             database_connections,
+            ingest,
         };
         metrics.start_at_zero();
         metrics
@@ -946,5 +950,173 @@ path = "/c"
             text.contains(r#"courier_provider_info{provider="pay",owner="payments-team",runbook="https://wiki.test/pay"} 1"#),
             "{text}"
         );
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SourceLabels {
+    pub source: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RejectLabels {
+    pub source: String,
+    /// missing_signature, malformed, bad_signature, stale_timestamp,
+    /// too_large, bad_event_id, unknown_source.
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UnavailableLabels {
+    pub source: String,
+    /// database, broker, secret.
+    pub cause: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AnswerLabels {
+    pub source: String,
+    /// enqueued, duplicate.
+    pub outcome: &'static str,
+}
+
+/// The webhook receiver's families. The `source` label takes configured
+/// source names only (the receiver passes [`UNKNOWN`] for any other path).
+#[derive(Debug)]
+pub struct IngestMetrics {
+    received: Family<SourceLabels, Counter>,
+    verified: Family<SourceLabels, Counter>,
+    rejected: Family<RejectLabels, Counter>,
+    duplicates: Family<SourceLabels, Counter>,
+    enqueued: Family<SourceLabels, Counter>,
+    unavailable: Family<UnavailableLabels, Counter>,
+    answer: Family<AnswerLabels, Histogram>,
+}
+
+fn answer_buckets() -> Histogram {
+    // 0.25 ms … 8 s: a sender gives up after seconds.
+    Histogram::new(exponential_buckets(0.000_25, 2.0, 16))
+}
+
+impl IngestMetrics {
+    fn register(registry: &mut Registry) -> IngestMetrics {
+        let received = Family::default();
+        registry.register(
+            "courier_ingest_events_received",
+            "Webhook requests received, before verification",
+            received.clone(),
+        );
+        let verified = Family::default();
+        registry.register(
+            "courier_ingest_events_verified",
+            "Webhook requests whose signature verified",
+            verified.clone(),
+        );
+        let rejected = Family::default();
+        registry.register(
+            "courier_ingest_events_rejected",
+            "Webhook requests refused (401, 413, 400, 404), by reason; a burst of bad_signature means a rotated secret or an attack",
+            rejected.clone(),
+        );
+        let duplicates = Family::default();
+        registry.register(
+            "courier_ingest_events_duplicate",
+            "Verified events the source had sent before: answered 2xx, nothing created",
+            duplicates.clone(),
+        );
+        let enqueued = Family::default();
+        registry.register(
+            "courier_ingest_events_enqueued",
+            "Events recorded and published as jobs (confirmed) before the 2xx",
+            enqueued.clone(),
+        );
+        let unavailable = Family::default();
+        registry.register(
+            "courier_ingest_unavailable",
+            "Verified events answered 503 because PostgreSQL, RabbitMQ or the source's secret was unavailable (the sender retries)",
+            unavailable.clone(),
+        );
+        let answer: HistogramFamily<AnswerLabels> = Family::new_with_constructor(answer_buckets);
+        registry.register(
+            "courier_ingest_answer_seconds",
+            "Time from a webhook's body being read to its 2xx answer",
+            answer.clone(),
+        );
+        IngestMetrics {
+            received,
+            verified,
+            rejected,
+            duplicates,
+            enqueued,
+            unavailable,
+            answer,
+        }
+    }
+
+    /// Creates a source's series at zero.
+    pub fn source(&self, source: &str) {
+        let labels = SourceLabels {
+            source: source.to_owned(),
+        };
+        let _ = self.received.get_or_create(&labels);
+        let _ = self.verified.get_or_create(&labels);
+        let _ = self.duplicates.get_or_create(&labels);
+        let _ = self.enqueued.get_or_create(&labels);
+        let _ = self.rejected.get_or_create(&RejectLabels {
+            source: source.to_owned(),
+            reason: "bad_signature",
+        });
+    }
+
+    pub fn received(&self, source: &str) {
+        self.received
+            .get_or_create(&SourceLabels {
+                source: source.to_owned(),
+            })
+            .inc();
+    }
+
+    pub fn verified(&self, source: &str) {
+        self.verified
+            .get_or_create(&SourceLabels {
+                source: source.to_owned(),
+            })
+            .inc();
+    }
+
+    pub fn rejected(&self, source: &str, reason: &'static str) {
+        self.rejected
+            .get_or_create(&RejectLabels {
+                source: source.to_owned(),
+                reason,
+            })
+            .inc();
+    }
+
+    pub fn unavailable(&self, source: &str, cause: &'static str) {
+        self.unavailable
+            .get_or_create(&UnavailableLabels {
+                source: source.to_owned(),
+                cause,
+            })
+            .inc();
+    }
+
+    /// A 2xx: a new event (`duplicate` false) or one sent before.
+    pub fn answered(&self, source: &str, duplicate: bool, took: Duration) {
+        let labels = SourceLabels {
+            source: source.to_owned(),
+        };
+        if duplicate {
+            self.duplicates.get_or_create(&labels).inc();
+        } else {
+            self.enqueued.get_or_create(&labels).inc();
+        }
+        self.answer
+            .get_or_create(&AnswerLabels {
+                source: source.to_owned(),
+                outcome: if duplicate { "duplicate" } else { "enqueued" },
+            })
+            .observe(took.as_secs_f64());
     }
 }

@@ -42,6 +42,12 @@ fn families() -> Vec<(String, String)> {
     metrics.queue_depth("work", Some("pay"), 0);
     metrics.dead_letters_pending(Some("pay"), 0);
     metrics.operator_settled(0, 0);
+    // What `courier ingest` adds for a source.
+    metrics.ingest.source("hooks");
+    metrics.ingest.unavailable("hooks", "broker");
+    metrics
+        .ingest
+        .answered("hooks", false, std::time::Duration::ZERO);
     let text = metrics.encode();
     text.lines()
         .filter_map(|l| l.strip_prefix("# TYPE "))
@@ -86,6 +92,13 @@ fn the_worker_exports_every_documented_family() {
         "courier_broker_reconnects",
         "courier_database_connections_opened",
         "courier_build",
+        "courier_ingest_events_received",
+        "courier_ingest_events_verified",
+        "courier_ingest_events_rejected",
+        "courier_ingest_events_duplicate",
+        "courier_ingest_events_enqueued",
+        "courier_ingest_unavailable",
+        "courier_ingest_answer_seconds",
     ] {
         assert!(
             names.contains(expected),

@@ -7,6 +7,7 @@
 
 mod bench;
 mod demo;
+mod events;
 mod exit;
 mod operator;
 mod providers;
@@ -57,6 +58,9 @@ enum Command {
     /// Look up any job, dead or alive
     #[command(subcommand)]
     Jobs(operator::JobsCommand),
+    /// The webhook event log: list and read recorded events, replay them as new jobs
+    #[command(subcommand)]
+    Events(events::EventsCommand),
     /// Each provider's rate limit, current rate, pause, circuit and queue; pause and resume by hand
     Providers(providers::Args),
     /// The audit log: every operator action, who, when, filter, patch, how many
@@ -64,6 +68,8 @@ enum Command {
     /// The admin HTTP API
     #[command(subcommand)]
     Admin(AdminCommand),
+    /// Receive webhooks on ingest.listen: verify, record, enqueue, then answer (until SIGTERM / Ctrl-C)
+    Ingest,
     /// Measure a scenario against the local services (figures go in docs/BENCHMARKS.md)
     #[command(subcommand)]
     Bench(bench::Scenario),
@@ -80,13 +86,14 @@ enum AdminCommand {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let default_level = match cli.command {
-        Command::Run | Command::Admin(_) => "info",
+        Command::Run | Command::Admin(_) | Command::Ingest => "info",
         // The demo's dead letters are expected; its summary tells of them.
         Command::Demo(_) => "error",
         Command::Migrate
         | Command::Publish(_)
         | Command::Dead(_)
         | Command::Jobs(_)
+        | Command::Events(_)
         | Command::Providers(_)
         | Command::Audit(_)
         | Command::Bench(_) => "warn",
@@ -105,7 +112,7 @@ fn main() -> ExitCode {
     // config is reported after logging starts, by the command itself.
     let service = matches!(
         cli.command,
-        Command::Run | Command::Admin(AdminCommand::Serve)
+        Command::Run | Command::Admin(AdminCommand::Serve) | Command::Ingest
     );
     let telemetry = service
         .then(|| settings::load(cli.config.as_deref()).ok())
@@ -144,10 +151,12 @@ fn main() -> ExitCode {
             Command::Demo(args) => demo::demo(args).await,
             Command::Dead(command) => operator::dead(cli.config.as_deref(), command).await,
             Command::Jobs(command) => operator::jobs(cli.config.as_deref(), command).await,
+            Command::Events(command) => events::events(cli.config.as_deref(), command).await,
             Command::Providers(args) => providers::providers(cli.config.as_deref(), args).await,
             Command::Audit(args) => operator::audit(cli.config.as_deref(), args).await,
             Command::Bench(scenario) => bench::bench(scenario).await,
             Command::Admin(AdminCommand::Serve) => admin_serve(cli.config.as_deref()).await,
+            Command::Ingest => ingest(cli.config.as_deref()).await,
             Command::Admin(AdminCommand::Openapi) => {
                 println!("{}", courier_admin::openapi_json());
                 Ok(ExitCode::SUCCESS)
@@ -210,6 +219,30 @@ async fn admin_serve(config: Option<&std::path::Path>) -> anyhow::Result<ExitCod
     wait_for_signal().await;
     rotation.abort();
     drop(server);
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn ingest(config: Option<&std::path::Path>) -> anyhow::Result<ExitCode> {
+    let config = settings::load(config)?;
+    let Some(listen) = config.ingest.as_ref().map(|i| i.listen) else {
+        anyhow::bail!(courier_core::ConfigError {
+            file: config.source.clone(),
+            key: "ingest".into(),
+            problem: "missing: `courier ingest` needs an [ingest] table with at least one [ingest.sources.<name>]".into(),
+        });
+    };
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {listen} (ingest.listen): {e}"))?;
+    let server = courier_ingest::IngestServer::start(&config, listener).await?;
+    println!(
+        "webhook receiver on http://{} (POST /hooks/<source>)",
+        server.addr
+    );
+    let rotation = tokio::spawn(follow_secret_files());
+    wait_for_signal().await;
+    rotation.abort();
+    server.shutdown().await;
     Ok(ExitCode::SUCCESS)
 }
 
