@@ -813,7 +813,18 @@ async fn dead_list_and_show_write_out_control_characters_instead_of_sending_them
 async fn the_cli_json_and_the_admin_api_agree_for_every_command() {
     const TOKEN: &str = "parity-token-0123456789";
     let (tokens, _files) = admin_tokens(&[("parity", TOKEN, &["read", "requeue", "purge"])]);
-    let env = TestEnv::with_mix(Default::default(), &tokens).await;
+    // A webhook source, for `courier events`.
+    let ingest = r#"
+[ingest]
+listen = "127.0.0.1:0"
+
+[ingest.sources.payments]
+scheme = "standard-webhooks"
+secrets = [{ secret_env = "COURIER_TEST_WEBHOOK_SECRET" }]
+provider = "mockpay"
+operation = "charge"
+"#;
+    let env = TestEnv::with_mix(Default::default(), &format!("{tokens}\n{ingest}")).await;
     let worker = env.start_worker().await;
     let mut jobs = Vec::new();
     for _ in 0..3 {
@@ -829,6 +840,19 @@ async fn the_cli_json_and_the_admin_api_agree_for_every_command() {
     worker.wait().await;
     let letter = env.store.dead_letters().await.expect("read")[0].id;
     let job = jobs[0].id;
+    let event = courier_store::NewEvent {
+        id: uuid::Uuid::now_v7(),
+        source: "payments".into(),
+        event_id: "evt_parity".into(),
+        headers: json!({"webhook-id": "evt_parity"}),
+        body: br#"{"type":"payment.completed"}"#.to_vec(),
+        received_at: chrono::Utc::now(),
+        job_id: uuid::Uuid::now_v7(),
+    };
+    env.store
+        .record_event(&event, || async { Ok::<(), std::convert::Infallible>(()) })
+        .await
+        .expect("record an event");
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -873,7 +897,7 @@ async fn the_cli_json_and_the_admin_api_agree_for_every_command() {
             response.text().await.expect("body")
         }
     };
-    let (letter, job) = (letter.to_string(), job.to_string());
+    let (letter, job, event) = (letter.to_string(), job.to_string(), event.id.to_string());
     let get = reqwest::Method::GET;
     let post = reqwest::Method::POST;
     let pairs: Vec<(
@@ -944,6 +968,31 @@ async fn the_cli_json_and_the_admin_api_agree_for_every_command() {
             "/dead-letters/purge".into(),
             Some(json!({"filter": {"provider": PROVIDER}, "dry_run": true})),
         ),
+        (
+            vec!["events", "list", "--source", "payments", "--json"],
+            get.clone(),
+            "/events?source=payments".into(),
+            None,
+        ),
+        (
+            vec!["events", "show", &event, "--json"],
+            get.clone(),
+            format!("/events/{event}"),
+            None,
+        ),
+        (
+            vec![
+                "events",
+                "replay",
+                "--source",
+                "payments",
+                "--dry-run",
+                "--json",
+            ],
+            post.clone(),
+            "/events/replay".into(),
+            Some(json!({"filter": {"source": "payments"}, "dry_run": true})),
+        ),
     ];
     for (args, method, path, body) in pairs {
         let from_cli = cli(&args);
@@ -958,6 +1007,8 @@ async fn the_cli_json_and_the_admin_api_agree_for_every_command() {
         vec!["dead", "show", &letter],
         vec!["jobs", "show", &job],
         vec!["jobs", "find", "--idempotency-key", "parity-key"],
+        vec!["events", "list"],
+        vec!["events", "show", &event],
         vec!["providers"],
     ] {
         let text = cli(&args);

@@ -15,11 +15,12 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use courier_core::DeadReason;
-use courier_ops::DeadQuery;
 use courier_ops::views::{
-    ActionResult, ActionView, AttemptView, DeadLetterDetail, DeadLetterView, HoldResult, HoldView,
-    JobTimeline, JobView, ProviderView, RateLimitView, StatView,
+    ActionResult, ActionView, AttemptView, BodyEncoding, DeadLetterDetail, DeadLetterView,
+    EventDetail, EventView, HoldResult, HoldView, JobTimeline, JobView, ProviderView,
+    RateLimitView, ReplayView, StatView,
 };
+use courier_ops::{DeadQuery, EventQuery};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::sync::Arc;
@@ -33,13 +34,15 @@ pub(crate) type Shared = State<Arc<AdminState>>;
 #[openapi(
     info(
         title = "Courier admin API",
-        description = "Find, inspect, requeue and purge failed jobs; see, pause and resume providers. Bearer tokens carry scopes: read, requeue, purge, pause."
+        description = "Find, inspect, requeue and purge failed jobs; see, pause and resume providers; read and replay the webhook event log. Bearer tokens carry scopes: read, requeue (which also replays events), purge, pause."
     ),
     paths(whoami, list_dead, dead_stats, show_dead, requeue, purge, show_job, find_jobs, list_actions,
-          crate::providers::list_providers, crate::providers::pause_provider, crate::providers::resume_provider),
+          crate::providers::list_providers, crate::providers::pause_provider, crate::providers::resume_provider,
+          list_events, show_event, replay_events),
     components(schemas(Problem, SessionView, DeadLetterView, DeadLetterDetail, StatView, JobView, AttemptView, ActionView,
                        JobTimeline, RequeueRequest, PurgeRequest, FilterBody, ActionResult,
-                       ProviderView, RateLimitView, HoldView, crate::providers::PauseRequest, HoldResult)),
+                       ProviderView, RateLimitView, HoldView, crate::providers::PauseRequest, HoldResult,
+                       EventView, EventDetail, ReplayView, BodyEncoding, ReplayRequest, EventFilterBody)),
     modifiers(&BearerAuth),
     security(("bearer" = []))
 )]
@@ -60,18 +63,23 @@ const TIMESTAMP: &str = r"^[0-9]{4}-((0[13578]|1[02])-(0[1-9]|[12][0-9]|3[01])|(
 /// JSON: utoipa's types cannot read an object schema back with `anyOf`
 /// beside its properties): the patterns of filter text and timestamps, and
 /// the rules that span fields: a patch holds no NUL, a requeue or purge
-/// names its letters (ids, a filter, or for a purge an age), and a pause
-/// gives at most one of its two ends. The handlers refuse the same
-/// (courier-ops checks the first two, `pause_provider` the last).
+/// names its letters (ids, a filter, or for a purge an age), a replay its
+/// events (ids, a filter, or `all`), and a pause gives at most one of its
+/// two ends. The handlers refuse the same (courier-ops checks the first
+/// three, `pause_provider` the last).
 pub(crate) fn with_rules(doc: &utoipa::openapi::OpenApi) -> Value {
     let mut v = serde_json::to_value(doc).unwrap_or_default();
-    for path in ["/dead-letters", "/dead-letters/stats"] {
+    for (path, texts) in [
+        ("/dead-letters", &["provider", "operation", "search"][..]),
+        (
+            "/dead-letters/stats",
+            &["provider", "operation", "search"][..],
+        ),
+        ("/events", &["source", "event_id"][..]),
+    ] {
         if let Some(params) = v["paths"][path]["get"]["parameters"].as_array_mut() {
             for param in params {
-                if ["provider", "operation", "search"]
-                    .iter()
-                    .any(|f| param["name"] == *f)
-                {
+                if texts.iter().any(|f| param["name"] == *f) {
                     param["schema"]["pattern"] = FILTER_TEXT.into();
                 }
             }
@@ -79,6 +87,13 @@ pub(crate) fn with_rules(doc: &utoipa::openapi::OpenApi) -> Value {
     }
     let filter = &mut v["components"]["schemas"]["FilterBody"]["properties"];
     for field in ["provider", "operation", "search"] {
+        filter[field]["pattern"] = FILTER_TEXT.into();
+    }
+    for field in ["since", "until"] {
+        filter[field]["pattern"] = TIMESTAMP.into();
+    }
+    let filter = &mut v["components"]["schemas"]["EventFilterBody"]["properties"];
+    for field in ["source", "event_id"] {
         filter[field]["pattern"] = FILTER_TEXT.into();
     }
     for field in ["since", "until"] {
@@ -115,6 +130,11 @@ pub(crate) fn with_rules(doc: &utoipa::openapi::OpenApi) -> Value {
     patch["propertyNames"] = no_nul;
     patch["additionalProperties"] = serde_json::json!({"$ref": "#/components/schemas/NulFreeJson"});
     schemas["PurgeRequest"]["anyOf"] = names_letters(Some("older_than_secs"));
+    let mut names_events = names_letters(None);
+    if let Some(any) = names_events.as_array_mut() {
+        any.push(serde_json::json!({"required": ["all"], "properties": {"all": {"const": true}}}));
+    }
+    schemas["ReplayRequest"]["anyOf"] = names_events;
     schemas["PauseRequest"]["not"] = serde_json::json!({"required": ["for_secs", "until"]});
     v
 }
@@ -146,6 +166,8 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/dead-letters/{id}", get(show_dead))
         .route("/jobs", get(find_jobs))
         .route("/jobs/{id}", get(show_job))
+        .route("/events", get(list_events))
+        .route("/events/{id}", get(show_event))
         .route("/providers", get(crate::providers::list_providers))
         .layer(axum::middleware::from_fn(
             |req, next: axum::middleware::Next| async move {
@@ -165,6 +187,7 @@ pub fn router(state: Arc<AdminState>) -> Router {
     };
     let requeue_route = Router::new()
         .route("/dead-letters/requeue", post(requeue))
+        .route("/events/replay", post(replay_events))
         .layer(body())
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -490,4 +513,120 @@ async fn list_actions(
     Query(p): Query<ActionParams>,
 ) -> Result<Json<Vec<ActionView>>, ApiError> {
     Ok(Json(s.ops.actions(p.limit.unwrap_or(50), p.before).await?))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct EventListParams {
+    /// Most events returned (default 50, at most 1000).
+    #[param(minimum = 1, maximum = 1000)]
+    limit: Option<i64>,
+    /// Only events older than this one (its id): the next page.
+    before: Option<Uuid>,
+}
+
+/// The webhook event log: recorded events, newest first.
+#[utoipa::path(get, path = "/events", params(EventQuery, EventListParams),
+    responses((status = 200, body = [EventView]), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 401, body = Problem, content_type = "application/problem+json"),
+              (status = 403, body = Problem, content_type = "application/problem+json")))]
+async fn list_events(
+    _: Authorized<Read>,
+    State(s): Shared,
+    Query(query): Query<EventQuery>,
+    Query(list): Query<EventListParams>,
+) -> Result<Json<Vec<EventView>>, ApiError> {
+    Ok(Json(
+        s.ops
+            .list_events(&query, list.limit.unwrap_or(50), list.before)
+            .await?,
+    ))
+}
+
+/// One event: its headers and body, the job it became, its replays.
+#[utoipa::path(get, path = "/events/{id}", params(("id" = Uuid, Path, description = "Event id")),
+    responses((status = 200, body = EventDetail), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 401, body = Problem, content_type = "application/problem+json"), (status = 403, body = Problem, content_type = "application/problem+json"),
+              (status = 404, body = Problem, content_type = "application/problem+json")))]
+async fn show_event(
+    _: Authorized<Read>,
+    State(s): Shared,
+    Path(id): Path<Uuid>,
+) -> Result<Json<EventDetail>, ApiError> {
+    Ok(Json(s.ops.show_event(id).await?))
+}
+
+/// Which events, as a JSON body: the query's fields (see `GET /events`),
+/// each absent or a value.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EventFilterBody {
+    /// The source that sent it.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(nullable = false, min_length = 1)]
+    source: Option<String>,
+    /// The sender's id for it.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(nullable = false, min_length = 1)]
+    event_id: Option<String>,
+    /// Received at or after.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(nullable = false)]
+    since: Option<DateTime<Utc>>,
+    /// Received before.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(nullable = false)]
+    until: Option<DateTime<Utc>>,
+}
+
+impl From<EventFilterBody> for EventQuery {
+    fn from(f: EventFilterBody) -> Self {
+        EventQuery {
+            source: f.source,
+            event_id: f.event_id,
+            since: f.since,
+            until: f.until,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReplayRequest {
+    /// Event ids; with a filter, both must match.
+    #[serde(default)]
+    ids: Vec<Uuid>,
+    #[serde(default)]
+    filter: EventFilterBody,
+    /// Every event (a filter still narrows): needed when neither ids nor a
+    /// filter are given.
+    #[serde(default)]
+    all: bool,
+    /// Count and list, change nothing.
+    #[serde(default)]
+    dry_run: bool,
+}
+
+/// Replay events: one audited action enqueues each matching event once, as
+/// a new job (new id, idempotency key `<source>:<event id>:replay:<action
+/// id>`). Events received after it begins are left out.
+#[utoipa::path(post, path = "/events/replay", request_body = ReplayRequest,
+    responses((status = 200, body = ActionResult), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 401, body = Problem, content_type = "application/problem+json"),
+              (status = 403, body = Problem, content_type = "application/problem+json"), (status = 408, body = Problem, content_type = "application/problem+json"), (status = 413, body = Problem, content_type = "application/problem+json"), (status = 415, body = Problem, content_type = "application/problem+json"), (status = 422, body = Problem, content_type = "application/problem+json")))]
+async fn replay_events(
+    Authorized(actor, _): Authorized<Requeue>,
+    State(s): Shared,
+    Object(req): Object<ReplayRequest>,
+) -> Result<Json<ActionResult>, ApiError> {
+    let replay = courier_ops::Replay {
+        ids: req.ids,
+        query: req.filter.into(),
+        all: req.all,
+    };
+    if req.dry_run {
+        return Ok(Json(s.ops.preview_replay(&replay).await?));
+    }
+    let actor = format!("api:{actor}");
+    detached(s, move |s| async move {
+        s.ops.replay_events(replay, &actor, |_| {}).await
+    })
+    .await
 }

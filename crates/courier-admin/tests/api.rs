@@ -13,6 +13,11 @@ const PAUSER: &str = "pauser-token-0123456789";
 const ADMIN: &str = "admin-token-0123456789";
 
 async fn start() -> (TestEnv, AdminServer, reqwest::Client) {
+    start_with("").await
+}
+
+/// As [`start`], with `extra` appended to the config.
+async fn start_with(extra: &str) -> (TestEnv, AdminServer, reqwest::Client) {
     let (tokens, files) = admin_tokens(&[
         ("oncall-read", READER, &["read"]),
         ("oncall-requeue", REQUEUER, &["requeue"]),
@@ -20,7 +25,7 @@ async fn start() -> (TestEnv, AdminServer, reqwest::Client) {
         ("oncall-pause", PAUSER, &["pause"]),
         ("lead", ADMIN, &["read", "requeue", "purge", "pause"]),
     ]);
-    let mut env = TestEnv::with_mix(Default::default(), &tokens).await;
+    let mut env = TestEnv::with_mix(Default::default(), &format!("{tokens}\n{extra}")).await;
     env.keep(files);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -66,6 +71,14 @@ fn routes() -> Vec<(&'static str, String, &'static str, Option<Value>)> {
             Some(json!({"for_secs": 1})),
         ),
         ("POST", "/providers/{name}/resume".into(), "pause", None),
+        ("GET", "/events?source=payments".into(), "read", None),
+        ("GET", format!("/events/{unknown}"), "read", None),
+        (
+            "POST",
+            "/events/replay".into(),
+            "requeue",
+            Some(json!({"filter": {"source": "payments"}, "dry_run": true})),
+        ),
     ]
 }
 
@@ -805,4 +818,144 @@ async fn a_body_over_the_limit_is_refused_413_as_documented_and_changes_nothing(
         2,
         "nothing was requeued"
     );
+}
+
+/// One webhook source, `payments`, whose events become `charge` jobs.
+const INGEST: &str = r#"
+[ingest]
+listen = "127.0.0.1:0"
+
+[ingest.sources.payments]
+scheme = "standard-webhooks"
+secrets = [{ secret_env = "COURIER_TEST_WEBHOOK_SECRET" }]
+provider = "mockpay"
+operation = "charge"
+"#;
+
+#[tokio::test]
+async fn events_are_listed_and_replayed_over_http_with_the_requeue_scope_and_audited() {
+    let (env, server, client) = start_with(INGEST).await;
+    let mut seeded = Vec::new();
+    for n in 0..2 {
+        let event = courier_store::NewEvent {
+            id: uuid::Uuid::now_v7(),
+            source: "payments".into(),
+            event_id: format!("msg_{n}"),
+            headers: json!({"webhook-id": format!("msg_{n}")}),
+            body: json!({"n": n}).to_string().into_bytes(),
+            received_at: chrono::Utc::now(),
+            job_id: uuid::Uuid::now_v7(),
+        };
+        env.store
+            .record_event(&event, || async { Ok::<(), std::convert::Infallible>(()) })
+            .await
+            .expect("record an event");
+        seeded.push(event);
+    }
+
+    let (status, listed) = call(
+        &client,
+        &server,
+        "GET",
+        "/events?source=payments&limit=10",
+        None,
+        Some(READER),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{listed}");
+    let ids: Vec<&str> = listed
+        .as_array()
+        .expect("a list")
+        .iter()
+        .filter_map(|e| e["id"].as_str())
+        .collect();
+    let newest_first = [seeded[1].id.to_string(), seeded[0].id.to_string()];
+    assert_eq!(ids, newest_first);
+    let (status, shown) = call(
+        &client,
+        &server,
+        "GET",
+        &format!("/events/{}", seeded[0].id),
+        None,
+        Some(READER),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        (shown["body"].as_str(), shown["body_encoding"].as_str()),
+        (Some("{\"n\":0}"), Some("utf8"))
+    );
+
+    let (status, refused) = call(
+        &client,
+        &server,
+        "POST",
+        "/events/replay",
+        Some(&json!({})),
+        Some(REQUEUER),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{refused}");
+    assert!(
+        refused["detail"]
+            .as_str()
+            .is_some_and(|d| d.starts_with("ids:")),
+        "{refused}"
+    );
+    let replay = json!({"filter": {"source": "payments"}});
+    let (status, _) = call(
+        &client,
+        &server,
+        "POST",
+        "/events/replay",
+        Some(&replay),
+        Some(READER),
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, done) = call(
+        &client,
+        &server,
+        "POST",
+        "/events/replay",
+        Some(&replay),
+        Some(REQUEUER),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{done}");
+    assert_eq!(
+        (done["matched"].as_i64(), done["affected"].as_u64()),
+        (Some(2), Some(2))
+    );
+    assert_eq!(
+        env.message_count(&env.topology.work_queue(PROVIDER)).await,
+        2,
+        "one new job per event"
+    );
+    let action: uuid::Uuid = done["action_id"]
+        .as_str()
+        .and_then(|a| a.parse().ok())
+        .expect("an action");
+    let audit = env
+        .store
+        .action(action)
+        .await
+        .expect("read")
+        .expect("audited");
+    assert_eq!(
+        (audit.actor.as_str(), audit.action.as_str()),
+        ("api:oncall-requeue", "replay")
+    );
+    assert_eq!((audit.matched, audit.affected), (2, 2));
+    let (_, shown) = call(
+        &client,
+        &server,
+        "GET",
+        &format!("/events/{}", seeded[0].id),
+        None,
+        Some(READER),
+    )
+    .await;
+    assert_eq!(shown["replays"][0]["action_id"], action.to_string());
+    assert!(shown["replays"][0]["published_at"].is_string(), "{shown}");
 }

@@ -3,13 +3,15 @@
 //! console share.
 //!
 //! Owns the operator's verbs (list, stats, show, timeline, dry run,
-//! requeue, purge, prune, provider pause and resume), their validation (a
-//! request that makes no sense is refused here, naming the field, whatever
-//! face it came through), and the documents they return (`views`). Recovery's
-//! exactly-once order is `recovery`; provider holds are `providers`. It must
+//! requeue, purge, prune, provider pause and resume, the webhook event log
+//! and its replay), their validation (a request that makes no sense is
+//! refused here, naming the field, whatever face it came through), and the
+//! documents they return (`views`). Recovery's exactly-once order is
+//! `recovery`; replay's is `events`; provider holds are `providers`. It must
 //! never print, parse flags or speak HTTP: those are the faces' jobs, and a
 //! face must never reach the store or the broker around it.
 
+pub mod events;
 pub mod providers;
 pub mod recovery;
 pub mod views;
@@ -17,7 +19,8 @@ pub mod views;
 use chrono::{DateTime, Utc};
 use courier_amqp::{AmqpError, Link, Publisher, Topology};
 use courier_core::{Config, DeadReason, LetterStatus};
-use courier_store::{DeadFilter, Store, StoreError};
+use courier_store::{DeadFilter, EventFilter, Store, StoreError};
+pub use events::{EventQuery, Replay};
 use providers::ProvidersError;
 use recovery::{RecoveryError, RequeueOptions};
 use serde::Deserialize;
@@ -27,8 +30,8 @@ use std::time::Duration;
 use utoipa::IntoParams;
 use uuid::Uuid;
 use views::{
-    ActionResult, ActionView, AttemptView, DeadLetterDetail, DeadLetterView, HoldResult,
-    JobTimeline, JobView, ProviderView, StatView,
+    ActionResult, ActionView, AttemptView, DeadLetterDetail, DeadLetterView, EventDetail,
+    EventView, HoldResult, JobTimeline, JobView, ProviderView, ReplayView, StatView,
 };
 
 /// Most rows a listing returns.
@@ -38,7 +41,7 @@ pub const MIN_RATE: f64 = 0.01;
 pub const MAX_RATE: f64 = 100_000.0;
 /// Longest an operator's pause may be set for (30 days).
 pub const MAX_PAUSE: Duration = Duration::from_secs(30 * 86_400);
-/// Letters shown by a dry run.
+/// Letters (or events) shown by a dry run.
 const SAMPLE: i64 = 20;
 
 #[derive(Debug, thiserror::Error)]
@@ -417,6 +420,87 @@ impl Operator {
             sample: Vec::new(),
             removed_from_queues: removed,
         }
+    }
+
+    /// Webhook events matching, newest first; `before` pages on from an
+    /// event's id.
+    pub async fn list_events(
+        &self,
+        query: &EventQuery,
+        limit: i64,
+        before: Option<Uuid>,
+    ) -> Result<Vec<EventView>, OpsError> {
+        let events = self
+            .inner
+            .store
+            .list_events(&query.filter(Vec::new())?, before, limit_in(limit)?)
+            .await?;
+        Ok(events.iter().map(EventView::from).collect())
+    }
+
+    /// One event: its body and headers, the job it became and its replays.
+    pub async fn show_event(&self, id: Uuid) -> Result<EventDetail, OpsError> {
+        let store = &self.inner.store;
+        let event = store.event(id).await?.ok_or(OpsError::NotFound {
+            what: "event",
+            id: id.to_string(),
+        })?;
+        let job = store.job(event.job_id).await?;
+        let replays = store.replays_of(id).await?;
+        let jobs: Vec<Uuid> = replays.iter().map(|r| r.job_id).collect();
+        let states = events::job_states(store, &jobs).await?;
+        let replays = replays
+            .iter()
+            .map(|r| ReplayView::new(r, states.get(&r.job_id).copied()))
+            .collect();
+        Ok(EventDetail::new(&event, job.as_ref(), replays))
+    }
+
+    /// How many events `req` would replay, and the newest of them; changes
+    /// nothing, and refuses what the replay would refuse.
+    pub async fn preview_replay(&self, req: &Replay) -> Result<ActionResult, OpsError> {
+        let filter = events::replay_filter(req, Utc::now())?;
+        let store = &self.inner.store;
+        let matched = store.count_events(&filter).await?;
+        let sample = store.list_events(&filter, None, SAMPLE).await?;
+        Ok(ActionResult {
+            action_id: None,
+            dry_run: true,
+            matched,
+            affected: 0,
+            sample: sample.iter().map(|e| e.id).collect(),
+            removed_from_queues: 0,
+        })
+    }
+
+    /// Replays the events `req` names, each once, as new jobs of one
+    /// action audited as `actor`; `progress` hears how many are published.
+    /// Events that could not be replayed (their source is no longer
+    /// configured) are counted out and said in the action's `error`.
+    pub async fn replay_events(
+        &self,
+        req: Replay,
+        actor: &str,
+        progress: impl FnMut(u64),
+    ) -> Result<ActionResult, OpsError> {
+        let filter: EventFilter = events::replay_filter(&req, Utc::now())?;
+        let inner = &self.inner;
+        let target = events::ReplayTarget {
+            store: &inner.store,
+            publisher: &inner.publisher,
+            topology: &inner.topology,
+            sources: inner.config.ingest.as_ref().map(|i| &i.sources),
+            max_body_bytes: inner.config.worker.max_body_bytes,
+        };
+        let report = events::replay(target, &filter, actor, progress).await?;
+        Ok(ActionResult {
+            action_id: Some(report.action),
+            dry_run: false,
+            matched: report.matched,
+            affected: report.replayed,
+            sample: Vec::new(),
+            removed_from_queues: 0,
+        })
     }
 
     /// Deletes the attempt rows of jobs that succeeded before `cutoff`

@@ -1,5 +1,5 @@
 //! The documents operators read: dead letters, jobs and their timelines,
-//! actions, providers. One serde shape each, printed by `courier … --json`,
+//! actions, providers, webhook events. One serde shape each, printed by `courier … --json`,
 //! served by the admin API and described in its OpenAPI document.
 //!
 //! Owns the conversion from the store's records. It must never hold
@@ -8,7 +8,9 @@
 use chrono::{DateTime, Utc};
 use courier_core::config::RateLimit;
 use courier_core::{ActionKind, DeadReason, JobState, LetterStatus};
-use courier_store::{ActionRecord, AttemptRecord, DeadLetterRecord, DeadStat, JobRecord};
+use courier_store::{
+    ActionRecord, AttemptRecord, DeadLetterRecord, DeadStat, EventRecord, JobRecord, ReplayRecord,
+};
 use serde::Serialize;
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -163,7 +165,8 @@ pub struct ActionView {
     pub started_at: DateTime<Utc>,
     /// Absent while it runs (or if it stopped without finishing).
     pub finished_at: Option<DateTime<Utc>>,
-    /// Why it stopped before the end, if it did.
+    /// Why it stopped before the end, if it did; for a replay, also why
+    /// some matching events were not replayed.
     pub error: Option<String>,
 }
 
@@ -193,17 +196,17 @@ pub struct JobTimeline {
     pub operator_actions: Vec<ActionView>,
 }
 
-/// What a requeue or purge did, or (dry run) would do.
+/// What a requeue, purge or replay did, or (dry run) would do.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct ActionResult {
     /// The audit record; absent on a dry run.
     pub action_id: Option<Uuid>,
     pub dry_run: bool,
-    /// Pending letters matching.
+    /// Pending letters (events, for a replay) matching.
     pub matched: i64,
-    /// Letters requeued or purged by this call.
+    /// Letters requeued or purged, or events replayed, by this call.
     pub affected: u64,
-    /// Up to 20 of the matching letters (dry run only).
+    /// Up to 20 of the matching letters or events (dry run only).
     pub sample: Vec<Uuid>,
     /// Settled messages removed from the RabbitMQ dead-letter queues.
     pub removed_from_queues: u64,
@@ -276,4 +279,123 @@ pub struct HoldResult {
     /// The audit record.
     pub action_id: Uuid,
     pub provider: String,
+}
+
+/// A webhook event `courier ingest` verified, recorded and enqueued.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct EventView {
+    /// Courier's id for it.
+    pub id: Uuid,
+    /// The source that sent it (`ingest.sources.<name>`).
+    pub source: String,
+    /// The sender's id for it (or `sha256:<hex>` of its body): what
+    /// deduplicates its deliveries.
+    pub event_id: String,
+    pub received_at: DateTime<Utc>,
+    /// The job it became when it arrived.
+    pub job_id: Uuid,
+    /// Its body's size.
+    pub body_bytes: u64,
+}
+
+impl From<&EventRecord> for EventView {
+    fn from(e: &EventRecord) -> Self {
+        EventView {
+            id: e.id,
+            source: e.source.clone(),
+            event_id: e.event_id.clone(),
+            received_at: e.received_at,
+            job_id: e.job_id,
+            body_bytes: u64::try_from(e.body.len()).unwrap_or(u64::MAX),
+        }
+    }
+}
+
+/// How an event's `body` is spelled in its document.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum BodyEncoding {
+    /// The body as it came: it was UTF-8 text.
+    Utf8,
+    /// The body's bytes in standard base64: they were not UTF-8.
+    Base64,
+}
+
+/// An event with its body, headers, the job it became and its replays.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct EventDetail {
+    #[serde(flatten)]
+    pub event: EventView,
+    /// The headers kept when it arrived (never its signatures).
+    pub headers: BTreeMap<String, String>,
+    /// The body, as `body_encoding` says.
+    pub body: String,
+    pub body_encoding: BodyEncoding,
+    /// The job it became, as the worker recorded it (absent until a worker
+    /// took it).
+    pub job: Option<JobView>,
+    /// Every operator replay of it, oldest first.
+    pub replays: Vec<ReplayView>,
+}
+
+impl EventDetail {
+    /// `event`'s document, with its job and its replays' job states where
+    /// the worker recorded them.
+    pub fn new(
+        event: &EventRecord,
+        job: Option<&JobRecord>,
+        replays: Vec<ReplayView>,
+    ) -> EventDetail {
+        use base64::Engine as _;
+        let headers = event
+            .headers
+            .as_object()
+            .map(|h| {
+                h.iter()
+                    .filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_owned())))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let (body, body_encoding) = match std::str::from_utf8(&event.body) {
+            Ok(text) => (text.to_owned(), BodyEncoding::Utf8),
+            Err(_) => (
+                base64::engine::general_purpose::STANDARD.encode(&event.body),
+                BodyEncoding::Base64,
+            ),
+        };
+        EventDetail {
+            event: EventView::from(event),
+            headers,
+            body,
+            body_encoding,
+            job: job.map(JobView::from),
+            replays,
+        }
+    }
+}
+
+/// One operator action's replay of an event: a new job.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ReplayView {
+    /// The replay action (see the audit log).
+    pub action_id: Uuid,
+    /// The new job; its idempotency key is
+    /// `<source>:<event id>:replay:<action id>`.
+    pub job_id: Uuid,
+    /// When the broker confirmed its publish; absent: never confirmed (the
+    /// action stopped, or could not build the job).
+    pub published_at: Option<DateTime<Utc>>,
+    /// The new job's state, once a worker recorded it.
+    pub job_state: Option<JobState>,
+}
+
+impl ReplayView {
+    pub fn new(r: &ReplayRecord, job_state: Option<JobState>) -> ReplayView {
+        ReplayView {
+            action_id: r.action_id,
+            job_id: r.job_id,
+            published_at: r.published_at,
+            job_state,
+        }
+    }
 }

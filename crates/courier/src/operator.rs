@@ -3,8 +3,9 @@
 //!
 //! Owns the operator's terminal: filters from flags, tables for people,
 //! `--json` for scripts (the admin API's documents, from courier-ops),
-//! confirmation before changes, progress on long requeues. Every verb is
-//! courier-ops's `Operator`, the same code the admin API runs.
+//! confirmation before changes, progress on long requeues (these helpers
+//! serve `courier events`, `events.rs`, too). Every verb is courier-ops's
+//! `Operator`, the same code the admin API runs.
 
 use crate::exit;
 use crate::settings;
@@ -158,16 +159,16 @@ pub struct FilterArgs {
 pub struct ChangeArgs {
     /// Show how many and which, change nothing
     #[arg(long)]
-    dry_run: bool,
+    pub(crate) dry_run: bool,
     /// Do not ask for confirmation
     #[arg(long)]
-    yes: bool,
+    pub(crate) yes: bool,
     /// Who is acting (recorded) [default: the OS user]
     #[arg(long)]
-    actor: Option<String>,
+    pub(crate) actor: Option<String>,
     /// Print JSON (the admin API's document) instead of text
     #[arg(long)]
-    json: bool,
+    pub(crate) json: bool,
 }
 
 /// A reason is one of the six words, refused at the command line otherwise.
@@ -218,13 +219,13 @@ impl FilterArgs {
     }
 }
 
-async fn open(config: Option<&Path>, name: &str) -> anyhow::Result<Operator> {
+pub(crate) async fn open(config: Option<&Path>, name: &str) -> anyhow::Result<Operator> {
     let config = settings::load(config)?;
     Ok(Operator::connect(&config, name, 4).await?)
 }
 
 /// Prints `doc` as JSON on one line: the admin API's document.
-fn print_json(doc: &impl Serialize) -> anyhow::Result<()> {
+pub(crate) fn print_json(doc: &impl Serialize) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string(doc)?);
     Ok(())
 }
@@ -326,14 +327,14 @@ async fn dead_with(ops: &Operator, command: DeadCommand) -> anyhow::Result<ExitC
             let preview = ops.preview_requeue(&requeue).await?;
             let question = format!("Requeue {} dead letters?", preview.matched);
             if change.dry_run || !confirm(&change, &question, preview.matched)? {
-                return show_preview(&preview, change.json, "requeue");
+                return show_preview(&preview, change.json, "requeue", "dead letters");
             }
-            let bar = progress(preview.matched, change.json);
+            let bar = progress("requeueing", preview.matched, change.json);
             let result = ops
                 .requeue(requeue, &actor(change.actor), |n| bar.set_position(n))
                 .await?;
             bar.finish_and_clear();
-            report_action("requeued", &result, change.json)?;
+            report_action("requeued", "dead letters", &result, change.json)?;
         }
         DeadCommand::Purge {
             ids,
@@ -349,10 +350,10 @@ async fn dead_with(ops: &Operator, command: DeadCommand) -> anyhow::Result<ExitC
             let preview = ops.preview_purge(&purge).await?;
             let question = format!("Purge {} dead letters?", preview.matched);
             if change.dry_run || !confirm(&change, &question, preview.matched)? {
-                return show_preview(&preview, change.json, "purge");
+                return show_preview(&preview, change.json, "purge", "dead letters");
             }
             let result = ops.purge(purge, &actor(change.actor)).await?;
-            report_action("purged", &result, change.json)?;
+            report_action("purged", "dead letters", &result, change.json)?;
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -455,7 +456,7 @@ fn read_patch(arg: &str) -> anyhow::Result<Value> {
 }
 
 /// Asks on a terminal; without one, `--yes` is required.
-fn confirm(change: &ChangeArgs, question: &str, count: i64) -> anyhow::Result<bool> {
+pub(crate) fn confirm(change: &ChangeArgs, question: &str, count: i64) -> anyhow::Result<bool> {
     if change.yes || count == 0 {
         return Ok(true);
     }
@@ -469,12 +470,18 @@ fn confirm(change: &ChangeArgs, question: &str, count: i64) -> anyhow::Result<bo
     Ok(matches!(answer.trim(), "y" | "Y" | "yes"))
 }
 
-fn show_preview(preview: &ActionResult, json: bool, what: &str) -> anyhow::Result<ExitCode> {
+/// A dry run's answer: how many `noun` it would `what`, and which.
+pub(crate) fn show_preview(
+    preview: &ActionResult,
+    json: bool,
+    what: &str,
+    noun: &str,
+) -> anyhow::Result<ExitCode> {
     if json {
         print_json(preview)?;
     } else {
         println!(
-            "would {what} {} dead letters; nothing changed. The first of them: {}",
+            "would {what} {} {noun}; nothing changed. The first of them: {}",
             preview.matched,
             preview
                 .sample
@@ -487,25 +494,34 @@ fn show_preview(preview: &ActionResult, json: bool, what: &str) -> anyhow::Resul
     Ok(ExitCode::SUCCESS)
 }
 
-fn progress(len: i64, json: bool) -> ProgressBar {
+/// A progress bar on a terminal, `doing` what (e.g. "requeueing").
+pub(crate) fn progress(doing: &str, len: i64, json: bool) -> ProgressBar {
     if json || !std::io::stderr().is_terminal() {
         return ProgressBar::hidden();
     }
     let bar = ProgressBar::new(u64::try_from(len).unwrap_or(0));
     bar.set_style(
-        ProgressStyle::with_template("requeueing [{bar:40}] {pos}/{len} {per_sec} eta {eta}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> "),
+        ProgressStyle::with_template(&format!(
+            "{doing} [{{bar:40}}] {{pos}}/{{len}} {{per_sec}} eta {{eta}}"
+        ))
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> "),
     );
     bar
 }
 
-fn report_action(verb: &str, result: &ActionResult, json: bool) -> anyhow::Result<()> {
+/// What an action did: how many `noun` it `verb`, of how many matching.
+pub(crate) fn report_action(
+    verb: &str,
+    noun: &str,
+    result: &ActionResult,
+    json: bool,
+) -> anyhow::Result<()> {
     if json {
         return print_json(result);
     }
     println!(
-        "{verb} {} of {} matching dead letters (action {})",
+        "{verb} {} of {} matching {noun} (action {})",
         result.affected,
         result.matched,
         result
@@ -549,7 +565,7 @@ pub async fn audit(config: Option<&Path>, args: AuditArgs) -> anyhow::Result<Exi
             println!("  patch {}", fit(&patch.to_string(), WIDTH - 8));
         }
         match (&a.error, a.finished_at) {
-            (Some(error), _) => println!("  stopped: {}", fit(error, WIDTH - 11)),
+            (Some(error), _) => println!("  error: {}", fit(error, WIDTH - 9)),
             (None, None) => println!("  not finished"),
             (None, Some(_)) => {}
         }
@@ -564,7 +580,7 @@ pub fn shown(text: &str) -> String {
     courier_core::text::printable(text, 4096)
 }
 
-fn shown_opt(text: Option<&str>) -> String {
+pub(crate) fn shown_opt(text: Option<&str>) -> String {
     text.map_or_else(|| "-".to_owned(), shown)
 }
 
@@ -578,7 +594,7 @@ pub fn fit(text: &str, width: usize) -> String {
     courier_core::text::printable(text, width.saturating_sub(1))
 }
 
-fn status_of(status: Option<i16>) -> String {
+pub(crate) fn status_of(status: Option<i16>) -> String {
     status.map_or("-".to_owned(), |s| s.to_string())
 }
 
@@ -634,7 +650,7 @@ fn print_letter(l: &DeadLetterView) {
 
 /// `text` in lines of at most `width` characters, broken at spaces where
 /// it can be.
-fn wrap(text: &str, width: usize) -> Vec<String> {
+pub(crate) fn wrap(text: &str, width: usize) -> Vec<String> {
     let mut lines = Vec::new();
     let mut line = String::new();
     for word in text.split(' ') {
