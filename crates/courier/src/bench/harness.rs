@@ -102,6 +102,24 @@ pub fn cpu_seconds_of(comm: &str) -> f64 {
         / TICKS_PER_SECOND
 }
 
+/// User + system CPU seconds of process `pid` (a number, or `self`) so far.
+pub fn cpu_seconds_of_pid(pid: &str) -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    Ok(process_cpu_ticks(&stat).context("unreadable /proc stat")? / TICKS_PER_SECOND)
+}
+
+/// A memory figure of `/proc/<pid>/status` (`VmHWM`: the peak resident
+/// memory, `VmRSS`: the current one) in MiB.
+pub fn memory_mb_of_pid(pid: &str, field: &str) -> anyhow::Result<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let kib = status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .with_context(|| format!("no {field} in /proc status"))?;
+    Ok(kib / 1024.0)
+}
+
 /// cutime + cstime (fields 16 and 17): the CPU of reaped children.
 fn children_cpu_ticks(stat: &str) -> Option<f64> {
     let (_, rest) = stat.rsplit_once(')')?;
@@ -561,23 +579,16 @@ impl WorkerProcess {
 
     /// User + system CPU seconds so far.
     pub fn cpu_seconds(&self) -> anyhow::Result<f64> {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid()))?;
-        Ok(process_cpu_ticks(&stat).context("unreadable /proc stat")? / TICKS_PER_SECOND)
+        cpu_seconds_of_pid(&self.pid())
     }
 
     /// Peak resident memory (VmHWM) in MiB.
     pub fn peak_rss_mb(&self) -> anyhow::Result<f64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))?;
-        let kib = status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-            .context("no VmHWM in /proc status")?;
-        Ok(kib / 1024.0)
+        memory_mb_of_pid(&self.pid(), "VmHWM")
     }
 
-    fn pid(&self) -> u32 {
-        self.child.as_ref().map_or(0, Child::id)
+    fn pid(&self) -> String {
+        self.child.as_ref().map_or(0, Child::id).to_string()
     }
 
     /// SIGKILL: no shutdown, nothing flushed, as a crash.
@@ -610,13 +621,7 @@ impl WorkerProcess {
 
     /// Current resident memory (VmRSS) in MiB.
     pub fn rss_mb(&self) -> anyhow::Result<f64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))?;
-        let kib = status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-            .context("no VmRSS in /proc status")?;
-        Ok(kib / 1024.0)
+        memory_mb_of_pid(&self.pid(), "VmRSS")
     }
 
     /// SIGTERM, then wait for the graceful shutdown.

@@ -10,6 +10,7 @@
 mod baseline;
 mod faults;
 mod harness;
+mod ingest;
 mod protection;
 mod requeue;
 
@@ -200,6 +201,27 @@ pub enum Scenario {
         #[command(flatten)]
         out: Output,
     },
+    /// Signed webhooks into a real `courier ingest` by keep-alive clients:
+    /// events/s to 2xx, time to each 2xx, then exactly one row and one job
+    /// per event, redeliveries adding nothing, and one worker draining them
+    Ingest {
+        /// Events sent (each a distinct webhook-id)
+        #[arg(long, default_value_t = 20_000)]
+        events: u64,
+        /// Concurrent HTTP/1.1 clients, one keep-alive connection each; a
+        /// list runs once per value, each in its own namespace
+        #[arg(long, value_delimiter = ',', default_value = "32")]
+        concurrency: Vec<usize>,
+        /// Bytes of each event's JSON body
+        #[arg(long, default_value_t = 600)]
+        body_bytes: usize,
+        /// The receiver's database.max_connections (default: the config's
+        /// default): events recorded at once
+        #[arg(long)]
+        database_connections: Option<u32>,
+        #[command(flatten)]
+        out: Output,
+    },
     /// Requeue N dead letters with `courier dead requeue`'s code path
     Requeue {
         /// Dead letters requeued
@@ -304,6 +326,25 @@ pub async fn bench(scenario: Scenario) -> anyhow::Result<ExitCode> {
             keep,
             out,
         } => return requeue::requeue(letters, batch, out.json, keep).await,
+        Scenario::Ingest {
+            events,
+            concurrency,
+            body_bytes,
+            database_connections,
+            out,
+        } => {
+            let runs = ingest::run(events, &concurrency, body_bytes, database_connections).await?;
+            ingest::print(&runs);
+            write_json(out, "ingest", &runs)?;
+            let failures: Vec<&str> = runs
+                .iter()
+                .flat_map(|r| r.failures.iter().map(String::as_str))
+                .collect();
+            if !failures.is_empty() {
+                bail!("{}", failures.join("; "));
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
         Scenario::Baseline { jobs, out } => {
             ("baseline", out, baseline::measure(jobs).await?, vec![])
         }
