@@ -140,7 +140,12 @@ fn kubernetes_manifests_validate_against_the_api_and_crd_schemas() {
 fn the_configmap_holds_a_config_each_pod_accepts() {
     let worker = config_for("courier-worker");
     let admin = config_for("courier-admin");
-    for (name, config) in [("courier-worker", &worker), ("courier-admin", &admin)] {
+    let ingest = config_for("courier-ingest");
+    for (name, config) in [
+        ("courier-worker", &worker),
+        ("courier-admin", &admin),
+        ("courier-ingest", &ingest),
+    ] {
         // COURIER_CONFIG names the mounted courier.toml.
         let d = deployment(name);
         let path = d["env"]["COURIER_CONFIG"]
@@ -203,22 +208,87 @@ fn the_configmap_holds_a_config_each_pod_accepts() {
             &token.secret,
         );
     }
+
+    // The webhook receiver: its sources, the hooks' port, its secrets, and
+    // its probes on the telemetry port.
+    let hooks = ingest
+        .ingest
+        .as_ref()
+        .expect("`courier ingest` needs an [ingest] in the ConfigMap");
+    assert!(!hooks.sources.is_empty(), "[ingest] has no sources");
+    let i = deployment("courier-ingest");
+    assert!(
+        hooks.listen.ip().is_unspecified(),
+        "ingest.listen {} is not reachable from the Service",
+        hooks.listen
+    );
+    assert_eq!(
+        i["ports"]["hooks"],
+        u64::from(hooks.listen.port()),
+        "the receiver's hooks port is not ingest.listen's"
+    );
+    for (source, s) in &hooks.sources {
+        for (n, secret) in s.secrets.iter().enumerate() {
+            assert_secret(
+                "courier-ingest",
+                &format!("ingest.sources.{source}.secrets[{n}]"),
+                secret,
+            );
+        }
+    }
+    assert!(
+        ingest.telemetry.listen.ip().is_unspecified(),
+        "telemetry.listen {} is not reachable from the kubelet or Prometheus",
+        ingest.telemetry.listen
+    );
+    assert_eq!(
+        i["ports"]["metrics"],
+        u64::from(ingest.telemetry.listen.port()),
+        "the receiver's metrics port is not telemetry.listen's"
+    );
+    assert_ne!(
+        hooks.listen.port(),
+        ingest.telemetry.listen.port(),
+        "ingest.listen and telemetry.listen share a port"
+    );
+    // Probes on telemetry.listen, for the worker and the receiver alike:
+    // readiness asks /readyz (PostgreSQL and RabbitMQ answer), liveness and
+    // startup /healthz.
+    for (name, telemetry) in [
+        ("courier-worker", &worker.telemetry),
+        ("courier-ingest", &ingest.telemetry),
+    ] {
+        let probes = &deployment(name)["probes"];
+        for (probe, path) in [
+            ("startupProbe", "/healthz"),
+            ("livenessProbe", "/healthz"),
+            ("readinessProbe", "/readyz"),
+        ] {
+            assert_eq!(
+                probes[probe]["port"],
+                u64::from(telemetry.listen.port()),
+                "{name}: its {probe} is not on telemetry.listen's port"
+            );
+            assert_eq!(probes[probe]["path"], path, "{name}: {probe}");
+        }
+    }
 }
 
-/// `reference` resolves in `name`'s pods: its variable is set from a
-/// Secret, or its file is mounted from one.
+/// `reference` (a `token_env`/`secret_env` or `token_file`/`secret_file`)
+/// resolves in `name`'s pods: its variable is set from a Secret, or its file
+/// is mounted from one.
 fn assert_secret(name: &str, key: &str, reference: &SecretRef) {
     let d = deployment(name);
     match reference {
         SecretRef::Env(var) => assert!(
             d["env"][var].is_string(),
-            "{key}: token_env {var} is not set in {name}'s pods"
+            "{key}: the variable {var} is not set in {name}'s pods"
         ),
         SecretRef::File(path) => {
             let path = path.to_str().expect("a UTF-8 path");
             assert_eq!(
                 d["files"][path]["secret"], true,
-                "{key}: token_file {path} is not a Secret file mounted in {name}'s pods"
+                "{key}: {path} is not a Secret file mounted in {name}'s pods"
             );
         }
     }
@@ -302,6 +372,16 @@ fn the_kill_comes_after_the_worker_has_drained() {
         a["terminationGracePeriodSeconds"].as_u64() > a["preStopSleepSeconds"].as_u64(),
         "the admin API's preStop sleep eats its whole grace"
     );
+    // The receiver: after the sleep, SIGTERM stops its HTTP server, which
+    // gives the requests in progress up to its drain deadline.
+    let drain = const_secs("crates/courier-telemetry/src/http.rs", "DRAIN_DEADLINE");
+    let i = deployment("courier-ingest");
+    let pre_stop = i["preStopSleepSeconds"].as_u64().expect("preStop sleep");
+    let period = i["terminationGracePeriodSeconds"].as_u64().expect("grace");
+    assert!(
+        pre_stop > 0 && period >= pre_stop + drain,
+        "the receiver's terminationGracePeriodSeconds {period} < preStop {pre_stop} + {drain} s of draining requests"
+    );
 
     // systemd: the example config's grace, the same deadlines.
     let example = Config::from_toml(
@@ -374,7 +454,9 @@ fn the_image_runs_as_the_manifests_say_and_their_commands_exist() {
     );
 
     let deployments = facts()["deployments"].as_object().expect("deployments");
-    assert!(deployments.len() >= 2);
+    for name in ["courier-worker", "courier-admin", "courier-ingest"] {
+        assert!(deployments.contains_key(name), "no Deployment {name}");
+    }
     for (name, d) in deployments {
         for id in d["runAsUser"].as_array().expect("runAsUser") {
             assert_eq!(id, uid, "{name}: runAsUser is not the image's USER {uid}");

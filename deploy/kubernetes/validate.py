@@ -372,12 +372,20 @@ def facts(manifests) -> dict:
                     "secret": "secret" in v,
                     "key": item["key"],
                 }
+        # Each probe's path and port, a named port resolved to its number.
+        ports = container_ports(dep)
+        probes = {}
+        for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+            get = c.get(probe, {}).get("httpGet")
+            if get:
+                probes[probe] = {"path": get.get("path"), "port": ports.get(get["port"], get["port"])}
         return {
             "command": c.get("command"),
             "args": c.get("args", []),
             "runAsUser": [u for u in uids if u is not None],
             "runAsGroup": [g for g in gids if g is not None],
-            "ports": container_ports(dep),
+            "ports": ports,
+            "probes": probes,
             "env": env,
             "files": files,
             "terminationGracePeriodSeconds": pod.get("terminationGracePeriodSeconds", 30),
