@@ -11,13 +11,12 @@
 use crate::config::IngestSource;
 use crate::envelope::{CONTRACT_VERSION, JobEnvelope, MAX_IDEMPOTENCY_KEY_LEN};
 use crate::text::printable;
+use crate::webhook::{self, Scheme, Verified};
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-/// Longest event id accepted from a sender's header, in bytes.
-pub const MAX_EVENT_ID_LEN: usize = 180;
 /// Longest header value kept in the event log, in bytes.
 pub const MAX_KEPT_HEADER_LEN: usize = 256;
 
@@ -34,24 +33,41 @@ pub const KEPT_HEADERS: [&str; 8] = [
     "x-request-id",
 ];
 
-/// The id an event is deduplicated by: the sender's (the scheme's id
-/// header), else the SHA-256 of the body, so that the same bytes sent again
-/// are the same event. A sender's id that is not 1 to
-/// [`MAX_EVENT_ID_LEN`] visible ASCII characters is refused, naming the
-/// header.
-pub fn event_id(header: &str, sent: Option<&str>, body: &[u8]) -> Result<String, String> {
-    match sent {
-        None => Ok(format!("sha256:{}", hex(&Sha256::digest(body)))),
-        Some(id)
-            if (1..=MAX_EVENT_ID_LEN).contains(&id.len())
-                && id.bytes().all(|b| b.is_ascii_graphic()) =>
-        {
-            Ok(id.to_owned())
-        }
-        Some(_) => Err(format!(
-            "{header}: must be 1 to {MAX_EVENT_ID_LEN} visible ASCII characters"
-        )),
+/// The id an event is deduplicated by, and only from what the signature
+/// covers: Standard Webhooks' `webhook-id` (signed with the body); for
+/// Stripe the body's own `id` (`evt_…`: a resend of the event carries
+/// it again, whatever else changed), else the body's SHA-256; for GitHub
+/// the body's SHA-256 (`X-GitHub-Delivery` is not signed and GitHub's
+/// signature has no timestamp, so an id a sender may change would let a
+/// captured body be enqueued again and again).
+pub fn event_id(scheme: Scheme, verified: &Verified, body: &[u8]) -> String {
+    let signed_id = match scheme {
+        Scheme::StandardWebhooks => verified.event_id.clone(),
+        Scheme::Stripe => serde_json::from_slice::<Value>(body)
+            .ok()
+            .and_then(|v| v.get("id")?.as_str().map(str::to_owned)),
+        Scheme::Github => None,
+    };
+    match signed_id {
+        Some(id) if webhook::is_event_id(&id) => id,
+        _ => format!("sha256:{}", hex(&Sha256::digest(body))),
     }
+}
+
+/// The job an event becomes, named by the event: every delivery of one
+/// event (a sender's retry after a 503 the broker had in fact confirmed)
+/// publishes the same job, which the worker runs once. A UUID of version 8
+/// over SHA-256 of the source and the event id.
+pub fn job_id(source: &str, event_id: &str) -> Uuid {
+    let mut hash = Sha256::new();
+    hash.update(b"courier-event-job\0");
+    hash.update(source.as_bytes());
+    hash.update(b"\0");
+    hash.update(event_id.as_bytes());
+    let digest: [u8; 32] = hash.finalize().into();
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    uuid::Builder::from_custom_bytes(bytes).into_uuid()
 }
 
 /// [`KEPT_HEADERS`] that came, printable and bounded, as a JSON object.
@@ -95,8 +111,10 @@ pub fn replay_key(source: &str, event_id: &str, action: Uuid) -> String {
 }
 
 /// What the job's payload says of the event: where it came from, its id,
-/// when it arrived, and the event itself (`event`: the body as JSON, or
-/// `event_text` when the body is not JSON).
+/// and the event itself (`event`: the body as JSON, or `event_text` when
+/// the body is not JSON). Only what the sender sent, so every delivery of
+/// one event makes the same payload (the job's content fingerprint); when
+/// it arrived is the envelope's `created_at`.
 pub fn event_job(
     source: &IngestSource,
     job_id: Uuid,
@@ -108,10 +126,6 @@ pub fn event_job(
     let mut payload = Map::new();
     payload.insert("source".into(), Value::String(source.name.clone()));
     payload.insert("event_id".into(), Value::String(event_id.to_owned()));
-    payload.insert(
-        "received_at".into(),
-        Value::String(received_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)),
-    );
     match serde_json::from_slice::<Value>(body) {
         Ok(event) => payload.insert("event".into(), event),
         Err(_) => payload.insert(
@@ -153,32 +167,57 @@ mod tests {
         }
     }
 
-    #[test]
-    fn the_senders_id_is_kept_and_a_missing_one_is_the_bodys_hash() {
-        assert_eq!(
-            event_id("webhook-id", Some("msg_1"), b"{}").expect("valid"),
-            "msg_1"
-        );
-        let hashed = event_id("webhook-id", None, b"{}").expect("valid");
-        assert_eq!(
-            hashed,
-            "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a"
-        );
-        assert_eq!(hashed, event_id("webhook-id", None, b"{}").expect("valid"));
+    const EMPTY_HASH: &str =
+        "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a";
+
+    fn verified(id: Option<&str>) -> Verified {
+        Verified {
+            event_id: id.map(str::to_owned),
+            timestamp: None,
+        }
     }
 
     #[test]
-    fn a_senders_id_that_is_no_plain_token_is_refused_naming_the_header() {
-        for bad in [
-            "",
-            "a b",
-            "line\nbreak",
-            "é",
-            &"x".repeat(MAX_EVENT_ID_LEN + 1),
-        ] {
-            let err = event_id("x-github-delivery", Some(bad), b"{}").expect_err("refused");
-            assert!(err.starts_with("x-github-delivery:"), "{err}");
-        }
+    fn an_event_is_known_by_what_its_signature_covers() {
+        let standard = Scheme::StandardWebhooks;
+        assert_eq!(event_id(standard, &verified(Some("msg_1")), b"{}"), "msg_1");
+        // Stripe: the body's own id; a body without one, by its hash.
+        let stripe = br#"{"id":"evt_1","type":"invoice.paid"}"#;
+        assert_eq!(event_id(Scheme::Stripe, &verified(None), stripe), "evt_1");
+        assert_eq!(event_id(Scheme::Stripe, &verified(None), b"{}"), EMPTY_HASH);
+        let bad_id = br#"{"id":"evt 1\n"}"#;
+        assert!(event_id(Scheme::Stripe, &verified(None), bad_id).starts_with("sha256:"));
+        // GitHub: the delivery id is not signed, so the body's hash.
+        assert_eq!(
+            event_id(Scheme::Github, &verified(Some("72d3162e")), b"{}"),
+            EMPTY_HASH
+        );
+    }
+
+    #[test]
+    fn every_delivery_of_an_event_is_the_same_job_and_other_events_are_not() {
+        let a = job_id("payments", "msg_1");
+        assert_eq!(a, job_id("payments", "msg_1"));
+        assert_eq!(a.get_version_num(), 8);
+        assert_ne!(a, job_id("payments", "msg_2"));
+        assert_ne!(a, job_id("billing", "msg_1"));
+        // The separator keeps ("ab", "c") and ("a", "bc") apart.
+        assert_ne!(job_id("ab", "c"), job_id("a", "bc"));
+        let at = "2026-12-03T10:00:00Z".parse().expect("a time");
+        let later = "2026-12-03T10:05:00Z".parse().expect("a time");
+        let key = || idempotency_key("payments", "msg_1");
+        let first = event_job(&source(), a, "msg_1", b"{\"x\":1}", at, key());
+        let again = event_job(&source(), a, "msg_1", b"{\"x\":1}", later, key());
+        let print = |e: &JobEnvelope| {
+            Job::parse(&e.to_body(), 1 << 20)
+                .expect("valid")
+                .fingerprint
+        };
+        assert_eq!(
+            print(&first),
+            print(&again),
+            "the same content, whenever it came"
+        );
     }
 
     #[test]
@@ -224,7 +263,7 @@ mod tests {
 
     proptest! {
         #[test]
-        fn every_key_fits_the_contract(event in "[!-~]{1,180}", action in any::<u128>()) {
+        fn every_key_fits_the_contract(event in "[!-~]{1,256}", action in any::<u128>()) {
             let action = Uuid::from_u128(action);
             let first = idempotency_key("a-source-name-that-is-long-enough-to-matter-0123456789abcdefghij", &event);
             let replay = replay_key("a-source-name-that-is-long-enough-to-matter-0123456789abcdefghij", &event, action);

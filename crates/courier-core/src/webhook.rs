@@ -235,15 +235,21 @@ fn bounded(
     }
 }
 
-/// An event id: present, short, no control characters, no spaces.
+/// Whether `value` may be an event id: present, at most
+/// [`MAX_EVENT_ID_BYTES`], no control characters, no spaces. The one rule
+/// for ids, whether a header or a body carries them.
+pub fn is_event_id(value: &str) -> bool {
+    !value.is_empty()
+        && value.len() <= MAX_EVENT_ID_BYTES
+        && !value.chars().any(|c| c.is_control() || c.is_whitespace())
+}
+
 fn event_id(value: String) -> Result<String, Rejection> {
-    if value.is_empty()
-        || value.len() > MAX_EVENT_ID_BYTES
-        || value.chars().any(|c| c.is_control() || c.is_whitespace())
-    {
-        return Err(Rejection::Malformed);
+    if is_event_id(&value) {
+        Ok(value)
+    } else {
+        Err(Rejection::Malformed)
     }
-    Ok(value)
 }
 
 /// Unix seconds as senders write them: ASCII digits, no sign, at most 12
@@ -326,7 +332,7 @@ fn verify_stripe(
     let mut timestamp = None;
     let mut tags = Vec::new();
     for (i, element) in value.split(',').enumerate() {
-        if i > MAX_SIGNATURES {
+        if i >= MAX_SIGNATURES {
             return Err(Rejection::Malformed);
         }
         let (name, content) = element.trim().split_once('=').ok_or(Rejection::Malformed)?;

@@ -21,6 +21,7 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, StatusCode};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use chrono::Utc;
@@ -38,6 +39,7 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
 #[derive(Debug, thiserror::Error)]
@@ -110,7 +112,17 @@ struct Ingest {
     metrics: Arc<Metrics>,
     /// The largest job the worker accepts: an event's job must fit it.
     job_max_bytes: usize,
+    /// Recordings in progress, each in a task of its own.
+    recordings: TaskTracker,
+    /// Requests in progress beyond which new ones are refused at once
+    /// (503), before their bodies are read: memory stays bounded by this
+    /// times `max_body_bytes` whoever is sending.
+    admission: Arc<tokio::sync::Semaphore>,
 }
+
+/// Requests a receiver takes at once per database connection: more only
+/// wait for a connection (each holds one across its publish's confirm).
+const IN_FLIGHT_PER_CONNECTION: usize = 8;
 
 /// A running receiver; stops when dropped.
 #[derive(Debug)]
@@ -121,6 +133,7 @@ pub struct IngestServer {
     pub telemetry_addr: SocketAddr,
     _stop: tokio::sync::watch::Sender<()>,
     done: tokio::task::JoinHandle<()>,
+    recordings: TaskTracker,
 }
 
 impl IngestServer {
@@ -183,6 +196,10 @@ impl IngestServer {
             topology,
             metrics,
             job_max_bytes: config.worker.max_body_bytes,
+            recordings: TaskTracker::new(),
+            admission: Arc::new(tokio::sync::Semaphore::new(
+                IN_FLIGHT_PER_CONNECTION * config.database.max_connections as usize,
+            )),
         });
         let addr = listener.local_addr().map_err(|error| IngestError::Listen {
             addr: ingest.listen,
@@ -200,6 +217,7 @@ impl IngestServer {
                 addr: config.telemetry.listen,
                 error,
             })?;
+        let recordings = state.recordings.clone();
         let probe: Arc<dyn Probe> = Arc::new(IngestProbe(state.clone()));
         let telemetry_app = courier_telemetry::server::router(state.metrics.clone(), probe);
         let app = router(state, ingest.max_body_bytes);
@@ -219,6 +237,7 @@ impl IngestServer {
             telemetry_addr,
             _stop: stop,
             done,
+            recordings,
         })
     }
 
@@ -228,10 +247,14 @@ impl IngestServer {
     pub async fn shutdown(self) {
         drop(self._stop);
         let _ = self.done.await;
+        // A request the drain deadline cut off may still be recording.
+        self.recordings.close();
+        self.recordings.wait().await;
     }
 }
 
 fn router(state: Arc<Ingest>, max_body_bytes: usize) -> Router {
+    let admission = state.admission.clone();
     Router::new()
         .route("/hooks/{source}", post(receive))
         // Refuses a larger declared length at once, and stops reading a
@@ -239,6 +262,25 @@ fn router(state: Arc<Ingest>, max_body_bytes: usize) -> Router {
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(axum::middleware::from_fn(move |req, next| {
             courier_telemetry::http::read_body_within(max_body_bytes, req, next)
+        }))
+        // Outermost: a request over the limit is refused before its body
+        // is read.
+        .layer(axum::middleware::from_fn(move |req, next: Next| {
+            let admission = admission.clone();
+            async move {
+                let Ok(_permit) = admission.try_acquire_owned() else {
+                    let mut busy = refuse(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "too many webhook requests in progress; deliver it again",
+                    );
+                    busy.headers_mut().insert(
+                        axum::http::header::RETRY_AFTER,
+                        axum::http::HeaderValue::from_static("1"),
+                    );
+                    return busy;
+                };
+                next.run(req).await
+            }
         }))
         .with_state(state)
 }
@@ -301,19 +343,8 @@ async fn receive(
         }
     };
     metrics.verified(&name);
-    let id_header = match source.config.scheme {
-        Scheme::StandardWebhooks => "webhook-id",
-        Scheme::Github => "x-github-delivery",
-        Scheme::Stripe => "body",
-    };
-    let event_id = match ingest::event_id(id_header, verified.event_id.as_deref(), &body) {
-        Ok(id) => id,
-        Err(why) => {
-            metrics.rejected(&name, "bad_event_id");
-            return refuse(StatusCode::BAD_REQUEST, why);
-        }
-    };
-    let job_id = Uuid::now_v7();
+    let event_id = ingest::event_id(source.config.scheme, &verified, &body);
+    let job_id = ingest::job_id(&name, &event_id);
     let job = ingest::event_job(
         &source.config,
         job_id,
@@ -343,12 +374,27 @@ async fn receive(
         received_at: now,
         job_id,
     };
-    let publish = || {
-        state
-            .publisher
-            .publish_job(&state.topology, &source.config.provider, job_id, &job, None)
+    // In a task of its own: a sender that hangs up (or a shutdown) must
+    // not stop a recording between the publish and the commit; shutdown
+    // waits for these tasks.
+    let recording = {
+        let state = state.clone();
+        let provider = source.config.provider.clone();
+        let event = event.clone();
+        state.clone().recordings.spawn(async move {
+            let publish = || {
+                state
+                    .publisher
+                    .publish_job(&state.topology, &provider, job_id, &job, None)
+            };
+            state.store.record_event(&event, publish).await
+        })
     };
-    match state.store.record_event(&event, publish).await {
+    let Ok(recorded) = recording.await else {
+        metrics.unavailable(&name, "database");
+        return unavailable(Failure::Transient, "the event could not be recorded");
+    };
+    match recorded {
         Ok(Recorded::New) => {
             metrics.answered(&name, false, started.elapsed());
             answer(

@@ -962,7 +962,7 @@ pub struct SourceLabels {
 pub struct RejectLabels {
     pub source: String,
     /// missing_signature, malformed, bad_signature, stale_timestamp,
-    /// too_large, bad_event_id, unknown_source.
+    /// too_large, unknown_source.
     pub reason: &'static str,
 }
 
@@ -1033,7 +1033,7 @@ impl IngestMetrics {
         let unavailable = Family::default();
         registry.register(
             "courier_ingest_unavailable",
-            "Verified events answered 503 because PostgreSQL, RabbitMQ or the source's secret was unavailable (the sender retries)",
+            "Verified events answered 503 (500 for a row PostgreSQL refuses) because PostgreSQL, RabbitMQ or the source's secret was unavailable; the sender retries",
             unavailable.clone(),
         );
         let answer: HistogramFamily<AnswerLabels> = Family::new_with_constructor(answer_buckets);

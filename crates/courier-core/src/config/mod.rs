@@ -78,8 +78,12 @@ pub struct Config {
 
 /// Where `courier ingest` listens by default.
 pub const DEFAULT_INGEST_LISTEN: &str = "127.0.0.1:8090";
-/// Default of [`IngestConfig::max_body_bytes`].
+/// Default of [`IngestConfig::max_body_bytes`], when half of
+/// `worker.max_body_bytes` is more.
 pub const DEFAULT_INGEST_MAX_BODY: usize = 1024 * 1024;
+/// Longest `tolerance_secs` accepted: a signed event can be sent again
+/// (by anyone who captured it) for that long.
+pub const MAX_INGEST_TOLERANCE_SECS: u64 = 3600;
 /// Default of [`IngestSource::tolerance`].
 pub const DEFAULT_INGEST_TOLERANCE: Duration = Duration::from_secs(300);
 

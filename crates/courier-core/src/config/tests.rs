@@ -554,7 +554,8 @@ fn ingest_sources_name_their_scheme_secrets_tolerance_and_job() {
     let c = load(&format!("{GOOD}{INGEST}")).expect("valid");
     let ingest = c.ingest.expect("an [ingest] table");
     assert_eq!(ingest.listen.to_string(), "127.0.0.1:8090");
-    assert_eq!(ingest.max_body_bytes, DEFAULT_INGEST_MAX_BODY);
+    // Half of worker.max_body_bytes (256 KiB by default), below 1 MiB.
+    assert_eq!(ingest.max_body_bytes, 128 * 1024);
     let payments = &ingest.sources["payments"];
     assert_eq!(payments.scheme, crate::webhook::Scheme::StandardWebhooks);
     assert_eq!(
@@ -596,6 +597,16 @@ fn ingest_mistakes_are_refused_naming_the_key() {
             "tolerance_secs = 120",
             "tolerance_secs = 0",
             "ingest.sources.payments.tolerance_secs",
+        ),
+        (
+            "tolerance_secs = 120",
+            "tolerance_secs = 86400",
+            "ingest.sources.payments.tolerance_secs",
+        ),
+        (
+            "listen = \"127.0.0.1:8090\"",
+            "max_body_bytes = 1048576",
+            "ingest.max_body_bytes",
         ),
         (
             "[ingest.sources.payments]",

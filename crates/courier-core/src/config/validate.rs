@@ -163,12 +163,15 @@ impl Validator<'_> {
                 format!("{listen:?} is not an address like {DEFAULT_INGEST_LISTEN}: {e}"),
             )
         })?;
+        // By default half the worker's limit (at most 1 MiB): the job an
+        // event becomes carries its body, and a verified event must not be
+        // refused for its size after the sender was told nothing else.
         let max_body_bytes = self.positive(
             raw.max_body_bytes,
-            DEFAULT_INGEST_MAX_BODY,
+            DEFAULT_INGEST_MAX_BODY.min(job_max_bytes / 2).max(1),
             "ingest.max_body_bytes",
         )?;
-        if raw.max_body_bytes.is_some() && max_body_bytes >= job_max_bytes {
+        if max_body_bytes >= job_max_bytes {
             return Err(self.err(
                 "ingest.max_body_bytes",
                 format!(
@@ -212,7 +215,12 @@ impl Validator<'_> {
                         "github signatures carry no timestamp: leave it out",
                     ));
                 }
-                (_, Some(0)) => return Err(self.err(key("tolerance_secs"), "must be at least 1")),
+                (_, Some(secs)) if !(1..=MAX_INGEST_TOLERANCE_SECS).contains(&secs) => {
+                    return Err(self.err(
+                        key("tolerance_secs"),
+                        format!("must be between 1 and {MAX_INGEST_TOLERANCE_SECS} (a captured event may be replayed within it)"),
+                    ));
+                }
                 (_, Some(secs)) => Duration::from_secs(secs),
                 (_, None) => DEFAULT_INGEST_TOLERANCE,
             };
