@@ -318,8 +318,11 @@ def check_references(manifests):
             if ep.get("port") not in {p["name"] for p in svc["spec"]["ports"]}:
                 fail(f"{who}: endpoint port {ep.get('port')!r} is not a port of {name_of(svc)}")
         job = svc["metadata"]["labels"].get(sm["spec"].get("jobLabel", ""), svc["metadata"]["name"])
-        if job != "courier":
-            fail(f"{who}: its job label would be {job!r}; deploy/prometheus's alerts read job=\"courier\"")
+        # deploy/prometheus's alerts read job="courier" (workers) and
+        # job="courier-ingest" (webhook receivers).
+        expected = "courier-ingest" if svc["metadata"]["labels"].get("app.kubernetes.io/component") == "ingest" else "courier"
+        if job != expected:
+            fail(f"{who}: its job label would be {job!r}; deploy/prometheus's alerts read job=\"{expected}\"")
     auths = {d["metadata"]["name"]: d for d in by_kind.get("TriggerAuthentication", [])}
     for ta in auths.values():
         for ref in ta["spec"].get("secretTargetRef", []):
