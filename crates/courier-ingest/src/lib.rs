@@ -120,9 +120,12 @@ struct Ingest {
     admission: Arc<tokio::sync::Semaphore>,
 }
 
-/// Requests a receiver takes at once per database connection: more only
-/// wait for a connection (each holds one across its publish's confirm).
-const IN_FLIGHT_PER_CONNECTION: usize = 8;
+/// Requests a receiver takes at once per database connection (each holds
+/// one across its publish's confirm; the others wait for one, up to the
+/// pool's acquire timeout). With 8 connections and the default body limit
+/// (128 KiB) that is 256 requests and 32 MiB of bodies at most; 128
+/// senders at once are all taken (docs/BENCHMARKS.md).
+const IN_FLIGHT_PER_CONNECTION: usize = 32;
 
 /// A running receiver; stops when dropped.
 #[derive(Debug)]
