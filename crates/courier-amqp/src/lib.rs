@@ -24,6 +24,7 @@ use courier_core::config::BrokerConfig;
 use lapin::options::{BasicConsumeOptions, BasicQosOptions};
 use lapin::protocol::{AMQPErrorKind, AMQPHardError, AMQPSoftError};
 use lapin::types::FieldTable;
+use std::sync::Arc;
 
 /// Broker errors. The lapin error is part of the message, not a `source`:
 /// its own `Display` already includes its causes, and a chain would repeat them.
@@ -196,22 +197,121 @@ pub async fn consume(
         ),
     )
     .await?;
-    Ok((channel, Consumer { inner: consumer }))
+    let acks = channel.acks.clone();
+    Ok((
+        channel,
+        Consumer {
+            inner: consumer,
+            acks,
+        },
+    ))
 }
 
-/// Acknowledges a delivery: the broker forgets it.
+/// Acknowledges a delivery on its own: the broker forgets it.
 pub async fn ack(acker: &Acker) -> Result<(), AmqpError> {
     let sent = within(
         SETTLE_TIMEOUT,
         "basic.ack",
-        acker.0.ack(lapin::options::BasicAckOptions::default()),
+        acker.inner.ack(lapin::options::BasicAckOptions::default()),
     )
-    .await?;
-    if sent {
+    .await;
+    // Sent or not, the tag is no longer ours to cover: a channel that lost
+    // the frame is closing, and its deliveries go back to the queue.
+    acker.channel.window().window.settled(acker.tag);
+    if sent? {
         Ok(())
     } else {
         Err(AmqpError::Unsettled { op: "ack" })
     }
+}
+
+/// Ack frames sent by [`ack_committed`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AcksSent {
+    /// `basic.ack` frames with `multiple`, each covering several deliveries.
+    pub multiple: usize,
+    /// Frames acking one delivery.
+    pub single: usize,
+}
+
+/// Acknowledges deliveries whose outcomes are committed, with as few frames
+/// as the rule of [`courier_core::acks`] allows: per channel, one multiple
+/// ack for the committed deliveries with nothing uncommitted before them
+/// (deliveries acked or settled earlier aside), one ack each for the rest.
+/// A delivery still in hand is never covered. Every channel is tried; the
+/// first error is returned once all were.
+pub async fn ack_committed<'a>(
+    ackers: impl IntoIterator<Item = &'a Acker>,
+) -> Result<AcksSent, AmqpError> {
+    let mut channels: Vec<&Arc<channel::ChannelAcks>> = Vec::new();
+    for acker in ackers {
+        let mut held = acker.channel.window();
+        if held.window.committed(acker.tag) {
+            held.committed.insert(acker.tag, acker.inner.clone());
+        }
+        drop(held);
+        if !channels.iter().any(|c| Arc::ptr_eq(c, &acker.channel)) {
+            channels.push(&acker.channel);
+        }
+    }
+    let mut sent = AcksSent::default();
+    let mut first_error = None;
+    for acks in channels {
+        match ack_channel(acks).await {
+            Ok(frames) => {
+                sent.multiple += frames.multiple;
+                sent.single += frames.single;
+            }
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    first_error.map_or(Ok(sent), Err)
+}
+
+async fn ack_channel(acks: &channel::ChannelAcks) -> Result<AcksSent, AmqpError> {
+    let _sending = acks.sending.lock().await;
+    let frames: Vec<(lapin::Acker, bool)> = {
+        let mut held = acks.window();
+        let plan = held.window.take();
+        let multiple = plan.covered > 1;
+        let through = plan.through.map(|tag| (tag, multiple));
+        let mut frames = Vec::with_capacity(plan.frames());
+        for (tag, multiple) in through
+            .into_iter()
+            .chain(plan.singles.iter().map(|&tag| (tag, false)))
+        {
+            if let Some(acker) = held.committed.remove(&tag) {
+                frames.push((acker, multiple));
+            }
+        }
+        // The prefix's other handles: settled by the multiple ack.
+        if let Some(through) = plan.through {
+            held.committed.retain(|&tag, _| tag > through);
+        }
+        frames
+    };
+    let sent = AcksSent {
+        multiple: frames.iter().filter(|(_, m)| *m).count(),
+        single: frames.iter().filter(|(_, m)| !*m).count(),
+    };
+    let sends = frames.iter().map(|(acker, multiple)| {
+        within(
+            SETTLE_TIMEOUT,
+            "basic.ack",
+            acker.ack(lapin::options::BasicAckOptions {
+                multiple: *multiple,
+            }),
+        )
+    });
+    // Queued in this order on the channel; awaited together.
+    for result in futures_util::future::join_all(sends).await {
+        if !result? {
+            return Err(AmqpError::Unsettled { op: "ack" });
+        }
+    }
+    Ok(sent)
 }
 
 /// Returns a delivery to its queue for another consumer.
@@ -231,8 +331,9 @@ async fn nack(acker: &Acker, requeue: bool, op: &'static str) -> Result<(), Amqp
         requeue,
         ..lapin::options::BasicNackOptions::default()
     };
-    let sent = within(SETTLE_TIMEOUT, "basic.nack", acker.0.nack(options)).await?;
-    if sent {
+    let sent = within(SETTLE_TIMEOUT, "basic.nack", acker.inner.nack(options)).await;
+    acker.channel.window().window.settled(acker.tag);
+    if sent? {
         Ok(())
     } else {
         Err(AmqpError::Unsettled { op })
@@ -277,7 +378,7 @@ pub async fn get(channel: &Channel, queue: &str) -> Result<Option<Delivery>, Amq
         ),
     )
     .await?;
-    Ok(message.map(|m| Delivery::from(m.delivery)))
+    Ok(message.map(|m| Delivery::taken(m.delivery, &channel.acks)))
 }
 
 /// Whether the broker connection is usable right now: up (not reconnecting

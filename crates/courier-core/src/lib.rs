@@ -6,6 +6,7 @@
 //! randomness in). That keeps each rule unit- and property-testable without
 //! services. It must never depend on lapin, sqlx or reqwest.
 
+pub mod acks;
 pub mod circuit;
 pub mod classify;
 pub mod config;

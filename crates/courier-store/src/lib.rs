@@ -8,6 +8,7 @@
 //! it records what courier-core decided.
 
 pub mod events;
+mod held;
 mod outcome;
 pub mod providers;
 mod queries;
@@ -15,6 +16,7 @@ pub mod recovery;
 pub mod synthetic;
 
 pub use events::{EventFilter, EventRecord, NewEvent, RecordError, Recorded, ReplayRecord};
+pub use held::HeldConnection;
 pub use outcome::{AttemptRow, Committed, DeadLetterRow, JobRow, Outcome};
 pub use providers::{Lease, ProbeEnd, ProviderActivity, ProviderState, ProviderStates};
 pub use queries::{AttemptRecord, Backlog, DeadLetterRecord, JobRecord, JobSummary, Timing};
@@ -264,11 +266,31 @@ impl Store {
         Ok(())
     }
 
+    /// A connection of the pool, for a run of statements.
+    pub(crate) async fn connection(
+        &self,
+    ) -> Result<sqlx::pool::PoolConnection<sqlx::Postgres>, StoreError> {
+        self.pool
+            .acquire()
+            .await
+            .map_err(StoreError::query("take a database connection"))
+    }
+
     /// What is recorded of each of `ids` (absent = never attempted).
     pub async fn progress(
         &self,
         ids: &[Uuid],
     ) -> Result<HashMap<Uuid, StoredProgress>, StoreError> {
+        progress_on(&mut *self.connection().await?, ids).await
+    }
+}
+
+/// [`Store::progress`] on a connection.
+pub(crate) async fn progress_on(
+    conn: &mut sqlx::PgConnection,
+    ids: &[Uuid],
+) -> Result<HashMap<Uuid, StoredProgress>, StoreError> {
+    {
         // Not a prepared statement: a plan cached while the table was small
         // (a fresh namespace, statistics not yet gathered) scans the whole
         // table forever after, and every lookup grows with the table
@@ -280,7 +302,7 @@ impl Store {
         )
         .persistent(false)
         .bind(ids)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *conn)
         .await
         .map_err(StoreError::query("read job progress"))?;
         rows.into_iter()
@@ -317,7 +339,9 @@ impl Store {
             )
             .collect()
     }
+}
 
+impl Store {
     /// The LISTEN/NOTIFY channel on which each commit announces itself.
     pub fn notify_channel(&self) -> String {
         format!("courier_{}", self.schema)

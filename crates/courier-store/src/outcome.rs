@@ -198,6 +198,22 @@ impl Store {
     /// [`Store::notify_channel`]. When this returns `Ok`, every outcome in the
     /// batch is durable.
     pub async fn commit(&self, batch: &[Outcome]) -> Result<Committed, StoreError> {
+        if batch.is_empty() {
+            return Ok(Committed::default());
+        }
+        let mut conn = self.connection().await?;
+        commit_on(&mut conn, &self.notify_channel(), batch).await
+    }
+}
+
+/// [`Store::commit`] on a connection: one statement (a transaction of two
+/// when the batch holds duplicate deliveries).
+pub(crate) async fn commit_on(
+    conn: &mut sqlx::PgConnection,
+    notify_channel: &str,
+    batch: &[Outcome],
+) -> Result<Committed, StoreError> {
+    {
         let mut committed = Committed::default();
         if batch.is_empty() {
             return Ok(committed);
@@ -239,21 +255,27 @@ impl Store {
             }
         }
 
-        let mut tx = self
-            .pool
-            .begin()
-            .await
-            .map_err(StoreError::query("begin outcome batch"))?;
-        if !attempts.is_empty() {
-            committed.attempts = insert_attempts(&mut tx, &attempts).await?;
-        }
-        if !jobs.is_empty() {
-            upsert_jobs(&mut tx, jobs.values().copied()).await?;
-        }
-        if !dead.is_empty() {
-            committed.dead_letters = insert_dead_letters(&mut tx, &dead).await?;
-        }
-        if !duplicates.is_empty() {
+        let attempts = AttemptColumns::of(&attempts);
+        let jobs = JobColumns::of(jobs.values().copied());
+        let dead = DeadLetterColumns::of(&dead);
+        let notify = (notify_channel.to_owned(), batch.len().to_string());
+        let record = record(&attempts, &jobs, &dead, &notify);
+        // One statement is one transaction and one round trip; a batch
+        // with duplicate deliveries (rare: redeliveries) also counts them,
+        // in a transaction of two.
+        let recorded = if duplicates.is_empty() {
+            record
+                .fetch_all(&mut *conn)
+                .await
+                .map_err(StoreError::query("record outcome batch"))?
+        } else {
+            let mut tx = sqlx::Connection::begin(&mut *conn)
+                .await
+                .map_err(StoreError::query("begin outcome batch"))?;
+            let recorded = record
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(StoreError::query("record outcome batch"))?;
             sqlx::query(
                 "UPDATE jobs SET duplicate_deliveries = jobs.duplicate_deliveries + d.n
                  FROM (SELECT id, count(*)::int AS n FROM UNNEST($1::uuid[]) AS id GROUP BY id) d
@@ -265,16 +287,23 @@ impl Store {
             .execute(&mut *tx)
             .await
             .map_err(StoreError::query("count duplicate deliveries"))?;
+            tx.commit()
+                .await
+                .map_err(StoreError::query("commit outcome batch"))?;
+            recorded
+        };
+        for (job_id, attempt, letter) in recorded {
+            match (job_id, attempt, letter) {
+                (Some(job_id), Some(attempt), _) => {
+                    committed.attempts.insert((job_id, attempt));
+                }
+                (_, _, Some(letter)) => {
+                    committed.dead_letters.insert(letter);
+                }
+                // The notification's row.
+                _ => {}
+            }
         }
-        sqlx::query("SELECT pg_notify($1, $2)")
-            .bind(self.notify_channel())
-            .bind(batch.len().to_string())
-            .execute(&mut *tx)
-            .await
-            .map_err(StoreError::query("notify outcome batch"))?;
-        tx.commit()
-            .await
-            .map_err(StoreError::query("commit outcome batch"))?;
         Ok(committed)
     }
 }
@@ -304,158 +333,220 @@ impl Committed {
     }
 }
 
-type Tx<'a> = sqlx::Transaction<'a, sqlx::Postgres>;
-
-async fn insert_attempts(
-    tx: &mut Tx<'_>,
-    rows: &[&AttemptRow],
-) -> Result<HashSet<(Uuid, i32)>, StoreError> {
-    let job_ids: Vec<Uuid> = rows.iter().map(|r| r.job_id).collect();
-    let numbers: Vec<i32> = rows.iter().map(|r| i32_of(r.attempt)).collect();
-    let started: Vec<DateTime<Utc>> = rows.iter().map(|r| r.started_at).collect();
-    let durations: Vec<i64> = rows
-        .iter()
-        .map(|r| i64::try_from(r.duration.as_micros()).unwrap_or(i64::MAX))
-        .collect();
-    let statuses: Vec<Option<i16>> = rows.iter().map(|r| status_of(r.http_status)).collect();
-    let classes: Vec<&str> = rows.iter().map(|r| r.error_class).collect();
-    let errors: Vec<Option<&str>> = rows.iter().map(|r| r.error.as_deref()).collect();
-    let traces: Vec<Option<&str>> = rows.iter().map(|r| r.trace_id.as_deref()).collect();
-    let inserted: Vec<(Uuid, i32)> = sqlx::query_as(
-        "INSERT INTO attempts (job_id, attempt, started_at, duration_us, http_status, error_class, error, trace_id)
-         SELECT * FROM UNNEST($1::uuid[], $2::int[], $3::timestamptz[], $4::bigint[], $5::smallint[], $6::text[], $7::text[], $8::text[])
-         ON CONFLICT (job_id, attempt) DO NOTHING
-         RETURNING job_id, attempt",
-    )
-    .bind(&job_ids)
-    .bind(&numbers)
-    .bind(&started)
-    .bind(&durations)
-    .bind(&statuses)
-    .bind(&classes)
-    .bind(&errors)
-    .bind(&traces)
-    .fetch_all(&mut **tx)
-    .await
-    .map_err(StoreError::query("insert attempts"))?;
-    Ok(inserted.into_iter().collect())
+/// A batch's attempts as the arrays [`record`] unnests.
+struct AttemptColumns<'a> {
+    job_ids: Vec<Uuid>,
+    numbers: Vec<i32>,
+    started: Vec<DateTime<Utc>>,
+    durations: Vec<i64>,
+    statuses: Vec<Option<i16>>,
+    classes: Vec<&'a str>,
+    errors: Vec<Option<&'a str>>,
+    traces: Vec<Option<&'a str>>,
 }
 
-async fn upsert_jobs<'a>(
-    tx: &mut Tx<'_>,
-    rows: impl Iterator<Item = &'a JobRow>,
-) -> Result<(), StoreError> {
-    let rows: Vec<&JobRow> = rows.collect();
-    let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
-    let providers: Vec<&str> = rows.iter().map(|r| r.provider.as_str()).collect();
-    let operations: Vec<&str> = rows.iter().map(|r| r.operation.as_str()).collect();
-    let keys: Vec<&str> = rows.iter().map(|r| r.idempotency_key.as_str()).collect();
-    let states: Vec<&str> = rows.iter().map(|r| r.state.as_str()).collect();
-    let attempts: Vec<i32> = rows.iter().map(|r| i32_of(r.attempts)).collect();
-    let statuses: Vec<Option<i16>> = rows.iter().map(|r| status_of(r.last_status)).collect();
-    let classes: Vec<Option<&str>> = rows.iter().map(|r| r.last_error_class).collect();
-    let errors: Vec<Option<&str>> = rows.iter().map(|r| r.last_error.as_deref()).collect();
-    let created: Vec<DateTime<Utc>> = rows.iter().map(|r| r.created_at).collect();
-    let next: Vec<Option<DateTime<Utc>>> = rows.iter().map(|r| r.next_attempt_at).collect();
-    let fingerprints: Vec<&[u8]> = rows.iter().map(|r| r.fingerprint.as_slice()).collect();
-    let throttled: Vec<i32> = rows.iter().map(|r| i32_of(r.throttled_attempts)).collect();
-    let throttled_ms: Vec<i64> = rows
-        .iter()
-        .map(|r| i64::try_from(r.throttled_for.as_millis()).unwrap_or(i64::MAX))
-        .collect();
-    sqlx::query(
-        "INSERT INTO jobs (id, provider, operation, idempotency_key, state, attempts, last_status,
-                           last_error_class, last_error, created_at, updated_at, next_attempt_at, finished_at,
-                           fingerprint, throttled_attempts, throttled_ms)
-         SELECT u.id, u.provider, u.operation, u.key, u.state, u.attempts, u.status, u.class, u.error,
-                u.created_at, now(), u.next_at, CASE WHEN u.state <> 'retrying' THEN now() END, u.fingerprint,
-                u.throttled, u.throttled_ms
-         FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int[], $7::smallint[],
-                     $8::text[], $9::text[], $10::timestamptz[], $11::timestamptz[], $12::bytea[], $13::int[],
-                     $14::int8[])
-              AS u(id, provider, operation, key, state, attempts, status, class, error, created_at, next_at,
-                   fingerprint, throttled, throttled_ms)
-         ON CONFLICT (id) DO UPDATE SET
-             fingerprint = EXCLUDED.fingerprint,
-             throttled_attempts = EXCLUDED.throttled_attempts,
-             throttled_ms = EXCLUDED.throttled_ms,
-             state = EXCLUDED.state,
-             attempts = EXCLUDED.attempts,
-             last_status = EXCLUDED.last_status,
-             last_error_class = EXCLUDED.last_error_class,
-             last_error = EXCLUDED.last_error,
-             updated_at = EXCLUDED.updated_at,
-             next_attempt_at = EXCLUDED.next_attempt_at,
-             finished_at = EXCLUDED.finished_at
-         WHERE jobs.state IN ('queued', 'retrying')
-           AND (jobs.attempts < EXCLUDED.attempts OR (jobs.state = 'queued' AND EXCLUDED.state = 'dead'))",
-    )
-    .bind(&ids)
-    .bind(&providers)
-    .bind(&operations)
-    .bind(&keys)
-    .bind(&states)
-    .bind(&attempts)
-    .bind(&statuses)
-    .bind(&classes)
-    .bind(&errors)
-    .bind(&created)
-    .bind(&next)
-    .bind(&fingerprints)
-    .bind(&throttled)
-    .bind(&throttled_ms)
-    .execute(&mut **tx)
-    .await
-    .map_err(StoreError::query("upsert jobs"))?;
-    Ok(())
+impl<'a> AttemptColumns<'a> {
+    fn of(rows: &[&'a AttemptRow]) -> Self {
+        Self {
+            job_ids: rows.iter().map(|r| r.job_id).collect(),
+            numbers: rows.iter().map(|r| i32_of(r.attempt)).collect(),
+            started: rows.iter().map(|r| r.started_at).collect(),
+            durations: rows
+                .iter()
+                .map(|r| i64::try_from(r.duration.as_micros()).unwrap_or(i64::MAX))
+                .collect(),
+            statuses: rows.iter().map(|r| status_of(r.http_status)).collect(),
+            classes: rows.iter().map(|r| r.error_class).collect(),
+            errors: rows.iter().map(|r| r.error.as_deref()).collect(),
+            traces: rows.iter().map(|r| r.trace_id.as_deref()).collect(),
+        }
+    }
 }
 
-async fn insert_dead_letters(
-    tx: &mut Tx<'_>,
-    rows: &[&DeadLetterRow],
-) -> Result<HashSet<Uuid>, StoreError> {
-    let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
-    let job_ids: Vec<Option<Uuid>> = rows.iter().map(|r| r.job_id).collect();
-    let providers: Vec<Option<&str>> = rows.iter().map(|r| r.provider.as_deref()).collect();
-    let operations: Vec<Option<&str>> = rows.iter().map(|r| r.operation.as_deref()).collect();
-    let reasons: Vec<&str> = rows.iter().map(|r| r.reason.as_str()).collect();
-    let details: Vec<&str> = rows.iter().map(|r| r.detail.as_str()).collect();
-    let attempts: Vec<i32> = rows.iter().map(|r| i32_of(r.attempts)).collect();
-    let statuses: Vec<Option<i16>> = rows.iter().map(|r| status_of(r.last_status)).collect();
-    let errors: Vec<Option<&str>> = rows.iter().map(|r| r.last_error.as_deref()).collect();
-    let bodies: Vec<&[u8]> = rows.iter().map(|r| r.body.as_slice()).collect();
-    let message_ids: Vec<Option<&str>> = rows.iter().map(|r| r.message_id.as_deref()).collect();
-    let generations: Vec<i32> = rows.iter().map(|r| i32_of(r.generation)).collect();
-    let sizes: Vec<i64> = rows
-        .iter()
-        .map(|r| i64::try_from(r.body_size).unwrap_or(i64::MAX))
-        .collect();
-    let hashes: Vec<&[u8]> = rows.iter().map(|r| r.body_sha256.as_slice()).collect();
-    let inserted: Vec<Uuid> = sqlx::query_scalar(
-        "INSERT INTO dead_letters (id, job_id, provider, operation, reason, detail, attempts, last_status,
-                                   last_error, body, message_id, generation, body_size, body_sha256)
-         SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[], $7::int[],
-                              $8::smallint[], $9::text[], $10::bytea[], $11::text[], $12::int[], $13::bigint[],
-                              $14::bytea[])
-         ON CONFLICT (job_id, generation, attempts) WHERE job_id IS NOT NULL DO NOTHING
-         RETURNING id",
+/// A batch's job rows (one per job) as the arrays [`record`] unnests.
+struct JobColumns<'a> {
+    ids: Vec<Uuid>,
+    providers: Vec<&'a str>,
+    operations: Vec<&'a str>,
+    keys: Vec<&'a str>,
+    states: Vec<&'a str>,
+    attempts: Vec<i32>,
+    statuses: Vec<Option<i16>>,
+    classes: Vec<Option<&'a str>>,
+    errors: Vec<Option<&'a str>>,
+    created: Vec<DateTime<Utc>>,
+    next: Vec<Option<DateTime<Utc>>>,
+    fingerprints: Vec<&'a [u8]>,
+    throttled: Vec<i32>,
+    throttled_ms: Vec<i64>,
+}
+
+impl<'a> JobColumns<'a> {
+    fn of(rows: impl Iterator<Item = &'a JobRow>) -> Self {
+        let rows: Vec<&JobRow> = rows.collect();
+        Self {
+            ids: rows.iter().map(|r| r.id).collect(),
+            providers: rows.iter().map(|r| r.provider.as_str()).collect(),
+            operations: rows.iter().map(|r| r.operation.as_str()).collect(),
+            keys: rows.iter().map(|r| r.idempotency_key.as_str()).collect(),
+            states: rows.iter().map(|r| r.state.as_str()).collect(),
+            attempts: rows.iter().map(|r| i32_of(r.attempts)).collect(),
+            statuses: rows.iter().map(|r| status_of(r.last_status)).collect(),
+            classes: rows.iter().map(|r| r.last_error_class).collect(),
+            errors: rows.iter().map(|r| r.last_error.as_deref()).collect(),
+            created: rows.iter().map(|r| r.created_at).collect(),
+            next: rows.iter().map(|r| r.next_attempt_at).collect(),
+            fingerprints: rows.iter().map(|r| r.fingerprint.as_slice()).collect(),
+            throttled: rows.iter().map(|r| i32_of(r.throttled_attempts)).collect(),
+            throttled_ms: rows
+                .iter()
+                .map(|r| i64::try_from(r.throttled_for.as_millis()).unwrap_or(i64::MAX))
+                .collect(),
+        }
+    }
+}
+
+/// A batch's dead letters as the arrays [`record`] unnests.
+struct DeadLetterColumns<'a> {
+    ids: Vec<Uuid>,
+    job_ids: Vec<Option<Uuid>>,
+    providers: Vec<Option<&'a str>>,
+    operations: Vec<Option<&'a str>>,
+    reasons: Vec<&'a str>,
+    details: Vec<&'a str>,
+    attempts: Vec<i32>,
+    statuses: Vec<Option<i16>>,
+    errors: Vec<Option<&'a str>>,
+    bodies: Vec<&'a [u8]>,
+    message_ids: Vec<Option<&'a str>>,
+    generations: Vec<i32>,
+    sizes: Vec<i64>,
+    hashes: Vec<&'a [u8]>,
+}
+
+impl<'a> DeadLetterColumns<'a> {
+    fn of(rows: &[&'a DeadLetterRow]) -> Self {
+        Self {
+            ids: rows.iter().map(|r| r.id).collect(),
+            job_ids: rows.iter().map(|r| r.job_id).collect(),
+            providers: rows.iter().map(|r| r.provider.as_deref()).collect(),
+            operations: rows.iter().map(|r| r.operation.as_deref()).collect(),
+            reasons: rows.iter().map(|r| r.reason.as_str()).collect(),
+            details: rows.iter().map(|r| r.detail.as_str()).collect(),
+            attempts: rows.iter().map(|r| i32_of(r.attempts)).collect(),
+            statuses: rows.iter().map(|r| status_of(r.last_status)).collect(),
+            errors: rows.iter().map(|r| r.last_error.as_deref()).collect(),
+            bodies: rows.iter().map(|r| r.body.as_slice()).collect(),
+            message_ids: rows.iter().map(|r| r.message_id.as_deref()).collect(),
+            generations: rows.iter().map(|r| i32_of(r.generation)).collect(),
+            sizes: rows
+                .iter()
+                .map(|r| i64::try_from(r.body_size).unwrap_or(i64::MAX))
+                .collect(),
+            hashes: rows.iter().map(|r| r.body_sha256.as_slice()).collect(),
+        }
+    }
+}
+
+/// A row [`record`] returns: an attempt newly inserted (job, number), a dead
+/// letter newly inserted, or (all `None`) the notification.
+type RecordedRow = (Option<Uuid>, Option<i32>, Option<Uuid>);
+
+/// The statement that records a batch: attempts, job rows and dead letters
+/// from arrays (an empty array inserts nothing), and the notification, in
+/// one statement so that a batch costs one round trip. Its parts see one
+/// snapshot and none reads what another writes: attempts and dead letters
+/// have no foreign key to `jobs`, and each job appears once.
+fn record<'q>(
+    attempts: &'q AttemptColumns<'q>,
+    jobs: &'q JobColumns<'q>,
+    dead: &'q DeadLetterColumns<'q>,
+    notify: &'q (String, String),
+) -> sqlx::query::QueryAs<'q, sqlx::Postgres, RecordedRow, sqlx::postgres::PgArguments> {
+    sqlx::query_as(
+        "WITH attempted AS (
+             INSERT INTO attempts (job_id, attempt, started_at, duration_us, http_status, error_class, error, trace_id)
+             SELECT * FROM UNNEST($1::uuid[], $2::int[], $3::timestamptz[], $4::bigint[], $5::smallint[], $6::text[],
+                                  $7::text[], $8::text[])
+             ON CONFLICT (job_id, attempt) DO NOTHING
+             RETURNING job_id, attempt
+         ), moved AS (
+             INSERT INTO jobs (id, provider, operation, idempotency_key, state, attempts, last_status,
+                               last_error_class, last_error, created_at, updated_at, next_attempt_at, finished_at,
+                               fingerprint, throttled_attempts, throttled_ms)
+             SELECT u.id, u.provider, u.operation, u.key, u.state, u.attempts, u.status, u.class, u.error,
+                    u.created_at, now(), u.next_at, CASE WHEN u.state <> 'retrying' THEN now() END, u.fingerprint,
+                    u.throttled, u.throttled_ms
+             FROM UNNEST($9::uuid[], $10::text[], $11::text[], $12::text[], $13::text[], $14::int[], $15::smallint[],
+                         $16::text[], $17::text[], $18::timestamptz[], $19::timestamptz[], $20::bytea[], $21::int[],
+                         $22::int8[])
+                  AS u(id, provider, operation, key, state, attempts, status, class, error, created_at, next_at,
+                       fingerprint, throttled, throttled_ms)
+             ON CONFLICT (id) DO UPDATE SET
+                 fingerprint = EXCLUDED.fingerprint,
+                 throttled_attempts = EXCLUDED.throttled_attempts,
+                 throttled_ms = EXCLUDED.throttled_ms,
+                 state = EXCLUDED.state,
+                 attempts = EXCLUDED.attempts,
+                 last_status = EXCLUDED.last_status,
+                 last_error_class = EXCLUDED.last_error_class,
+                 last_error = EXCLUDED.last_error,
+                 updated_at = EXCLUDED.updated_at,
+                 next_attempt_at = EXCLUDED.next_attempt_at,
+                 finished_at = EXCLUDED.finished_at
+             WHERE jobs.state IN ('queued', 'retrying')
+               AND (jobs.attempts < EXCLUDED.attempts OR (jobs.state = 'queued' AND EXCLUDED.state = 'dead'))
+         ), lettered AS (
+             INSERT INTO dead_letters (id, job_id, provider, operation, reason, detail, attempts, last_status,
+                                       last_error, body, message_id, generation, body_size, body_sha256)
+             SELECT * FROM UNNEST($23::uuid[], $24::uuid[], $25::text[], $26::text[], $27::text[], $28::text[],
+                                  $29::int[], $30::smallint[], $31::text[], $32::bytea[], $33::text[], $34::int[],
+                                  $35::bigint[], $36::bytea[])
+             ON CONFLICT (job_id, generation, attempts) WHERE job_id IS NOT NULL DO NOTHING
+             RETURNING id
+         ), notified AS (
+             SELECT pg_notify($37, $38)
+         )
+         SELECT job_id, attempt, NULL::uuid FROM attempted
+         UNION ALL SELECT NULL::uuid, NULL::int, id FROM lettered
+         UNION ALL SELECT NULL::uuid, NULL::int, NULL::uuid FROM notified",
     )
-    .bind(&ids)
-    .bind(&job_ids)
-    .bind(&providers)
-    .bind(&operations)
-    .bind(&reasons)
-    .bind(&details)
-    .bind(&attempts)
-    .bind(&statuses)
-    .bind(&errors)
-    .bind(&bodies)
-    .bind(&message_ids)
-    .bind(&generations)
-    .bind(&sizes)
-    .bind(&hashes)
-    .fetch_all(&mut **tx)
-    .await
-    .map_err(StoreError::query("insert dead letters"))?;
-    Ok(inserted.into_iter().collect())
+    .bind(&attempts.job_ids)
+    .bind(&attempts.numbers)
+    .bind(&attempts.started)
+    .bind(&attempts.durations)
+    .bind(&attempts.statuses)
+    .bind(&attempts.classes)
+    .bind(&attempts.errors)
+    .bind(&attempts.traces)
+    .bind(&jobs.ids)
+    .bind(&jobs.providers)
+    .bind(&jobs.operations)
+    .bind(&jobs.keys)
+    .bind(&jobs.states)
+    .bind(&jobs.attempts)
+    .bind(&jobs.statuses)
+    .bind(&jobs.classes)
+    .bind(&jobs.errors)
+    .bind(&jobs.created)
+    .bind(&jobs.next)
+    .bind(&jobs.fingerprints)
+    .bind(&jobs.throttled)
+    .bind(&jobs.throttled_ms)
+    .bind(&dead.ids)
+    .bind(&dead.job_ids)
+    .bind(&dead.providers)
+    .bind(&dead.operations)
+    .bind(&dead.reasons)
+    .bind(&dead.details)
+    .bind(&dead.attempts)
+    .bind(&dead.statuses)
+    .bind(&dead.errors)
+    .bind(&dead.bodies)
+    .bind(&dead.message_ids)
+    .bind(&dead.generations)
+    .bind(&dead.sizes)
+    .bind(&dead.hashes)
+    .bind(&notify.0)
+    .bind(&notify.1)
 }

@@ -140,6 +140,13 @@ pub struct IoLabels {
     pub operation: &'static str,
 }
 
+/// How a `basic.ack` frame settled deliveries.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AckLabels {
+    /// `multiple` (a committed prefix of a channel) or `single`.
+    pub kind: &'static str,
+}
+
 /// Who owns a provider, for alert rules to join on (`group_left`).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OwnerLabels {
@@ -219,6 +226,7 @@ pub struct Metrics {
     outcome_batch_size: Histogram,
     outcome_commit_duration: Histogram,
     io_failures: Family<IoLabels, Counter>,
+    broker_acks: Family<AckLabels, Counter>,
     broker_reconnects: Counter,
     broker_unreadable: Counter,
     database_connections: Counter,
@@ -394,6 +402,12 @@ impl Metrics {
             "Failed broker or database operations the worker retried (record_outcomes failing means nothing is acked)",
             io_failures.clone(),
         );
+        let broker_acks = Family::default();
+        registry.register(
+            "courier_broker_acks",
+            "basic.ack frames sent after commits, by kind: multiple (one frame for a channel's committed prefix) or single",
+            broker_acks.clone(),
+        );
         let broker_reconnects = Counter::default();
         registry.register(
             "courier_broker_reconnects",
@@ -461,6 +475,7 @@ impl Metrics {
             outcome_batch_size,
             outcome_commit_duration,
             io_failures,
+            broker_acks,
             broker_reconnects,
             broker_unreadable,
             database_connections,
@@ -474,6 +489,9 @@ impl Metrics {
     /// that dashboards show them from the start and the first increment of
     /// a counter is not lost to `increase()` (which needs two samples).
     fn start_at_zero(&self) {
+        for kind in ["multiple", "single"] {
+            let _ = self.broker_acks.get_or_create(&AckLabels { kind });
+        }
         let _ = self.jobs_received.get_or_create(&ProviderLabels {
             provider: UNROUTED.to_owned(),
         });
@@ -719,6 +737,17 @@ impl Metrics {
     pub fn batch_committed(&self, size: usize, duration: Duration) {
         self.outcome_batch_size.observe(size as f64);
         self.outcome_commit_duration.observe(duration.as_secs_f64());
+    }
+
+    /// Ack frames sent after a commit.
+    pub fn acks_sent(&self, multiple: usize, single: usize) {
+        for (kind, frames) in [("multiple", multiple), ("single", single)] {
+            if frames > 0 {
+                self.broker_acks
+                    .get_or_create(&AckLabels { kind })
+                    .inc_by(frames as u64);
+            }
+        }
     }
 
     /// A failed broker or database operation that will be retried.

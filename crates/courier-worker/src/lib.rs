@@ -281,6 +281,13 @@ struct WriterTask {
     abandon: CancellationToken,
 }
 
+/// Whether the outcome writer and the lookups keep their connections
+/// (`courier_store::HeldConnection`): only when the pool has room for them
+/// and one more for everything else (the gate, the probe, retention).
+pub(crate) fn keeps_connections(config: &courier_core::config::Config) -> bool {
+    config.database.max_connections > 1 + lookup::QUERIES_IN_FLIGHT as u32
+}
+
 fn spawn_writer(
     pipeline: &Pipeline,
     store: &Store,
@@ -293,7 +300,7 @@ fn spawn_writer(
     let (outcomes, outcome_rx) = mpsc::channel(in_flight);
     let abandon = CancellationToken::new();
     let writer = writer::run(
-        store.clone(),
+        store.held_connection(keeps_connections(config)),
         metrics.clone(),
         outcome_rx,
         config.worker.outcome_batch_max,

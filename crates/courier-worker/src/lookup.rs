@@ -9,10 +9,10 @@
 
 use crate::patience::{Abandoned, Io, persist};
 use courier_core::StoredProgress;
-use courier_store::Store;
+use courier_store::{HeldConnection, Store};
 use courier_telemetry::Metrics;
 use std::sync::Arc;
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -20,7 +20,7 @@ use uuid::Uuid;
 const BATCH_MAX: usize = 512;
 /// Queries running at once. More means smaller batches and more of
 /// PostgreSQL's CPU per job; two keep one batch forming while one runs.
-const QUERIES_IN_FLIGHT: usize = 2;
+pub(crate) const QUERIES_IN_FLIGHT: usize = 2;
 
 type Request = (Uuid, oneshot::Sender<Option<StoredProgress>>);
 
@@ -32,9 +32,18 @@ pub struct ProgressLookup {
 
 impl ProgressLookup {
     /// Starts the lookup task; it ends when every handle is dropped.
-    pub fn start(store: Store, metrics: Arc<Metrics>, abandon: CancellationToken) -> Self {
+    /// Each query slot keeps its own connection when `keep`.
+    pub fn start(
+        store: &Store,
+        keep: bool,
+        metrics: Arc<Metrics>,
+        abandon: CancellationToken,
+    ) -> Self {
         let (requests, rx) = mpsc::channel(4 * BATCH_MAX);
-        tokio::spawn(run(store, metrics, abandon, rx));
+        let slots = (0..QUERIES_IN_FLIGHT)
+            .map(|_| store.held_connection(keep))
+            .collect();
+        tokio::spawn(run(slots, metrics, abandon, rx));
         Self { requests }
     }
 
@@ -51,37 +60,39 @@ impl ProgressLookup {
 }
 
 async fn run(
-    store: Store,
+    slots: Vec<HeldConnection>,
     metrics: Arc<Metrics>,
     abandon: CancellationToken,
     mut rx: mpsc::Receiver<Request>,
 ) {
-    let slots = Arc::new(Semaphore::new(QUERIES_IN_FLIGHT));
+    // A free slot is a connection no query is using.
+    let (free, mut freed) = mpsc::channel(slots.len());
+    for slot in slots {
+        let _ = free.try_send(slot);
+    }
     loop {
-        let Ok(slot) = slots.clone().acquire_owned().await else {
+        let Some(slot) = freed.recv().await else {
             return;
         };
         let mut batch: Vec<Request> = Vec::with_capacity(BATCH_MAX);
         if rx.recv_many(&mut batch, BATCH_MAX).await == 0 {
             return;
         }
-        let (store, metrics, abandon) = (store.clone(), metrics.clone(), abandon.clone());
+        let (metrics, abandon, free) = (metrics.clone(), abandon.clone(), free.clone());
         tokio::spawn(async move {
-            let _slot = slot;
             let ids: Vec<Uuid> = batch.iter().map(|(id, _)| *id).collect();
             // On abandon, dropping the replies tells every waiting delivery
             // it was abandoned; it goes back to its queue.
             // A refused read (a row this worker cannot understand) is not
             // a job never attempted: the deliveries wait, the worker says so.
-            if let Ok(progress) = persist(Io::ReadProgress, &abandon, &metrics, || {
-                store.progress(&ids)
-            })
-            .await
+            if let Ok(progress) =
+                persist(Io::ReadProgress, &abandon, &metrics, || slot.progress(&ids)).await
             {
                 for (id, reply) in batch {
                     let _ = reply.send(progress.get(&id).copied());
                 }
             }
+            let _ = free.try_send(slot);
         });
     }
 }

@@ -21,9 +21,8 @@ use chrono::Utc;
 use courier_amqp::Acker;
 use courier_core::JobState;
 use courier_core::retry::DeadReason;
-use courier_store::{DeadLetterRow, Outcome, Store, StoreError};
+use courier_store::{DeadLetterRow, HeldConnection, Outcome, StoreError};
 use courier_telemetry::{JobOutcome, Metrics};
-use futures_util::future::join_all;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
@@ -56,7 +55,7 @@ pub enum Recorded {
 /// `abandon` fires while a commit keeps failing (its deliveries then stay
 /// unacked and come back).
 pub async fn run(
-    store: Store,
+    store: HeldConnection,
     metrics: Arc<Metrics>,
     mut rx: mpsc::Receiver<Completed>,
     batch_max: usize,
@@ -92,15 +91,21 @@ pub async fn run(
                     if newly {
                         count(&metrics, outcome, queue_provider.as_deref());
                     }
-                    acks.push(Settle::Ack(acker));
+                    acks.push(acker);
                 }
                 Recorded::Refused(e) => {
                     match set_aside(&store, &metrics, &abandon, &running, outcome, &e).await {
                         Ok(true) => {
                             metrics.dead_lettered(queue_provider.as_deref(), DeadReason::Refused);
-                            acks.push(Settle::Ack(acker));
+                            acks.push(acker);
                         }
-                        Ok(false) => acks.push(Settle::Reject(acker)),
+                        Ok(false) => {
+                            // Sent before the acks below, so that none of
+                            // them covers this delivery.
+                            if let Err(e) = courier_amqp::reject(acker).await {
+                                tracing::warn!(error = %e, "reject after a refused record failed");
+                            }
+                        }
                         Err(Stop::Abandoned) => return,
                         Err(Stop::Refused(never)) => match never {},
                     }
@@ -109,28 +114,10 @@ pub async fn run(
         }
         // Recorded: other deliveries of these jobs may look them up now.
         drop(turns);
-        for result in join_all(acks.into_iter().map(Settle::send)).await {
-            if let Err(e) = result {
-                // The outcome is durable; a redelivery will be seen as a duplicate.
-                tracing::warn!(error = %e, "ack after commit failed");
-            }
-        }
-    }
-}
-
-/// How a delivery is settled once its outcome is dealt with.
-enum Settle<'a> {
-    Ack(&'a Acker),
-    /// Not even a bare record could be written: the queue's dead-letter
-    /// exchange takes the message.
-    Reject(&'a Acker),
-}
-
-impl Settle<'_> {
-    async fn send(self) -> Result<(), courier_amqp::AmqpError> {
-        match self {
-            Settle::Ack(acker) => courier_amqp::ack(acker).await,
-            Settle::Reject(acker) => courier_amqp::reject(acker).await,
+        match courier_amqp::ack_committed(acks).await {
+            Ok(sent) => metrics.acks_sent(sent.multiple, sent.single),
+            // The outcomes are durable; a redelivery will be seen as a duplicate.
+            Err(e) => tracing::warn!(error = %e, "ack after commit failed"),
         }
     }
 }
@@ -140,7 +127,7 @@ impl Settle<'_> {
 /// transaction per halving: about 2·log2(batch) per refused outcome, none
 /// when nothing is refused. Marks the worker not ready while commits fail.
 pub async fn commit_isolating(
-    store: &Store,
+    store: &HeldConnection,
     metrics: &Metrics,
     abandon: &CancellationToken,
     running: &Running,
@@ -193,7 +180,7 @@ pub async fn commit_isolating(
 /// as a bare dead letter that says why. `Ok(false)`: nothing could be
 /// recorded.
 async fn set_aside(
-    store: &Store,
+    store: &HeldConnection,
     metrics: &Metrics,
     abandon: &CancellationToken,
     running: &Running,

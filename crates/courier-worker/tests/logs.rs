@@ -118,7 +118,7 @@ async fn the_provider_token_and_payloads_never_reach_the_logs() {
         for field in ["job_id", "provider", "operation", "attempt"] {
             assert!(span.get(field).is_some(), "{field} missing: {line}");
         }
-        if v["message"] == "attempt finished" {
+        if v["message"] == "attempt finished" || v["message"] == "attempt succeeded" {
             attempt_lines += 1;
             assert!(ids.iter().any(|id| span["job_id"] == id.to_string()));
             assert_eq!(span["provider"], PROVIDER);

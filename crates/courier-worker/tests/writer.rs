@@ -32,7 +32,7 @@ async fn a_refused_outcome_is_isolated_and_the_rest_of_its_batch_committed() {
     batch[5] = unstorable(&env);
 
     let recorded = commit_isolating(
-        &env.store,
+        &env.store.held_connection(true),
         &metrics,
         &CancellationToken::new(),
         &running,
@@ -68,7 +68,7 @@ async fn a_refused_outcome_is_isolated_and_the_rest_of_its_batch_committed() {
     // What the writer records instead: the same outcome, storable.
     let storable = batch[2].storable();
     let again = commit_isolating(
-        &env.store,
+        &env.store.held_connection(true),
         &metrics,
         &CancellationToken::new(),
         &running,
