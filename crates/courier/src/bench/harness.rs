@@ -54,6 +54,40 @@ pub struct RunResult {
     pub provider_calls: u64,
     /// What the run cost the broker and the database (drains only).
     pub cost: Option<Cost>,
+    /// What a steady run cost the other processes (steady runs only).
+    pub steady_cost: Option<SteadyCost>,
+}
+
+/// CPU seconds per 1,000 jobs of the processes beside the worker while a
+/// steady rate was offered and drained: the broker's and the database's
+/// share of the host, and the bench's own (its publisher and the mock
+/// provider), which a production worker does not pay for.
+#[derive(Debug, Clone, Serialize)]
+pub struct SteadyCost {
+    pub broker_cpu_seconds_per_1000_jobs: f64,
+    pub database_cpu_seconds_per_1000_jobs: f64,
+    pub bench_cpu_seconds_per_1000_jobs: f64,
+}
+
+impl SteadyCost {
+    /// CPU seconds of the broker, the database and this process so far.
+    pub fn reading() -> anyhow::Result<[f64; 3]> {
+        Ok([
+            cpu_seconds_of("beam.smp"),
+            cpu_seconds_of("postgres"),
+            cpu_seconds_of_pid("self")?,
+        ])
+    }
+
+    /// The cost between two [`SteadyCost::reading`]s over `jobs`.
+    pub fn between(before: [f64; 3], after: [f64; 3], jobs: u64) -> Self {
+        let per_1000 = |i: usize| (after[i] - before[i]) / jobs.max(1) as f64 * 1000.0;
+        Self {
+            broker_cpu_seconds_per_1000_jobs: per_1000(0),
+            database_cpu_seconds_per_1000_jobs: per_1000(1),
+            bench_cpu_seconds_per_1000_jobs: per_1000(2),
+        }
+    }
 }
 
 /// What a drain cost the services, per job: the capacity model's inputs
@@ -454,6 +488,7 @@ impl Bench {
             attempts: self.store.count_attempts().await?,
             provider_calls: self.mock.call_count() as u64,
             cost: None,
+            steady_cost: None,
         })
     }
 

@@ -629,6 +629,7 @@ async fn steady_in(
         eprintln!("steady: offering {rate:.0} jobs/s for {duration:?} …");
         let cpu_before = worker.cpu_seconds()?;
         let machine_before = harness::machine_cpu_seconds()?;
+        let others_before = harness::SteadyCost::reading()?;
         let from = Utc::now();
         let clock = Instant::now();
         let sent = bench.publish_at(rate, duration).await?;
@@ -645,6 +646,8 @@ async fn steady_in(
         done += sent;
         let cpu = worker.cpu_seconds()? - cpu_before;
         let machine = harness::machine_cpu_seconds()? - machine_before;
+        let others =
+            harness::SteadyCost::between(others_before, harness::SteadyCost::reading()?, sent);
         let mut run = bench
             .result(
                 label,
@@ -660,6 +663,7 @@ async fn steady_in(
         // Offered, not drained: the rate is what was asked of the worker.
         run.jobs_per_second = sent as f64 / duration.as_secs_f64();
         run.machine_cpu_seconds_per_1000_jobs = machine / sent as f64 * 1000.0;
+        run.steady_cost = Some(others);
         runs.push(run);
     }
     worker.stop().await?;
@@ -775,6 +779,15 @@ fn print_report(name: &str, baseline: &Baseline, runs: &[RunResult]) {
         );
     }
     for r in runs {
+        if let Some(c) = &r.steady_cost {
+            println!(
+                "{}: broker {:.3} CPU s/1k, PostgreSQL {:.3}, the bench itself (publisher, mock provider) {:.3}",
+                r.label,
+                c.broker_cpu_seconds_per_1000_jobs,
+                c.database_cpu_seconds_per_1000_jobs,
+                c.bench_cpu_seconds_per_1000_jobs,
+            );
+        }
         if let Some(c) = &r.cost {
             let tables: Vec<String> = c
                 .tables
