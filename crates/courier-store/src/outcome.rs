@@ -1,8 +1,9 @@
 //! Group commit of outcomes: many jobs' results in one transaction.
 //!
-//! Owns the write path of the pipeline. Each statement takes the whole batch
-//! as arrays (UNNEST), so a batch costs a handful of round trips however large
-//! it is. Every write is idempotent: an attempt already recorded is skipped,
+//! Owns the write path of the pipeline. One statement takes the whole batch
+//! as arrays (UNNEST), so a batch costs one round trip however large it is
+//! (two statements in a transaction when it counts duplicate deliveries).
+//! Every write is idempotent: an attempt already recorded is skipped,
 //! a job's row only moves forward (more attempts, never out of a terminal
 //! state), a dead letter is written once per job and attempt.
 
