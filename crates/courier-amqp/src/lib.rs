@@ -286,10 +286,9 @@ async fn ack_channel(acks: &channel::ChannelAcks) -> Result<AcksSent, AmqpError>
                 frames.push((acker, multiple));
             }
         }
-        // The prefix's other handles: settled by the multiple ack.
-        if let Some(through) = plan.through {
-            held.committed.retain(|&tag, _| tag > through);
-        }
+        // Every committed delivery was taken: the prefix's other handles
+        // are settled by the multiple ack.
+        held.committed.clear();
         frames
     };
     let sent = AcksSent {

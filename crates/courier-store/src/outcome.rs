@@ -214,99 +214,94 @@ pub(crate) async fn commit_on(
     notify_channel: &str,
     batch: &[Outcome],
 ) -> Result<Committed, StoreError> {
-    {
-        let mut committed = Committed::default();
-        if batch.is_empty() {
-            return Ok(committed);
-        }
-        // One statement cannot touch a row twice: keep each job's latest state.
-        let mut jobs: HashMap<Uuid, &JobRow> = HashMap::new();
-        let mut attempts = Vec::new();
-        let mut dead = Vec::new();
-        let mut duplicates = Vec::new();
-        for outcome in batch {
-            let job = match outcome {
-                Outcome::Attempted {
-                    job,
-                    attempt,
-                    dead_letter,
-                } => {
-                    attempts.push(attempt);
-                    dead.extend(dead_letter.iter());
-                    Some(job)
-                }
-                Outcome::Rejected { job, dead_letter } => {
-                    dead.push(dead_letter);
-                    job.as_ref()
-                }
-                Outcome::Duplicate { job_id } => {
-                    duplicates.push(*job_id);
-                    None
-                }
-                Outcome::Deferred { .. } => None,
-            };
-            if let Some(job) = job {
-                jobs.entry(job.id)
-                    .and_modify(|kept| {
-                        if job.attempts > kept.attempts || job.state.is_terminal() {
-                            *kept = job;
-                        }
-                    })
-                    .or_insert(job);
+    let mut committed = Committed::default();
+    // One statement cannot touch a row twice: keep each job's latest state.
+    let mut jobs: HashMap<Uuid, &JobRow> = HashMap::new();
+    let mut attempts = Vec::new();
+    let mut dead = Vec::new();
+    let mut duplicates = Vec::new();
+    for outcome in batch {
+        let job = match outcome {
+            Outcome::Attempted {
+                job,
+                attempt,
+                dead_letter,
+            } => {
+                attempts.push(attempt);
+                dead.extend(dead_letter.iter());
+                Some(job)
             }
-        }
-
-        let attempts = AttemptColumns::of(&attempts);
-        let jobs = JobColumns::of(jobs.values().copied());
-        let dead = DeadLetterColumns::of(&dead);
-        let notify = (notify_channel.to_owned(), batch.len().to_string());
-        let record = record(&attempts, &jobs, &dead, &notify);
-        // One statement is one transaction and one round trip; a batch
-        // with duplicate deliveries (rare: redeliveries) also counts them,
-        // in a transaction of two.
-        let recorded = if duplicates.is_empty() {
-            record
-                .fetch_all(&mut *conn)
-                .await
-                .map_err(StoreError::query("record outcome batch"))?
-        } else {
-            let mut tx = sqlx::Connection::begin(&mut *conn)
-                .await
-                .map_err(StoreError::query("begin outcome batch"))?;
-            let recorded = record
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(StoreError::query("record outcome batch"))?;
-            sqlx::query(
-                "UPDATE jobs SET duplicate_deliveries = jobs.duplicate_deliveries + d.n
-                 FROM (SELECT id, count(*)::int AS n FROM UNNEST($1::uuid[]) AS id GROUP BY id) d
-                 WHERE jobs.id = d.id",
-            )
-            // Planned with today's statistics (see Store::progress).
-            .persistent(false)
-            .bind(&duplicates)
-            .execute(&mut *tx)
-            .await
-            .map_err(StoreError::query("count duplicate deliveries"))?;
-            tx.commit()
-                .await
-                .map_err(StoreError::query("commit outcome batch"))?;
-            recorded
+            Outcome::Rejected { job, dead_letter } => {
+                dead.push(dead_letter);
+                job.as_ref()
+            }
+            Outcome::Duplicate { job_id } => {
+                duplicates.push(*job_id);
+                None
+            }
+            Outcome::Deferred { .. } => None,
         };
-        for (job_id, attempt, letter) in recorded {
-            match (job_id, attempt, letter) {
-                (Some(job_id), Some(attempt), _) => {
-                    committed.attempts.insert((job_id, attempt));
-                }
-                (_, _, Some(letter)) => {
-                    committed.dead_letters.insert(letter);
-                }
-                // The notification's row.
-                _ => {}
-            }
+        if let Some(job) = job {
+            jobs.entry(job.id)
+                .and_modify(|kept| {
+                    if job.attempts > kept.attempts || job.state.is_terminal() {
+                        *kept = job;
+                    }
+                })
+                .or_insert(job);
         }
-        Ok(committed)
     }
+
+    let attempts = AttemptColumns::of(&attempts);
+    let jobs = JobColumns::of(jobs.values().copied());
+    let dead = DeadLetterColumns::of(&dead);
+    let notify = (notify_channel.to_owned(), batch.len().to_string());
+    let record = record(&attempts, &jobs, &dead, &notify);
+    // One statement is one transaction and one round trip; a batch
+    // with duplicate deliveries (rare: redeliveries) also counts them,
+    // in a transaction of two.
+    let recorded = if duplicates.is_empty() {
+        record
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(StoreError::query("record outcome batch"))?
+    } else {
+        let mut tx = sqlx::Connection::begin(&mut *conn)
+            .await
+            .map_err(StoreError::query("begin outcome batch"))?;
+        let recorded = record
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(StoreError::query("record outcome batch"))?;
+        sqlx::query(
+            "UPDATE jobs SET duplicate_deliveries = jobs.duplicate_deliveries + d.n
+             FROM (SELECT id, count(*)::int AS n FROM UNNEST($1::uuid[]) AS id GROUP BY id) d
+             WHERE jobs.id = d.id",
+        )
+        // Planned with today's statistics (see Store::progress).
+        .persistent(false)
+        .bind(&duplicates)
+        .execute(&mut *tx)
+        .await
+        .map_err(StoreError::query("count duplicate deliveries"))?;
+        tx.commit()
+            .await
+            .map_err(StoreError::query("commit outcome batch"))?;
+        recorded
+    };
+    for (job_id, attempt, letter) in recorded {
+        match (job_id, attempt, letter) {
+            (Some(job_id), Some(attempt), _) => {
+                committed.attempts.insert((job_id, attempt));
+            }
+            (_, _, Some(letter)) => {
+                committed.dead_letters.insert(letter);
+            }
+            // The notification's row.
+            _ => {}
+        }
+    }
+    Ok(committed)
 }
 
 /// What a [`Store::commit`] newly recorded: the rest of its batch was
