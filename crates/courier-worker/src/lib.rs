@@ -13,6 +13,7 @@
 
 pub mod consumer;
 pub mod gate;
+mod gather;
 pub mod lookup;
 pub mod observe;
 pub mod patience;
@@ -304,6 +305,7 @@ fn spawn_writer(
         metrics.clone(),
         outcome_rx,
         config.worker.outcome_batch_max,
+        config.worker.linger,
         abandon.clone(),
         running.clone(),
     );

@@ -4,14 +4,17 @@
 //! one query: requests queue on a channel and the lookup task answers all
 //! that are waiting with one `WHERE id = ANY(…)`. Under load a query serves
 //! dozens of deliveries; alone, a request waits for nothing but its own
-//! query. It must never answer from a cache: every answer comes from a query
+//! query, unless `worker.linger_ms` asks a small batch to wait for company
+//! ([`crate::gather`]). It must never answer from a cache: every answer comes from a query
 //! issued after the question was asked.
 
+use crate::gather::gather;
 use crate::patience::{Abandoned, Io, persist};
 use courier_core::StoredProgress;
 use courier_store::{HeldConnection, Store};
 use courier_telemetry::Metrics;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -33,9 +36,11 @@ pub struct ProgressLookup {
 impl ProgressLookup {
     /// Starts the lookup task; it ends when every handle is dropped.
     /// Each query slot keeps its own connection when `keep`.
+    /// A small batch of requests waits `linger` for company.
     pub fn start(
         store: &Store,
         keep: bool,
+        linger: Duration,
         metrics: Arc<Metrics>,
         abandon: CancellationToken,
     ) -> Self {
@@ -43,7 +48,7 @@ impl ProgressLookup {
         let slots = (0..QUERIES_IN_FLIGHT)
             .map(|_| store.held_connection(keep))
             .collect();
-        tokio::spawn(run(slots, metrics, abandon, rx));
+        tokio::spawn(run(slots, linger, metrics, abandon, rx));
         Self { requests }
     }
 
@@ -61,6 +66,7 @@ impl ProgressLookup {
 
 async fn run(
     slots: Vec<HeldConnection>,
+    linger: Duration,
     metrics: Arc<Metrics>,
     abandon: CancellationToken,
     mut rx: mpsc::Receiver<Request>,
@@ -75,7 +81,7 @@ async fn run(
             return;
         };
         let mut batch: Vec<Request> = Vec::with_capacity(BATCH_MAX);
-        if rx.recv_many(&mut batch, BATCH_MAX).await == 0 {
+        if gather(&mut rx, &mut batch, BATCH_MAX, linger).await == 0 {
             return;
         }
         let (metrics, abandon, free) = (metrics.clone(), abandon.clone(), free.clone());

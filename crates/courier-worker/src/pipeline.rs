@@ -126,6 +126,7 @@ impl Pipeline {
         let lookup = ProgressLookup::start(
             &store,
             crate::keeps_connections(&config),
+            config.worker.linger,
             metrics.clone(),
             abandon.clone(),
         );

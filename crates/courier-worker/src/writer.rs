@@ -1,7 +1,8 @@
 //! The outcome writer: group commit, then count, then ack.
 //!
 //! Owns the moment a delivery is acknowledged. Outcomes arrive on a channel;
-//! the writer takes as many as are waiting (up to the batch limit), commits
+//! the writer takes as many as are waiting (up to the batch limit; a small
+//! batch waits `worker.linger_ms` for company, [`crate::gather`]), commits
 //! them in one transaction, and only then counts what the commit newly
 //! recorded in the metrics and acks the deliveries, so the job counters show
 //! exactly what PostgreSQL holds.
@@ -14,6 +15,7 @@
 //! delivery goes to its queue's dead-letter exchange. It must never ack
 //! before the commit that records the delivery returns.
 
+use crate::gather::gather;
 use crate::observe::Running;
 use crate::patience::{Io, Stop, persist};
 use crate::turns::Turn;
@@ -25,7 +27,7 @@ use courier_store::{DeadLetterRow, HeldConnection, Outcome, StoreError};
 use courier_telemetry::{JobOutcome, Metrics};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -59,11 +61,12 @@ pub async fn run(
     metrics: Arc<Metrics>,
     mut rx: mpsc::Receiver<Completed>,
     batch_max: usize,
+    linger: Duration,
     abandon: CancellationToken,
     running: Arc<Running>,
 ) {
     let mut batch: Vec<Completed> = Vec::with_capacity(batch_max);
-    while rx.recv_many(&mut batch, batch_max).await > 0 {
+    while gather(&mut rx, &mut batch, batch_max, linger).await > 0 {
         let mut outcomes = Vec::with_capacity(batch.len());
         let mut settle = Vec::with_capacity(batch.len());
         let mut turns = Vec::with_capacity(batch.len());

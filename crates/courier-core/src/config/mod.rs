@@ -38,6 +38,13 @@ pub const DEFAULT_TELEMETRY_LISTEN: &str = "127.0.0.1:9464";
 /// Highest `worker.delivery_limit`; the broker dead-letters on its own above
 /// this (courier-amqp's `BROKER_DELIVERY_LIMIT`).
 pub const MAX_DELIVERY_LIMIT: u32 = 15;
+/// `worker.linger_ms` unless set: enough for the lookups and commits of
+/// a worker at a few thousand jobs a second to share round trips, a few
+/// milliseconds added to each job at low load (docs/BENCHMARKS.md).
+pub const DEFAULT_LINGER_MS: u64 = 1;
+/// Longest accepted `worker.linger_ms`: every job at low load may wait this
+/// long twice (its lookup and its commit).
+pub const MAX_LINGER: Duration = Duration::from_millis(50);
 
 /// Environment variables that override the file.
 pub const ENV_NAMESPACE: &str = "COURIER_NAMESPACE";
@@ -366,6 +373,10 @@ pub struct WorkerConfig {
     /// Deliveries of one message without an outcome before it is treated as
     /// poison and dead-lettered.
     pub delivery_limit: u32,
+    /// How long a small batch of outcomes or lookups waits for company
+    /// before it goes to PostgreSQL (zero: it goes at once). Trades latency
+    /// at low load for fewer round trips; see [`DEFAULT_LINGER_MS`].
+    pub linger: Duration,
 }
 
 #[derive(Debug, Clone)]

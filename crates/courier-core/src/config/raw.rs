@@ -91,6 +91,7 @@ pub(super) struct RawWorker {
     pub(super) outcome_batch_max: Option<usize>,
     pub(super) max_body_bytes: Option<usize>,
     pub(super) delivery_limit: Option<u32>,
+    pub(super) linger_ms: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]

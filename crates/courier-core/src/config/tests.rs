@@ -105,6 +105,20 @@ fn env_overrides_the_file() {
 }
 
 #[test]
+fn the_linger_defaults_to_a_millisecond_turns_off_and_is_bounded() {
+    assert_eq!(
+        load(GOOD).expect("good").worker.linger,
+        Duration::from_millis(1)
+    );
+    let off = load(&format!("{GOOD}[worker]\nlinger_ms = 0\n")).expect("0 is off");
+    assert_eq!(off.worker.linger, Duration::ZERO);
+    assert_eq!(
+        err_key(&format!("{GOOD}[worker]\nlinger_ms = 51\n")),
+        "worker.linger_ms"
+    );
+}
+
+#[test]
 fn errors_name_the_key() {
     assert_eq!(err_key("namespace = \"Bad-NS\""), "namespace");
     assert_eq!(

@@ -72,7 +72,17 @@ impl Validator<'_> {
                 "worker.max_body_bytes",
             )?,
             delivery_limit: raw.worker.delivery_limit.unwrap_or(10),
+            linger: Duration::from_millis(raw.worker.linger_ms.unwrap_or(DEFAULT_LINGER_MS)),
         };
+        if worker.linger > MAX_LINGER {
+            return Err(self.err(
+                "worker.linger_ms",
+                format!(
+                    "must be at most {} (every job at low load waits this long twice)",
+                    MAX_LINGER.as_millis()
+                ),
+            ));
+        }
         if !(2..=MAX_DELIVERY_LIMIT).contains(&worker.delivery_limit) {
             return Err(self.err(
                 "worker.delivery_limit",

@@ -213,6 +213,8 @@ pub struct Bench {
     pub provider_tables: String,
     /// Keys of the workers' `[broker]` table (prefetch, connect order).
     pub broker_toml: String,
+    /// Keys of the workers' `[worker]` table (the linger).
+    pub worker_toml: String,
     /// Environment of the workers besides this process's own (a node-loss
     /// run lists the cluster's nodes in its own order).
     pub worker_env: Vec<(String, String)>,
@@ -288,6 +290,7 @@ impl Bench {
             provider_toml: String::new(),
             provider_tables: String::new(),
             broker_toml: String::new(),
+            worker_toml: String::new(),
             worker_env: Vec::new(),
             urls: Default::default(),
             workers_started: std::sync::atomic::AtomicUsize::new(0),
@@ -351,6 +354,9 @@ impl Bench {
         );
         if !self.broker_toml.is_empty() {
             toml.push_str(&format!("\n[broker]\n{}\n", self.broker_toml));
+        }
+        if !self.worker_toml.is_empty() {
+            toml.push_str(&format!("\n[worker]\n{}\n", self.worker_toml));
         }
         for provider in &self.providers {
             let url = self.urls.get(provider).unwrap_or(&self.provider_url);

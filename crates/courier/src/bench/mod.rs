@@ -49,6 +49,9 @@ pub enum Scenario {
         /// Jobs published
         #[arg(long, default_value_t = 100_000)]
         jobs: u64,
+        /// The worker's `worker.linger_ms` (unset: the default)
+        #[arg(long)]
+        linger_ms: Option<u64>,
         #[command(flatten)]
         out: Output,
     },
@@ -66,6 +69,10 @@ pub enum Scenario {
         /// Jobs in the calibration drain
         #[arg(long, default_value_t = 20_000)]
         calibrate: u64,
+        /// The worker's `worker.linger_ms` (unset: the default; the
+        /// calibration drain always runs with the default)
+        #[arg(long)]
+        linger_ms: Option<u64>,
         #[command(flatten)]
         out: Output,
     },
@@ -348,9 +355,15 @@ pub async fn bench(scenario: Scenario) -> anyhow::Result<ExitCode> {
         Scenario::Baseline { jobs, out } => {
             ("baseline", out, baseline::measure(jobs).await?, vec![])
         }
-        Scenario::Drain { jobs, out } => {
+        Scenario::Drain {
+            jobs,
+            linger_ms,
+            out,
+        } => {
             let baseline = baseline::measure(jobs).await?;
-            let runs = vec![drain("drain", jobs, 1, FailureMix::default(), 1).await?];
+            let worker = linger_toml(linger_ms);
+            let runs =
+                vec![drain_with("drain", jobs, 1, FailureMix::default(), 1, "", &worker).await?];
             ("drain", out, baseline, runs)
         }
         Scenario::Processes {
@@ -396,8 +409,18 @@ pub async fn bench(scenario: Scenario) -> anyhow::Result<ExitCode> {
             if let Some(n) = prefetch_budget {
                 broker.push_str(&format!("prefetch_budget = {n}\n"));
             }
-            let runs =
-                vec![drain_with(&label, jobs, providers, FailureMix::default(), 1, &broker).await?];
+            let runs = vec![
+                drain_with(
+                    &label,
+                    jobs,
+                    providers,
+                    FailureMix::default(),
+                    1,
+                    &broker,
+                    "",
+                )
+                .await?,
+            ];
             ("providers", out, baseline, runs)
         }
         Scenario::Steady {
@@ -405,10 +428,13 @@ pub async fn bench(scenario: Scenario) -> anyhow::Result<ExitCode> {
             rates,
             seconds,
             calibrate,
+            linger_ms,
             out,
         } => {
             let baseline = baseline::measure(calibrate).await?;
-            let runs = steady(&shares, &rates, Duration::from_secs(seconds), calibrate).await?;
+            let seconds = Duration::from_secs(seconds);
+            let worker = linger_toml(linger_ms);
+            let runs = steady(&shares, &rates, seconds, calibrate, &worker).await?;
             ("steady", out, baseline, runs)
         }
         Scenario::Backlog {
@@ -469,10 +495,17 @@ async fn drain(
     mix: FailureMix,
     processes: usize,
 ) -> anyhow::Result<RunResult> {
-    drain_with(label, jobs, providers, mix, processes, "").await
+    drain_with(label, jobs, providers, mix, processes, "", "").await
 }
 
-/// As [`drain`], with keys for the workers' `[broker]` table.
+/// The workers' `[worker]` keys for a linger (none: the default).
+fn linger_toml(linger_ms: Option<u64>) -> String {
+    linger_ms
+        .map(|ms| format!("linger_ms = {ms}"))
+        .unwrap_or_default()
+}
+
+/// As [`drain`], with keys for the workers' `[broker]` and `[worker]` tables.
 async fn drain_with(
     label: &str,
     jobs: u64,
@@ -480,6 +513,7 @@ async fn drain_with(
     mix: FailureMix,
     processes: usize,
     broker_toml: &str,
+    worker_toml: &str,
 ) -> anyhow::Result<RunResult> {
     let names = if providers == 1 {
         vec!["mockpay".to_owned()]
@@ -488,6 +522,7 @@ async fn drain_with(
     };
     let mut bench = Bench::new("drain", names, mix).await?;
     bench.broker_toml = broker_toml.to_owned();
+    bench.worker_toml = worker_toml.to_owned();
     if mix != FailureMix::default() {
         // Failing at random by design: a chance run of failures would open
         // the circuit and turn the scenario into an outage.
@@ -589,6 +624,7 @@ async fn steady(
     rates: &[f64],
     duration: Duration,
     calibrate: u64,
+    worker_toml: &str,
 ) -> anyhow::Result<Vec<RunResult>> {
     let mut runs = Vec::new();
     let offered: Vec<(String, f64)> = if rates.is_empty() {
@@ -610,6 +646,7 @@ async fn steady(
         rates.iter().map(|r| (format!("{r:.0}/s"), *r)).collect()
     };
     let mut bench = Bench::new("steady", vec!["mockpay".into()], FailureMix::default()).await?;
+    bench.worker_toml = worker_toml.to_owned();
     let result = steady_in(&mut bench, &offered, duration).await;
     bench.cleanup().await?;
     runs.extend(result?);
