@@ -56,6 +56,91 @@ pub struct RunResult {
     pub cost: Option<Cost>,
     /// What a steady run cost the other processes (steady runs only).
     pub steady_cost: Option<SteadyCost>,
+    /// The worker's CPU and context switches by kind of thread (steady
+    /// runs and drains; empty elsewhere).
+    pub worker_threads: Vec<ThreadCost>,
+}
+
+/// One kind of thread in the worker processes (threads grouped by name:
+/// the runtime's workers, lapin's I/O loop): where the worker's CPU goes,
+/// and how often those threads sleep and wake.
+#[derive(Debug, Clone, Serialize)]
+pub struct ThreadCost {
+    pub name: String,
+    pub threads: usize,
+    pub cpu_seconds_per_1000_jobs: f64,
+    /// Voluntary and involuntary context switches.
+    pub context_switches_per_job: f64,
+}
+
+/// Each thread of some processes, by (process, thread) id: its name, CPU
+/// ticks and context switches so far.
+#[derive(Debug, Clone, Default)]
+pub struct ThreadReading(BTreeMap<(u32, u32), (String, f64, u64)>);
+
+impl ThreadReading {
+    /// Reads every thread of `pids` (a thread that ends while it is read is
+    /// left out).
+    pub fn of(pids: &[u32]) -> Self {
+        let mut threads = BTreeMap::new();
+        for &pid in pids {
+            let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+                continue;
+            };
+            for task in tasks.filter_map(Result::ok) {
+                let Some(tid) = task.file_name().to_str().and_then(|t| t.parse().ok()) else {
+                    continue;
+                };
+                let read = |file: &str| std::fs::read_to_string(task.path().join(file)).ok();
+                let (Some(name), Some(stat), Some(status)) =
+                    (read("comm"), read("stat"), read("status"))
+                else {
+                    continue;
+                };
+                let switches = status
+                    .lines()
+                    .filter_map(|l| {
+                        l.strip_prefix("voluntary_ctxt_switches:")
+                            .or_else(|| l.strip_prefix("nonvoluntary_ctxt_switches:"))
+                    })
+                    .filter_map(|v| v.trim().parse::<u64>().ok())
+                    .sum();
+                if let Some(ticks) = process_cpu_ticks(&stat) {
+                    threads.insert((pid, tid), (name.trim_end().to_owned(), ticks, switches));
+                }
+            }
+        }
+        Self(threads)
+    }
+
+    /// What each kind of thread used from `before` to this reading, over
+    /// `jobs`, most CPU first (a thread born in between counts from zero).
+    pub fn since(&self, before: &Self, jobs: u64) -> Vec<ThreadCost> {
+        let mut kinds: BTreeMap<&str, (usize, f64, u64)> = BTreeMap::new();
+        for (id, (name, ticks, switches)) in &self.0 {
+            let (ticks_before, switches_before) =
+                before.0.get(id).map_or((0.0, 0), |(_, t, s)| (*t, *s));
+            let kind = kinds.entry(name).or_default();
+            kind.0 += 1;
+            kind.1 += ticks - ticks_before;
+            kind.2 += switches.saturating_sub(switches_before);
+        }
+        let jobs = jobs.max(1) as f64;
+        let mut costs: Vec<ThreadCost> = kinds
+            .into_iter()
+            .map(|(name, (threads, ticks, switches))| ThreadCost {
+                name: name.to_owned(),
+                threads,
+                cpu_seconds_per_1000_jobs: ticks / TICKS_PER_SECOND / jobs * 1000.0,
+                context_switches_per_job: switches as f64 / jobs,
+            })
+            .collect();
+        costs.sort_by(|a, b| {
+            b.cpu_seconds_per_1000_jobs
+                .total_cmp(&a.cpu_seconds_per_1000_jobs)
+        });
+        costs
+    }
 }
 
 /// CPU seconds per 1,000 jobs of the processes beside the worker while a
@@ -495,6 +580,7 @@ impl Bench {
             provider_calls: self.mock.call_count() as u64,
             cost: None,
             steady_cost: None,
+            worker_threads: Vec::new(),
         })
     }
 
@@ -628,8 +714,13 @@ impl WorkerProcess {
         memory_mb_of_pid(&self.pid(), "VmHWM")
     }
 
+    /// The process id (0 once stopped).
+    pub fn process_id(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
     fn pid(&self) -> String {
-        self.child.as_ref().map_or(0, Child::id).to_string()
+        self.process_id().to_string()
     }
 
     /// SIGKILL: no shutdown, nothing flushed, as a crash.
@@ -698,12 +789,58 @@ impl Drop for WorkerProcess {
 
 #[cfg(test)]
 mod tests {
-    use super::{children_cpu_ticks, process_cpu_ticks};
+    use super::{ThreadReading, children_cpu_ticks, process_cpu_ticks};
+    use std::sync::mpsc;
 
     #[test]
     fn cpu_ticks_are_read_after_a_command_name_with_spaces_and_parentheses() {
         let stat = "4242 (beam (smp) x) S 1 2 3 4 5 6 7 8 9 10 150 25 7 3 20 0 4";
         assert_eq!(process_cpu_ticks(stat), Some(175.0));
         assert_eq!(children_cpu_ticks(stat), Some(10.0));
+    }
+
+    #[test]
+    fn a_busy_thread_s_cpu_is_counted_under_its_name_and_per_job() {
+        let pid = std::process::id();
+        let before = ThreadReading::of(&[pid]);
+        let (stop, stopped) = mpsc::channel::<()>();
+        let burner = std::thread::Builder::new()
+            .name("tick-burner".into())
+            .spawn(move || {
+                // Busy until told to stop: the reading below must see it.
+                while stopped.try_recv().is_err() {
+                    std::hint::black_box((0..1_000u64).sum::<u64>());
+                }
+            })
+            .expect("spawn the busy thread");
+        // Wait for three ticks (30 ms of its CPU), not for a time.
+        let (after, burnt) = loop {
+            let after = ThreadReading::of(&[pid]);
+            if let Some(c) = after
+                .since(&before, 10)
+                .into_iter()
+                .find(|c| c.name == "tick-burner" && c.cpu_seconds_per_1000_jobs >= 3.0)
+            {
+                break (after, c);
+            }
+            std::thread::yield_now();
+        };
+        stop.send(()).expect("the busy thread listens");
+        burner.join().expect("the busy thread ends cleanly");
+        // Born after `before`, it counts from zero: one thread, its whole life.
+        assert_eq!(burnt.threads, 1);
+        // The same reading over twice the jobs costs half per job.
+        let halved = after
+            .since(&before, 20)
+            .into_iter()
+            .find(|c| c.name == "tick-burner")
+            .expect("the busy thread is read");
+        assert!(
+            (halved.cpu_seconds_per_1000_jobs * 2.0 - burnt.cpu_seconds_per_1000_jobs).abs() < 1e-9,
+            "{halved:?} against {burnt:?}"
+        );
+        // A thread that has ended is no longer read.
+        let ended = ThreadReading::of(&[pid]).since(&before, 10);
+        assert!(ended.iter().all(|c| c.name != "tick-burner"), "{ended:?}");
     }
 }

@@ -579,6 +579,11 @@ async fn drain_in(
         tables,
     };
     let (cpu, rss) = usage(&workers)?;
+    let pids: Vec<u32> = workers
+        .iter()
+        .map(harness::WorkerProcess::process_id)
+        .collect();
+    let threads = harness::ThreadReading::of(&pids);
     for w in workers {
         w.stop().await?;
     }
@@ -587,6 +592,7 @@ async fn drain_in(
         .await?;
     run.machine_cpu_seconds_per_1000_jobs = per_1000(machine);
     run.cost = Some(cost);
+    run.worker_threads = threads.since(&harness::ThreadReading::default(), jobs);
     Ok(run)
 }
 
@@ -665,6 +671,7 @@ async fn steady_in(
         let (label, rate) = (label.as_str(), *rate);
         eprintln!("steady: offering {rate:.0} jobs/s for {duration:?} …");
         let cpu_before = worker.cpu_seconds()?;
+        let threads_before = harness::ThreadReading::of(&[worker.process_id()]);
         let machine_before = harness::machine_cpu_seconds()?;
         let others_before = harness::SteadyCost::reading()?;
         let from = Utc::now();
@@ -682,6 +689,8 @@ async fn steady_in(
         let wall = clock.elapsed().as_secs_f64();
         done += sent;
         let cpu = worker.cpu_seconds()? - cpu_before;
+        let threads =
+            harness::ThreadReading::of(&[worker.process_id()]).since(&threads_before, sent);
         let machine = harness::machine_cpu_seconds()? - machine_before;
         let others =
             harness::SteadyCost::between(others_before, harness::SteadyCost::reading()?, sent);
@@ -701,6 +710,7 @@ async fn steady_in(
         run.jobs_per_second = sent as f64 / duration.as_secs_f64();
         run.machine_cpu_seconds_per_1000_jobs = machine / sent as f64 * 1000.0;
         run.steady_cost = Some(others);
+        run.worker_threads = threads;
         runs.push(run);
     }
     worker.stop().await?;
@@ -816,6 +826,19 @@ fn print_report(name: &str, baseline: &Baseline, runs: &[RunResult]) {
         );
     }
     for r in runs {
+        if !r.worker_threads.is_empty() {
+            let threads: Vec<String> = r
+                .worker_threads
+                .iter()
+                .map(|t| {
+                    format!(
+                        "{} ×{} {:.3} CPU s/1k, {:.2} switches/job",
+                        t.name, t.threads, t.cpu_seconds_per_1000_jobs, t.context_switches_per_job
+                    )
+                })
+                .collect();
+            println!("{}: worker threads: {}", r.label, threads.join("; "));
+        }
         if let Some(c) = &r.steady_cost {
             println!(
                 "{}: broker {:.3} CPU s/1k, PostgreSQL {:.3}, the bench itself (publisher, mock provider) {:.3}",
