@@ -365,6 +365,21 @@ pub async fn cancel(channel: &Channel, consumer: &Consumer) -> Result<(), AmqpEr
     .await
 }
 
+/// Closes `channel` and waits for the broker to confirm it. The broker
+/// handles what was sent on the channel before the close (the last acks)
+/// first. Close a channel this way before closing its connection: a channel
+/// that is only dropped closes later, on lapin's own time, and when that
+/// races the connection's close lapin tears the connection down, and the
+/// broker can drop acks it had already received.
+pub async fn close(channel: &Channel) -> Result<(), AmqpError> {
+    within(
+        REPLY_TIMEOUT,
+        "channel.close",
+        channel.inner.close(200, "OK".into()),
+    )
+    .await
+}
+
 /// Takes one message from `queue` without consuming it for good: it stays
 /// unacked until acked or requeued. `None` when the queue is empty.
 pub async fn get(channel: &Channel, queue: &str) -> Result<Option<Delivery>, AmqpError> {

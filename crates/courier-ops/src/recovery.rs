@@ -313,6 +313,11 @@ pub async fn sync_dead_letter_queue(
             courier_amqp::ack(&delivery.acker).await?;
         }
     }
+    // Confirmed before the caller closes the connection, so that the broker
+    // has handled the last acks (courier_amqp::close says why).
+    if let Err(e) = courier_amqp::close(&channel).await {
+        tracing::warn!(%queue, error = %e, "closing the channel after syncing a dead-letter queue");
+    }
     Ok(sync)
 }
 

@@ -2,10 +2,12 @@
 //!
 //! Owns the order of a worker's shutdown: stop consuming, finish (or, after
 //! the grace period, abandon) in-flight calls, let the writer commit and ack
-//! what is done, close the broker connection (which returns every unacked
+//! what is done, close the consumers' channels and wait for the broker to
+//! confirm, close the broker connection (which returns every unacked
 //! delivery), close the store, and only then stop answering `/readyz`. It
-//! must never close the connection before the writer has acked, or drop a
-//! subscription whose deliveries still wait for their ack.
+//! must never close the connection before the writer has acked or before
+//! the channels' closes are confirmed, and never drop a subscription whose
+//! deliveries still wait for their ack.
 
 use crate::supervisor;
 use courier_amqp::Link;
@@ -101,6 +103,17 @@ pub(crate) async fn sequence(s: Shutdown) {
         );
         s.flush_abandon.cancel();
         let _ = writer.await;
+    }
+    // Closed and confirmed, not just dropped: the broker handles a channel's
+    // acks before its close, and a dropped channel's close would race the
+    // connection's (courier_amqp::close says how that loses acks).
+    let closes = subscriptions
+        .iter()
+        .map(|(channel, _)| courier_amqp::close(channel));
+    for closed in futures_util::future::join_all(closes).await {
+        if let Err(e) = closed {
+            tracing::debug!(error = %e, "closing a consumer's channel");
+        }
     }
     drop(subscriptions);
     // Closing the connection returns every unacked delivery to its queue.
