@@ -13,6 +13,9 @@
 # release as the runtime image, so the binary finds the glibc it was linked
 # against.
 FROM docker.io/library/rust:1.95-slim-bookworm AS builder
+# The slim image has a C compiler but not make, which jemalloc's build runs.
+RUN apt-get update && apt-get install -y --no-install-recommends make \
+    && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
 # `courier_build_info{commit=…}`: .git is not in the build context

@@ -29,6 +29,9 @@ _courier_services() {
   local missing=()
   command -v rabbitmq-server >/dev/null 2>&1 || missing+=(rabbitmq-server)
   command -v pg_ctlcluster >/dev/null 2>&1 || missing+=(postgresql)
+  # Not a service: the build of jemalloc (the `courier` binary's allocator)
+  # runs make, which a Rust toolchain alone does not bring.
+  command -v make >/dev/null 2>&1 || missing+=(make)
   if [ ${#missing[@]} -gt 0 ]; then
     _say "installing ${missing[*]} from Debian's packages"
     $sudo apt-get update -qq
