@@ -586,10 +586,23 @@ impl Bench {
 
     /// Removes the namespace's queues, exchanges and schema.
     pub async fn cleanup(self) -> anyhow::Result<()> {
-        // A fresh channel: the setup channel may have died with a broker
-        // restart (the fault suite's).
-        let channel = self.conn.channel().await?;
-        self.topology.teardown(&channel).await?;
+        // A fresh channel for each try: the setup channel may have died with
+        // a broker restart (the fault suite's), and RabbitMQ now and then
+        // answers a quorum queue's delete with INTERNAL_ERROR, which closes
+        // the connection. Deletes are idempotent, and the link reconnects on
+        // the next channel.
+        const TRIES: u32 = 3;
+        for tried in 1..=TRIES {
+            let torn_down = match self.conn.channel().await {
+                Ok(channel) => self.topology.teardown(&channel).await,
+                Err(e) => Err(e),
+            };
+            match torn_down {
+                Ok(()) => break,
+                Err(e) if tried < TRIES => eprintln!("cleanup: {e}; trying again"),
+                Err(e) => return Err(e.into()),
+            }
+        }
         self.store.drop_schema().await?;
         let _ = self.conn.close("bench done").await;
         Ok(())
